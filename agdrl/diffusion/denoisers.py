@@ -1,0 +1,205 @@
+"""Denoiser networks over trajectory segments.
+
+Every denoiser maps ``(x_k, cond, k) -> output`` with
+x_k: (B, H, Dx) noisy diffused variables, cond: (B, H, Dc) or None (conditioning actions),
+k: (B,) diffusion step indices (float, may be fractional), output: (B, H, Dx).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from agdrl.config import DenoiserConfig
+
+
+class SinusoidalTimeEmbedding(nn.Module):
+    """Transformer-style sinusoidal features of the diffusion step followed by a small MLP.
+
+    Steps are rescaled to a 0 … 1000 range so that any K gives comparable frequencies.
+    k: (B,) -> (B, dim).
+    """
+
+    def __init__(self, dim: int, num_steps: int):
+        super().__init__()
+        self.dim = dim
+        self.scale = 1000.0 / num_steps
+        half = dim // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half) / max(half - 1, 1))
+        self.register_buffer("freqs", freqs, persistent=False)
+        self.mlp = nn.Sequential(nn.Linear(2 * half, dim * 2), nn.SiLU(), nn.Linear(dim * 2, dim))
+
+    def forward(self, k: torch.Tensor) -> torch.Tensor:
+        angles = (k.float() * self.scale)[:, None] * self.freqs[None, :]
+        return self.mlp(torch.cat([angles.sin(), angles.cos()], dim=-1))
+
+
+class ResidualBlock(nn.Module):
+    """x + Linear(ReLU(LayerNorm(x)))."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.linear = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.linear(F.relu(self.norm(x)))
+
+
+class ResidualMLPDenoiser(nn.Module):
+    """Residual MLP over the flattened segment (the PolyGRAD/AGD reference denoiser).
+
+    Input (flattened x and cond) is projected, the time embedding is added, then ``depth``
+    residual blocks of ``width`` and a linear read-out. Horizon is fixed at construction.
+    """
+
+    def __init__(self, horizon: int, x_dim: int, cond_dim: int, cfg: DenoiserConfig,
+                 num_steps: int):
+        super().__init__()
+        self.horizon, self.x_dim, self.cond_dim = horizon, x_dim, cond_dim
+        in_dim = horizon * (x_dim + cond_dim)
+        embed = max(in_dim, cfg.time_embed_dim)
+        self.proj = nn.Linear(in_dim, embed)
+        self.time = SinusoidalTimeEmbedding(embed, num_steps)
+        self.inp = nn.Linear(embed, cfg.width)
+        self.blocks = nn.Sequential(*[ResidualBlock(cfg.width) for _ in range(cfg.depth)])
+        self.out_norm = nn.LayerNorm(cfg.width)
+        self.out = nn.Linear(cfg.width, horizon * x_dim)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None, k: torch.Tensor
+                ) -> torch.Tensor:
+        b, h, d = x.shape
+        if h != self.horizon:
+            raise ValueError(f"this MLP denoiser was built for H = {self.horizon}, got H = {h}")
+        flat = x.reshape(b, -1) if cond is None else torch.cat([x, cond], -1).reshape(b, -1)
+        hidden = self.inp(self.proj(flat) + self.time(k))
+        hidden = F.relu(self.out_norm(self.blocks(hidden)))
+        return self.out(hidden).reshape(b, h, d)
+
+
+class TemporalResBlock(nn.Module):
+    """Two Conv1d–GroupNorm–Mish layers with the time embedding added in between (Diffuser)."""
+
+    def __init__(self, c_in: int, c_out: int, time_dim: int, kernel: int = 5):
+        super().__init__()
+        groups = 8 if c_out % 8 == 0 else 1
+        self.conv1 = nn.Conv1d(c_in, c_out, kernel, padding=kernel // 2)
+        self.norm1 = nn.GroupNorm(groups, c_out)
+        self.conv2 = nn.Conv1d(c_out, c_out, kernel, padding=kernel // 2)
+        self.norm2 = nn.GroupNorm(groups, c_out)
+        self.time = nn.Linear(time_dim, c_out)
+        self.skip = nn.Conv1d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
+        """x: (B, C_in, L), t_emb: (B, T) -> (B, C_out, L)."""
+        h = F.mish(self.norm1(self.conv1(x))) + self.time(F.mish(t_emb))[:, :, None]
+        h = F.mish(self.norm2(self.conv2(h)))
+        return h + self.skip(x)
+
+
+class TemporalUNetDenoiser(nn.Module):
+    """Diffuser-style temporal 1-D U-Net over the time axis; works for any horizon.
+
+    Channels ``width × (1, 2, 4, …)`` over ``depth`` levels; the horizon is padded up to a
+    multiple of ``2^(depth-1)`` with zeros and cropped back, so odd H (10, 50, 51) are fine.
+    """
+
+    def __init__(self, x_dim: int, cond_dim: int, cfg: DenoiserConfig, num_steps: int):
+        super().__init__()
+        self.levels = cfg.depth
+        dims = [cfg.width * 2**i for i in range(cfg.depth)]
+        t_dim = cfg.time_embed_dim
+        self.time = SinusoidalTimeEmbedding(t_dim, num_steps)
+        self.inp = nn.Conv1d(x_dim + cond_dim, dims[0], 1)
+        self.down = nn.ModuleList()
+        for i, d in enumerate(dims):
+            prev = dims[max(i - 1, 0)]
+            last = i == len(dims) - 1
+            self.down.append(nn.ModuleList([
+                TemporalResBlock(prev, d, t_dim), TemporalResBlock(d, d, t_dim),
+                nn.Identity() if last else nn.Conv1d(d, d, 3, stride=2, padding=1),
+            ]))
+        self.mid = nn.ModuleList([TemporalResBlock(dims[-1], dims[-1], t_dim),
+                                  TemporalResBlock(dims[-1], dims[-1], t_dim)])
+        self.up = nn.ModuleList()
+        for i in reversed(range(len(dims) - 1)):
+            self.up.append(nn.ModuleList([
+                nn.ConvTranspose1d(dims[i + 1], dims[i + 1], 4, stride=2, padding=1),
+                TemporalResBlock(dims[i + 1] + dims[i], dims[i], t_dim),
+                TemporalResBlock(dims[i], dims[i], t_dim),
+            ]))
+        self.out = nn.Sequential(nn.Conv1d(dims[0], dims[0], 5, padding=2), nn.Mish(),
+                                 nn.Conv1d(dims[0], x_dim, 1))
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None, k: torch.Tensor
+                ) -> torch.Tensor:
+        b, h, d = x.shape
+        inp = x if cond is None else torch.cat([x, cond], -1)
+        multiple = 2 ** (self.levels - 1)
+        padded = math.ceil(h / multiple) * multiple
+        z = F.pad(inp.transpose(1, 2), (0, padded - h))
+        t = self.time(k)
+        z = self.inp(z)
+        skips = []
+        for block1, block2, downsample in self.down:
+            z = block2(block1(z, t), t)
+            skips.append(z)
+            z = downsample(z)
+        for block in self.mid:
+            z = block(z, t)
+        skips.pop()
+        for upsample, block1, block2 in self.up:
+            z = upsample(z)
+            z = block2(block1(torch.cat([z, skips.pop()], 1), t), t)
+        return self.out(z)[:, :, :h].transpose(1, 2)
+
+
+class TransformerDenoiser(nn.Module):
+    """A small pre-norm transformer encoder with one token per time step; any horizon.
+
+    Tokens: Linear([x_t, cond_t]) + sinusoidal position + diffusion-time embedding.
+    """
+
+    def __init__(self, x_dim: int, cond_dim: int, cfg: DenoiserConfig, num_steps: int):
+        super().__init__()
+        if cfg.width % cfg.heads:
+            raise ValueError(f"transformer width {cfg.width} must divide by heads {cfg.heads}")
+        self.width = cfg.width
+        self.inp = nn.Linear(x_dim + cond_dim, cfg.width)
+        self.time = SinusoidalTimeEmbedding(cfg.width, num_steps)
+        layer = nn.TransformerEncoderLayer(cfg.width, cfg.heads, 4 * cfg.width, dropout=0.0,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, cfg.depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(cfg.width)
+        self.out = nn.Linear(cfg.width, x_dim)
+
+    def positions(self, h: int, device: torch.device) -> torch.Tensor:
+        """Sinusoidal position features (H, width)."""
+        pos = torch.arange(h, device=device, dtype=torch.float32)[:, None]
+        half = self.width // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=device) / half)
+        angles = pos * freqs[None, :]
+        return torch.cat([angles.sin(), angles.cos()], -1)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None, k: torch.Tensor
+                ) -> torch.Tensor:
+        inp = x if cond is None else torch.cat([x, cond], -1)
+        tokens = self.inp(inp) + self.positions(x.shape[1], x.device) + self.time(k)[:, None]
+        return self.out(self.norm(self.encoder(tokens)))
+
+
+def make_denoiser(cfg: DenoiserConfig, horizon: int, x_dim: int, cond_dim: int,
+                  num_steps: int) -> nn.Module:
+    """Build the denoiser named by ``cfg.kind``."""
+    if cfg.width <= 0 or cfg.depth <= 0:
+        raise ValueError(f"denoiser width and depth must be positive, got {cfg.width}, {cfg.depth}")
+    if cfg.kind == "mlp":
+        return ResidualMLPDenoiser(horizon, x_dim, cond_dim, cfg, num_steps)
+    if cfg.kind == "unet":
+        return TemporalUNetDenoiser(x_dim, cond_dim, cfg, num_steps)
+    if cfg.kind == "transformer":
+        return TransformerDenoiser(x_dim, cond_dim, cfg, num_steps)
+    raise ValueError(f"unknown denoiser {cfg.kind!r}; choose 'mlp', 'unet' or 'transformer'")

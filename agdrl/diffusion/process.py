@@ -1,0 +1,94 @@
+"""The Gaussian diffusion process over segments: forward noising, x̂_0 / ε parameterization,
+the training objective, and the reverse-step posterior.
+
+Shapes: x: (B, H, Dx); cond: (B, H, Dc) or None; k: (B,) integer step indices in [0, K).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from agdrl.diffusion.schedules import make_alpha_bar, posterior_coefficients
+
+
+class Inpainting:
+    """Known entries of the clean segment, re-imposed on x̂_0 and on x_k after every step.
+
+    mask: (B, H, Dx) bool, values: (B, H, Dx). Used to pin ``s_0`` to a real state (and, in
+    the joint layout, to impose given actions).
+    """
+
+    def __init__(self, mask: torch.Tensor, values: torch.Tensor):
+        if mask.shape != values.shape:
+            raise ValueError(f"inpainting mask {tuple(mask.shape)} and values "
+                             f"{tuple(values.shape)} differ in shape")
+        self.mask = mask
+        self.values = values
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(self.mask, self.values, x)
+
+
+class GaussianDiffusion(nn.Module):
+    """DDPM forward process with a denoiser that predicts x̂_0 (reference) or ε."""
+
+    def __init__(self, denoiser: nn.Module, num_steps: int, schedule: str = "cosine",
+                 tau: float = 1.0, prediction: str = "x0"):
+        super().__init__()
+        if prediction not in ("x0", "eps"):
+            raise ValueError(f"prediction must be 'x0' or 'eps', got {prediction!r}")
+        self.denoiser = denoiser
+        self.num_steps = num_steps
+        self.prediction = prediction
+        alpha_bar = make_alpha_bar(schedule, num_steps, tau)
+        # alpha_bar at index -1 (clean data) is 1; stored at position 0 of alpha_bar_ext.
+        self.register_buffer("alpha_bar", alpha_bar.float())
+        self.register_buffer("alpha_bar_ext", torch.cat([torch.ones(1), alpha_bar.float()]))
+
+    def alpha_bar_at(self, k: torch.Tensor | int) -> torch.Tensor:
+        """alpha_bar at step index k, with k = -1 meaning clean data (alpha_bar = 1)."""
+        k = torch.as_tensor(k, device=self.alpha_bar_ext.device)
+        return self.alpha_bar_ext[k + 1]
+
+    def q_sample(self, x0: torch.Tensor, k: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Sample x_k ~ q(x_k | x_0) = N(sqrt(ab_k) x_0, (1 - ab_k) I)."""
+        ab = self.alpha_bar[k].view(-1, 1, 1)
+        return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+
+    def predict_x0(self, x_k: torch.Tensor, cond: torch.Tensor | None, k: torch.Tensor,
+                   denoiser: nn.Module | None = None) -> torch.Tensor:
+        """x̂_0 from the denoiser output (converted from ε when the model predicts noise)."""
+        out = (denoiser or self.denoiser)(x_k, cond, k.float())
+        if self.prediction == "x0":
+            return out
+        ab = self.alpha_bar[k].view(-1, 1, 1)
+        return (x_k - (1 - ab).sqrt() * out) / ab.sqrt()
+
+    def eps_from_x0(self, x_k: torch.Tensor, x0: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        ab = self.alpha_bar_at(k).view(-1, 1, 1)
+        return (x_k - ab.sqrt() * x0) / (1 - ab).clamp(min=1e-12).sqrt()
+
+    def posterior(self, x_k: torch.Tensor, x0: torch.Tensor, k: int, k_prev: int
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std of q(x_{k_prev} | x_k, x_0) for a jump k -> k_prev (k_prev = -1: clean)."""
+        c0, ct, var = posterior_coefficients(self.alpha_bar_at(k), self.alpha_bar_at(k_prev))
+        return c0 * x0 + ct * x_k, var.clamp(min=0).sqrt()
+
+    def loss(self, x0: torch.Tensor, cond: torch.Tensor | None, weight: torch.Tensor,
+             inpainting: Inpainting | None = None, generator: torch.Generator | None = None
+             ) -> torch.Tensor:
+        """Mean squared error of the denoiser's target under ``weight`` (B, H, Dx) in [0, 1].
+
+        Known (inpainted) entries are set clean in x_k, as at sampling time, and should carry
+        zero weight. The target is x_0 or ε according to ``prediction``.
+        """
+        b = x0.shape[0]
+        k = torch.randint(0, self.num_steps, (b,), device=x0.device, generator=generator)
+        noise = torch.randn(x0.shape, device=x0.device, generator=generator)
+        x_k = self.q_sample(x0, k, noise)
+        if inpainting is not None:
+            x_k = inpainting.apply(x_k)
+        out = self.denoiser(x_k, cond, k.float())
+        target = x0 if self.prediction == "x0" else noise
+        return ((out - target) ** 2 * weight).sum() / weight.sum().clamp(min=1.0)

@@ -1,0 +1,186 @@
+"""The trajectory diffusion world model (DESIGN §2.2).
+
+Layouts of the diffused variable per step (all normalized; terminals mapped to ±1):
+- ``polygrad``: x_t = [s_t, r_t, d_t], actions a_t are conditioning inputs, not diffused;
+- ``joint``:    x_t = [s_t, a_t, r_t, d_t] (Diffuser style), no conditioning.
+The first state s_0 is always pinned to a real state by inpainting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from agdrl.buffer import SegmentBatch
+from agdrl.config import DenoiserConfig, DiffusionConfig
+from agdrl.diffusion.denoisers import make_denoiser
+from agdrl.diffusion.process import GaussianDiffusion, Inpainting
+from agdrl.diffusion.samplers import DenoisingHook, Sampler
+from agdrl.ema import EMA
+from agdrl.normalization import RunningNormalizer
+from agdrl.segments import Segment
+
+
+class DiffusionWorldModel(nn.Module):
+    """Generates whole segments of H steps from a real start state."""
+
+    def __init__(self, obs_dim: int, action_dim: int, cfg: DiffusionConfig,
+                 device: torch.device | str = "cpu"):
+        super().__init__()
+        if cfg.horizon < 2:
+            raise ValueError(f"horizon must be at least 2, got {cfg.horizon}")
+        if cfg.num_steps <= 0 or cfg.batch_size <= 0:
+            raise ValueError("num_steps and batch_size must be positive")
+        self.cfg = cfg
+        self.obs_dim, self.action_dim = obs_dim, action_dim
+        self.joint = cfg.layout == "joint"
+        if cfg.layout not in ("polygrad", "joint"):
+            raise ValueError(f"unknown layout {cfg.layout!r}; choose 'polygrad' or 'joint'")
+        self.x_dim = obs_dim + 2 + (action_dim if self.joint else 0)
+        self.cond_dim = 0 if self.joint else action_dim
+        self.state_norm = RunningNormalizer(obs_dim)
+        self.action_norm = RunningNormalizer(action_dim)
+        self.reward_norm = RunningNormalizer(1)
+        denoiser = make_denoiser(cfg.denoiser, cfg.horizon, self.x_dim, self.cond_dim,
+                                 cfg.num_steps)
+        self.diffusion = GaussianDiffusion(denoiser, cfg.num_steps, cfg.schedule,
+                                           cfg.schedule_tau, cfg.prediction)
+        self.ema = EMA(denoiser, cfg.ema_decay)
+        self.to(device)
+        self.device = torch.device(device)
+        self.optimizer = torch.optim.AdamW(denoiser.parameters(), lr=cfg.lr,
+                                           weight_decay=cfg.weight_decay)
+        self.train_steps = 0
+
+    # ------------------------------------------------------------------ layout
+    @property
+    def reward_index(self) -> int:
+        return self.x_dim - 2
+
+    def update_normalizers(self, states: np.ndarray, actions: np.ndarray, rewards: np.ndarray
+                           ) -> None:
+        """Fold new real data (any leading shape) into the running statistics."""
+        self.state_norm.update(states)
+        self.action_norm.update(actions)
+        self.reward_norm.update(np.asarray(rewards)[..., None])
+
+    def encode(self, seg: Segment) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Segment (raw units) -> (x: (B, H, Dx), cond: (B, H, Dc) or None), normalized."""
+        s = self.state_norm.normalize(seg.states)
+        a = self.action_norm.normalize(seg.actions)
+        r = self.reward_norm.normalize(seg.rewards[..., None])
+        d = seg.terminals[..., None] * 2 - 1
+        if self.joint:
+            return torch.cat([s, a, r, d], -1), None
+        return torch.cat([s, r, d], -1), a
+
+    def decode(self, x: torch.Tensor, cond: torch.Tensor | None) -> Segment:
+        """Inverse of :meth:`encode`; terminals come back as (d + 1) / 2 clamped to [0, 1]."""
+        ds = self.obs_dim
+        states = self.state_norm.unnormalize(x[..., :ds])
+        a_norm = x[..., ds : ds + self.action_dim] if self.joint else cond
+        actions = self.action_norm.unnormalize(a_norm)
+        rewards = self.reward_norm.unnormalize(x[..., self.reward_index : self.reward_index + 1])
+        terminals = ((x[..., -1] + 1) / 2).clamp(0, 1)
+        return Segment(states, actions, rewards[..., 0], terminals)
+
+    def pin_start(self, s0_norm: torch.Tensor, batch: int,
+                  actions_norm: torch.Tensor | None = None) -> Inpainting:
+        """Inpainting that fixes s_0 (and, in the joint layout, given actions)."""
+        h = self.cfg.horizon
+        mask = torch.zeros(batch, h, self.x_dim, dtype=torch.bool, device=s0_norm.device)
+        values = torch.zeros(batch, h, self.x_dim, device=s0_norm.device)
+        mask[:, 0, : self.obs_dim] = True
+        values[:, 0, : self.obs_dim] = s0_norm
+        if self.joint and actions_norm is not None:
+            a = slice(self.obs_dim, self.obs_dim + self.action_dim)
+            mask[:, :, a] = True
+            values[:, :, a] = actions_norm
+        return Inpainting(mask, values)
+
+    # ------------------------------------------------------------------ training
+    def train_step(self, batch: SegmentBatch, generator: torch.Generator | None = None) -> float:
+        """One gradient step of the denoising objective on a batch of real segments."""
+        seg = Segment.from_numpy(batch.states, batch.actions, batch.rewards, batch.terminals,
+                                 self.device)
+        x0, cond = self.encode(seg)
+        mask = torch.as_tensor(batch.mask, device=self.device)
+        weight = mask[..., None].expand_as(x0).clone()
+        weight[:, 0, : self.obs_dim] = 0.0  # s_0 is pinned, nothing to learn there
+        pin = self.pin_start(x0[:, 0, : self.obs_dim], x0.shape[0])
+        self.diffusion.train()
+        loss = self.diffusion.loss(x0, cond, weight, pin, generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.diffusion.denoiser.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.ema.update(self.diffusion.denoiser)
+        self.train_steps += 1
+        return float(loss.detach())
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def sample(self, s0: torch.Tensor, sampler: Sampler, actions: torch.Tensor | None = None,
+               hook: DenoisingHook | None = None, generator: torch.Generator | None = None,
+               use_ema: bool = True) -> Segment:
+        """Imagine segments from start states.
+
+        s0: (B, ds) raw start states; actions: (B, H, da) raw actions to condition on, or None
+        to start them from N(0, I) in normalized space (a hook such as policy guidance then
+        shapes them; without a hook they stay noise). Returns a raw-unit :class:`Segment`.
+        """
+        b, h = s0.shape[0], self.cfg.horizon
+        s0_norm = self.state_norm.normalize(s0.to(self.device))
+        a_norm = None if actions is None else self.action_norm.normalize(actions.to(self.device))
+        if a_norm is not None and a_norm.shape != (b, h, self.action_dim):
+            raise ValueError(f"actions must have shape {(b, h, self.action_dim)}, "
+                             f"got {tuple(a_norm.shape)}")
+        cond = None
+        if not self.joint:
+            cond = a_norm if a_norm is not None else torch.randn(
+                b, h, self.action_dim, device=self.device, generator=generator)
+        pin = self.pin_start(s0_norm, b, a_norm)
+        denoiser = self.ema.model if use_ema else self.diffusion.denoiser
+        denoiser.eval()
+        x, cond = sampler.sample(self.diffusion, (b, h, self.x_dim), cond=cond, inpainting=pin,
+                                 hook=hook, denoiser=denoiser, generator=generator,
+                                 device=self.device)
+        return self.decode(x, cond)
+
+    def default_sampler(self, kind: str = "ddpm", steps: int | None = None) -> Sampler:
+        return Sampler(kind=kind, steps=steps or self.cfg.num_steps,
+                       clip_final_steps=self.cfg.clip_final_steps, clip_value=self.cfg.clip_value)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> None:
+        """Weights (incl. EMA and normalizers) as safetensors + config JSON beside them."""
+        path = Path(path)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        meta = {"obs_dim": str(self.obs_dim), "action_dim": str(self.action_dim),
+                "train_steps": str(self.train_steps),
+                "config": json.dumps(dataclasses.asdict(self.cfg))}
+        save_file(state, str(path), metadata=meta)
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> DiffusionWorldModel:
+        """Load a model written by :meth:`save` (safetensors: no code is executed)."""
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata()
+            raw = json.loads(meta["config"])
+        except Exception as err:  # safetensors raises several types for a bad file
+            raise ValueError(f"{path} is not a valid agdrl diffusion world model: {err}") from err
+        raw["denoiser"] = DenoiserConfig(**raw["denoiser"])
+        model = cls(int(meta["obs_dim"]), int(meta["action_dim"]), DiffusionConfig(**raw), device)
+        model.load_state_dict(load_file(str(path), device=str(device)))
+        model.train_steps = int(meta["train_steps"])
+        return model

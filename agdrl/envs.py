@@ -1,0 +1,83 @@
+"""Gymnasium environments: creation, space checks and exact simulator-state save/restore."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+
+class UnsupportedSpaceError(ValueError):
+    """Raised when an environment's observation or action space is not a flat ``Box``."""
+
+
+def check_spaces(env: gym.Env) -> None:
+    """Refuse anything but flat float ``Box`` observation and action spaces, naming the space."""
+    for role, space in (("observation", env.observation_space), ("action", env.action_space)):
+        if not isinstance(space, spaces.Box):
+            raise UnsupportedSpaceError(
+                f"agdrl needs Box {role} spaces, but this environment's {role} space is "
+                f"{type(space).__name__}: {space!r}"
+            )
+        if len(space.shape) != 1:
+            raise UnsupportedSpaceError(
+                f"agdrl needs a flat (1-D) Box {role} space, got shape {space.shape}: {space!r}"
+            )
+    low, high = env.action_space.low, env.action_space.high
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+        raise UnsupportedSpaceError(
+            f"agdrl needs a bounded action space, got {env.action_space!r}"
+        )
+
+
+def make_env(env: str | gym.Env, seed: int | None = None, **kwargs) -> gym.Env:
+    """Create (from an id) or accept an environment, check its spaces and seed it.
+
+    Unknown ids raise ``gymnasium.error.Error`` subclasses with Gymnasium's own message.
+    """
+    created = gym.make(env, **kwargs) if isinstance(env, str) else env
+    check_spaces(created)
+    if seed is not None:
+        created.reset(seed=seed)
+        created.action_space.seed(seed)
+    return created
+
+
+def env_id(env: gym.Env) -> str:
+    """The registered id of ``env``, or its class name when it was not made by ``gym.make``."""
+    spec = getattr(env, "spec", None)
+    return spec.id if spec is not None else type(env.unwrapped).__name__
+
+
+def _mujoco_data(env: gym.Env):
+    return getattr(env.unwrapped, "data", None)
+
+
+def has_sim_state(env: gym.Env) -> bool:
+    """True when the simulator state can be read and restored exactly (MuJoCo envs)."""
+    data = _mujoco_data(env)
+    return data is not None and hasattr(data, "qpos") and hasattr(env.unwrapped, "set_state")
+
+
+def get_sim_state(env: gym.Env) -> np.ndarray | None:
+    """The simulator state ``[qpos, qvel]`` (shape ``(nq + nv,)``), or None if not available."""
+    if not has_sim_state(env):
+        return None
+    data = _mujoco_data(env)
+    return np.concatenate([data.qpos, data.qvel]).astype(np.float64)
+
+
+def set_sim_state(env: gym.Env, sim_state: np.ndarray) -> np.ndarray:
+    """Restore ``[qpos, qvel]`` exactly and return the matching observation.
+
+    The environment must have been reset before (so wrappers such as ``TimeLimit`` are armed).
+    """
+    if not has_sim_state(env):
+        raise ValueError(f"environment {env_id(env)} does not expose a MuJoCo simulator state")
+    unwrapped = env.unwrapped
+    nq = unwrapped.model.nq
+    nv = unwrapped.model.nv
+    if sim_state.shape != (nq + nv,):
+        raise ValueError(f"sim state has shape {sim_state.shape}, expected ({nq + nv},)")
+    unwrapped.set_state(sim_state[:nq], sim_state[nq:])
+    return np.asarray(unwrapped._get_obs(), dtype=np.float32)

@@ -1,0 +1,52 @@
+"""Running mean/std normalizers (Chan et al. parallel update), usable on numpy and torch data."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class RunningNormalizer(nn.Module):
+    """Per-feature running mean and standard deviation.
+
+    Statistics live in float64 buffers so they round-trip through ``state_dict`` (safetensors)
+    and accumulate without drift over millions of samples. ``normalize``/``unnormalize`` are
+    differentiable, so a critic trained on raw states can be evaluated on normalized predictions.
+    """
+
+    def __init__(self, shape: int | tuple[int, ...], eps: float = 1e-6, min_std: float = 1e-3):
+        super().__init__()
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        self.eps = eps
+        self.min_std = min_std
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("m2", torch.zeros(shape, dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, x: np.ndarray | torch.Tensor) -> None:
+        """Fold a batch ``(..., *shape)`` into the statistics."""
+        x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, dtype=torch.float64)
+        x = x.to(self.mean.device).reshape(-1, *self.mean.shape)
+        n = x.shape[0]
+        if n == 0:
+            return
+        batch_mean = x.mean(0)
+        batch_m2 = ((x - batch_mean) ** 2).sum(0)
+        total = self.count + n
+        delta = batch_mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += batch_m2 + delta**2 * self.count * n / total
+        self.count.fill_(total)
+
+    @property
+    def std(self) -> torch.Tensor:
+        var = self.m2 / torch.clamp(self.count, min=1.0)
+        return torch.clamp(torch.sqrt(var + self.eps), min=self.min_std)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def unnormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.std.to(x.dtype) + self.mean.to(x.dtype)
