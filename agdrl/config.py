@@ -23,7 +23,7 @@ class DenoiserConfig:
 
     kind: DenoiserKind = "mlp"
     """Residual MLP over the flattened segment, temporal 1-D U-Net, or a small transformer."""
-    width: int = 256
+    width: int = 512
     """Hidden width: MLP width, U-Net base channels, transformer model dimension."""
     depth: int = 4
     """Residual blocks (MLP), resolution levels (U-Net) or encoder layers (transformer)."""
@@ -45,8 +45,9 @@ class DiffusionConfig:
     """Training diffusion steps K."""
     schedule: Schedule = "cosine"
     """Noise schedule."""
-    schedule_tau: float = 1.0
-    """Exponent of the cosine schedule (reference: 0.1 for Hopper, 1 elsewhere)."""
+    schedule_tau: float | None = None
+    """Exponent of the cosine schedule; None: the task's reference value (0.1 for Hopper, 1
+    elsewhere) when built for a task, 1 when no task is known."""
     prediction: Prediction = "x0"
     """What the denoiser predicts: the clean sample (reference) or the noise."""
     denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
@@ -100,14 +101,8 @@ def task_schedule_tau(env_id: str) -> float:
     return 0.1 if env_id.lower().startswith("hopper") else 1.0
 
 
-def diffusion_preset(name: str, env_id: str = "", **overrides) -> DiffusionConfig:
-    """``reference`` (the papers' world model) or ``default`` (fast on a 2-core CPU)."""
-    tau = task_schedule_tau(env_id)
-    if name == "reference":
-        cfg = DiffusionConfig(denoiser=reference_denoiser(), schedule_tau=tau)
-    elif name == "default":
-        cfg = DiffusionConfig(denoiser=DenoiserConfig(kind="mlp", width=512, depth=4),
-                              schedule_tau=tau)
-    else:
-        raise ValueError(f"unknown diffusion preset {name!r}; choose 'reference' or 'default'")
-    return dataclasses.replace(cfg, **overrides)
+def for_task(cfg: DiffusionConfig, env_id: str) -> DiffusionConfig:
+    """Fill task-dependent defaults (the schedule exponent) that were left as None."""
+    if cfg.schedule_tau is None:
+        return dataclasses.replace(cfg, schedule_tau=task_schedule_tau(env_id))
+    return cfg

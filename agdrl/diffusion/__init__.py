@@ -1,0 +1,1 @@
+"""Trajectory diffusion: schedules, denoisers, the Gaussian process, samplers, world model."""

@@ -9,15 +9,14 @@ The first state s_0 is always pinned to a real state by inpainting.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from agdrl.buffer import SegmentBatch
+from agdrl.checkpoint import load_weights, read_meta, save_module
 from agdrl.config import DenoiserConfig, DiffusionConfig
 from agdrl.diffusion.denoisers import make_denoiser
 from agdrl.diffusion.process import GaussianDiffusion, Inpainting
@@ -49,8 +48,9 @@ class DiffusionWorldModel(nn.Module):
         self.reward_norm = RunningNormalizer(1)
         denoiser = make_denoiser(cfg.denoiser, cfg.horizon, self.x_dim, self.cond_dim,
                                  cfg.num_steps)
-        self.diffusion = GaussianDiffusion(denoiser, cfg.num_steps, cfg.schedule,
-                                           cfg.schedule_tau, cfg.prediction)
+        tau = 1.0 if cfg.schedule_tau is None else cfg.schedule_tau
+        self.diffusion = GaussianDiffusion(denoiser, cfg.num_steps, cfg.schedule, tau,
+                                           cfg.prediction)
         self.ema = EMA(denoiser, cfg.ema_decay)
         self.to(device)
         self.device = torch.device(device)
@@ -160,27 +160,18 @@ class DiffusionWorldModel(nn.Module):
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
-        """Weights (incl. EMA and normalizers) as safetensors + config JSON beside them."""
-        path = Path(path)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        meta = {"obs_dim": str(self.obs_dim), "action_dim": str(self.action_dim),
-                "train_steps": str(self.train_steps),
-                "config": json.dumps(dataclasses.asdict(self.cfg))}
-        save_file(state, str(path), metadata=meta)
+        """Weights (incl. EMA and normalizers) as safetensors with the config in its header."""
+        save_module(self, path, {"kind": "diffusion_world_model", "obs_dim": self.obs_dim,
+                                 "action_dim": self.action_dim, "train_steps": self.train_steps,
+                                 "config": dataclasses.asdict(self.cfg)})
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> DiffusionWorldModel:
         """Load a model written by :meth:`save` (safetensors: no code is executed)."""
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata()
-            raw = json.loads(meta["config"])
-        except Exception as err:  # safetensors raises several types for a bad file
-            raise ValueError(f"{path} is not a valid agdrl diffusion world model: {err}") from err
+        meta = read_meta(path, "diffusion_world_model")
+        raw = dict(meta["config"])
         raw["denoiser"] = DenoiserConfig(**raw["denoiser"])
-        model = cls(int(meta["obs_dim"]), int(meta["action_dim"]), DiffusionConfig(**raw), device)
-        model.load_state_dict(load_file(str(path), device=str(device)))
-        model.train_steps = int(meta["train_steps"])
+        model = cls(meta["obs_dim"], meta["action_dim"], DiffusionConfig(**raw), device)
+        load_weights(model, path, device)
+        model.train_steps = meta["train_steps"]
         return model

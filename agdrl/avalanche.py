@@ -1,0 +1,320 @@
+"""The error-avalanche measurement (DESIGN §4).
+
+Collect real data with a behaviour policy that does something, train the autoregressive
+ensemble and the diffusion world model with the same number of gradient steps, then from real
+start states of held-out episodes restore the simulator's exact state, replay the same actions
+in the simulator and in each model, and report the normalized state MSE at every horizon h.
+A diffusion model whose segment is shorter than h is chained: the last predicted state of one
+segment is the pinned s_0 of the next, so each segment advances H - 1 steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from agdrl.buffer import ReplayBuffer
+from agdrl.collect import collect, new_buffer, random_policy, train_sac_policy
+from agdrl.config import DenoiserConfig, DiffusionConfig, EnsembleConfig, for_task
+from agdrl.diffusion.samplers import Sampler
+from agdrl.diffusion.world_model import DiffusionWorldModel
+from agdrl.ensemble import ProbabilisticEnsemble
+from agdrl.envs import env_id, make_env, set_sim_state
+
+
+@dataclass(frozen=True)
+class AvalancheConfig:
+    """Open-loop state error vs horizon of the diffusion and autoregressive world models."""
+
+    env: str = "Hopper-v5"
+    """Gymnasium task id (needs a MuJoCo simulator state to restore start states)."""
+    seed: int = 0
+    """Seed of data collection, model initialization and sampling."""
+    behavior: Literal["sac", "random"] = "sac"
+    """Behaviour policy: a short Stable-Baselines3 SAC run (needs the sb3 extra) or random."""
+    behavior_steps: int = 20_000
+    """SAC training steps before collecting (ignored for 'random')."""
+    action_noise: tuple[float, float] = (0.0, 0.3)
+    """Per-episode Gaussian action-noise std, drawn uniformly from this range (× half range)."""
+    dataset_steps: int = 50_000
+    """Transitions collected for training the models."""
+    test_episodes: int = 10
+    """Held-out episodes (same behaviour) whose states start the open-loop replays."""
+    train_steps: int = 20_000
+    """Gradient steps for each world model (the same for both)."""
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    """Diffusion world model."""
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    """Autoregressive ensemble."""
+    samplers: tuple[str, ...] = ("ddpm", "ddim:32", "ddim:16", "ddim:8", "ddim:4", "ddim:2")
+    """Diffusion samplers to evaluate: 'ddpm' (all K steps), 'ddpm:N' or 'ddim:N' (N steps)."""
+    max_horizon: int = 50
+    """Longest open-loop horizon h."""
+    num_starts: int = 200
+    """Start states drawn from the held-out episodes."""
+    out_dir: Path = Path("runs/avalanche")
+    """Where the JSON, the PNG and the models go."""
+    threads: int = 0
+    """torch threads (0: torch's default)."""
+
+
+PRESETS: dict[str, AvalancheConfig] = {
+    "demo": AvalancheConfig(
+        behavior_steps=3_000, dataset_steps=10_000, test_episodes=5, train_steps=1_500,
+        diffusion=DiffusionConfig(num_steps=32, denoiser=DenoiserConfig(width=256, depth=3)),
+        ensemble=EnsembleConfig(width=128, depth=3), samplers=("ddpm", "ddim:8", "ddim:4"),
+        num_starts=64, out_dir=Path("runs/avalanche-demo")),
+    "default": AvalancheConfig(),
+    "reference": AvalancheConfig(
+        diffusion=DiffusionConfig(denoiser=DenoiserConfig(kind="mlp", width=1024, depth=6))),
+}
+
+
+def parse_sampler(spec: str, num_steps: int, cfg: DiffusionConfig) -> Sampler:
+    """'ddpm' | 'ddpm:N' | 'ddim:N' -> Sampler (with the config's near-end clip)."""
+    kind, _, n = spec.partition(":")
+    steps = int(n) if n else num_steps
+    return Sampler(kind=kind, steps=steps, clip_final_steps=cfg.clip_final_steps,
+                   clip_value=cfg.clip_value)
+
+
+@dataclass
+class OpenLoopTask:
+    """Start states and the simulator's ground truth for the replays.
+
+    s0: (N, ds); actions: (N, max_h, da); true_states: (N, max_h + 1, ds) with s_0 first;
+    valid: (N,) number of steps before the simulator terminated (≤ max_h).
+    """
+
+    s0: np.ndarray
+    actions: np.ndarray
+    true_states: np.ndarray
+    valid: np.ndarray
+    restore_error: float
+
+
+def build_open_loop_task(env, test: ReplayBuffer, max_h: int, num_starts: int,
+                         rng: np.random.Generator) -> OpenLoopTask:
+    """Pick start steps in held-out episodes and replay their actions in the simulator."""
+    if test.sim_states is None:
+        raise ValueError("the error-avalanche measurement needs a simulator state to restore "
+                         f"start states; {env_id(env)} exposes none")
+    starts = test.valid_starts(max_h, pad=False)
+    if len(starts) == 0:  # short episodes (e.g. Hopper falls): accept shorter replays
+        starts = np.arange(test.size)
+    starts = rng.choice(starts, size=min(num_starts, len(starts)), replace=False)
+    n, ds, da = len(starts), test.obs_dim, test.action_dim
+    actions = np.zeros((n, max_h, da), np.float32)
+    truth = np.full((n, max_h + 1, ds), np.nan, np.float32)
+    valid = np.zeros(n, np.int64)
+    restore_error = 0.0
+    for j, i in enumerate(starts):
+        steps = min(max_h, test.episode_end[i] - i + 1)
+        actions[j, :steps] = test.actions[i : i + steps]
+        env.reset()
+        obs = set_sim_state(env, test.sim_states[i])
+        restore_error = max(restore_error, float(np.abs(obs - test.obs[i]).max()))
+        truth[j, 0] = obs
+        for h in range(max_h):
+            if h >= steps:  # the recorded episode ended (time limit): no more actions
+                break
+            obs, _, terminated, _, _ = env.step(actions[j, h])
+            truth[j, h + 1] = obs
+            valid[j] = h + 1
+            if terminated:
+                break
+    return OpenLoopTask(truth[:, 0].copy(), actions, truth, valid, restore_error)
+
+
+def chained_diffusion_rollout(model: DiffusionWorldModel, sampler: Sampler, s0: torch.Tensor,
+                              actions: torch.Tensor, max_h: int, generator: torch.Generator
+                              ) -> torch.Tensor:
+    """Predicted states (N, max_h + 1, ds) from chaining segments of H (H - 1 new steps each)."""
+    n, h = s0.shape[0], model.cfg.horizon
+    num_segments = math.ceil(max_h / (h - 1))
+    padded = torch.zeros(n, num_segments * (h - 1) + 1, actions.shape[-1])
+    padded[:, :max_h] = actions
+    out = [s0]
+    start = s0
+    for j in range(num_segments):
+        o = j * (h - 1)
+        seg = model.sample(start, sampler, actions=padded[:, o : o + h], generator=generator)
+        out.append(seg.states[:, 1:])
+        start = seg.states[:, -1]
+    return torch.cat([out[0][:, None], *out[1:]], 1)[:, : max_h + 1]
+
+
+def horizon_errors(pred: np.ndarray, task: OpenLoopTask, state_std: np.ndarray) -> dict:
+    """Normalized MSE per horizon (mean over state dims), summarized over start states."""
+    err = (((pred - task.true_states) / state_std) ** 2).mean(-1)  # (N, max_h + 1)
+    h_idx = np.arange(err.shape[1])
+    err = np.where(h_idx[None, :] <= task.valid[:, None], err, np.nan)
+    summary: dict[str, list] = {k: [] for k in ("mean", "std", "median", "q25", "q75", "n")}
+    for h in range(1, err.shape[1]):
+        col = err[:, h][~np.isnan(err[:, h])]
+        if len(col) == 0:
+            for k in summary:
+                summary[k].append(None)
+            continue
+        summary["mean"].append(float(col.mean()))
+        summary["std"].append(float(col.std()))
+        summary["median"].append(float(np.median(col)))
+        summary["q25"].append(float(np.quantile(col, 0.25)))
+        summary["q75"].append(float(np.quantile(col, 0.75)))
+        summary["n"].append(len(col))
+    return summary
+
+
+def run_avalanche(cfg: AvalancheConfig, log=print) -> dict:
+    """Run the whole measurement; writes ``results.json`` and ``error_vs_horizon.png``."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    for name, value in (("dataset_steps", cfg.dataset_steps), ("train_steps", cfg.train_steps),
+                        ("max_horizon", cfg.max_horizon), ("num_starts", cfg.num_starts),
+                        ("test_episodes", cfg.test_episodes)):
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+    samplers = {spec: parse_sampler(spec, cfg.diffusion.num_steps, cfg.diffusion)
+                for spec in cfg.samplers}
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    env = make_env(cfg.env, seed=cfg.seed)
+    dcfg = for_task(cfg.diffusion, cfg.env)
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    if cfg.behavior == "sac":
+        log(f"training SAC behaviour policy for {cfg.behavior_steps} steps on {cfg.env}")
+        act = train_sac_policy(cfg.env, cfg.behavior_steps, cfg.seed)
+    else:
+        act = random_policy(env)
+    timings["behavior_s"] = time.perf_counter() - t0
+    train, val, test = new_buffer(env), new_buffer(env), new_buffer(env)
+    returns = collect(env, act, cfg.dataset_steps, train, rng, cfg.action_noise, seed=cfg.seed)
+    collect(env, act, max(cfg.dataset_steps // 20, 1000), val, rng, cfg.action_noise)
+    test_returns: list[float] = []
+    for _ in range(cfg.test_episodes):
+        test_returns += collect(env, act, 1, test, rng, cfg.action_noise)
+    log(f"dataset: {train.size} transitions in {len(returns)} episodes, mean return "
+        f"{np.mean(returns):.1f}; held-out {test.size} transitions")
+
+    n = train.size
+    ds, da = train.obs_dim, train.action_dim
+    diffusion = DiffusionWorldModel(ds, da, dcfg)
+    diffusion.update_normalizers(train.obs[:n], train.actions[:n], train.rewards[:n])
+    ensemble = ProbabilisticEnsemble(ds, da, cfg.ensemble)
+    ensemble.update_normalizers(train.obs[:n], train.actions[:n], train.rewards[:n],
+                                train.next_obs[:n])
+
+    losses: dict[str, list[float]] = {"diffusion": [], "ensemble": []}
+    t0 = time.perf_counter()
+    for step in range(cfg.train_steps):
+        batch = train.sample_segments(dcfg.batch_size, dcfg.horizon, rng, pad=dcfg.pad_segments)
+        losses["diffusion"].append(diffusion.train_step(batch))
+        if step % max(cfg.train_steps // 10, 1) == 0:
+            log(f"diffusion step {step}: loss {losses['diffusion'][-1]:.4f}")
+    timings["diffusion_train_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for step in range(cfg.train_steps):
+        batch = train.sample_transitions(cfg.ensemble.batch_size * cfg.ensemble.members, rng)
+        losses["ensemble"].append(ensemble.train_step(batch))
+        if step % max(cfg.train_steps // 10, 1) == 0:
+            log(f"ensemble step {step}: loss {losses['ensemble'][-1]:.4f}")
+    ensemble.select_elites(val.sample_transitions(min(val.size, 10_000), rng))
+    timings["ensemble_train_s"] = time.perf_counter() - t0
+    diffusion.save(out / "diffusion.safetensors")
+    ensemble.save(out / "ensemble.safetensors")
+
+    task = build_open_loop_task(env, test, cfg.max_horizon, cfg.num_starts, rng)
+    state_std = train.obs[:n].std(0) + 1e-6
+    s0 = torch.as_tensor(task.s0)
+    actions = torch.as_tensor(task.actions)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    errors: dict[str, dict] = {}
+    padded = torch.cat([actions, torch.zeros_like(actions[:, :1])], 1)
+    t0 = time.perf_counter()
+    pred = ensemble.rollout(s0, padded, generator=generator).states.numpy()
+    timings["ensemble_rollout_s"] = time.perf_counter() - t0
+    errors["ensemble"] = horizon_errors(pred, task, state_std)
+    errors["copy_s0"] = horizon_errors(np.repeat(task.s0[:, None], cfg.max_horizon + 1, 1),
+                                       task, state_std)
+    for spec, sampler in samplers.items():
+        t0 = time.perf_counter()
+        pred = chained_diffusion_rollout(diffusion, sampler, s0, actions, cfg.max_horizon,
+                                         generator).numpy()
+        timings[f"diffusion_{spec}_rollout_s"] = time.perf_counter() - t0
+        errors[f"diffusion_{spec}"] = horizon_errors(pred, task, state_std)
+
+    result = {
+        "command": " ".join(sys.argv),
+        "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
+        "diffusion_config_resolved": dataclasses.asdict(dcfg),
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "dataset": {"train_transitions": train.size, "train_episodes": len(returns),
+                    "train_mean_return": float(np.mean(returns)),
+                    "test_transitions": test.size, "test_returns": test_returns},
+        "num_starts": len(task.s0), "restore_max_abs_error": task.restore_error,
+        "chained_segments": math.ceil(cfg.max_horizon / (dcfg.horizon - 1)),
+        "gradient_steps": cfg.train_steps, "timings_s": timings,
+        "final_loss": {k: float(np.mean(v[-100:])) for k, v in losses.items()},
+        "parameters": {"diffusion": sum(p.numel() for p in diffusion.diffusion.parameters()),
+                       "ensemble": sum(p.numel() for p in ensemble.parameters())},
+        "errors": errors,
+    }
+    (out / "results.json").write_text(json.dumps(result, indent=1))
+    plot_errors(result, out / "error_vs_horizon.png")
+    log(summary_table(result))
+    return result
+
+
+def summary_table(result: dict, horizons: tuple[int, ...] = (1, 10, 25, 50)) -> str:
+    """Markdown table of mean normalized MSE at a few horizons."""
+    hs = [h for h in horizons if h <= len(next(iter(result["errors"].values()))["mean"])]
+    lines = ["| model | " + " | ".join(f"h={h}" for h in hs) + " |",
+             "|---|" + "---|" * len(hs)]
+    for name, e in result["errors"].items():
+        vals = [e["mean"][h - 1] for h in hs]
+        lines.append(f"| {name} | " + " | ".join("—" if v is None else f"{v:.4g}"
+                                                for v in vals) + " |")
+    return "\n".join(lines)
+
+
+def plot_errors(result: dict, path: Path) -> None:
+    """Mean normalized MSE vs horizon (log scale), with the inter-quartile band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, e in result["errors"].items():
+        hs = [h + 1 for h, v in enumerate(e["mean"]) if v is not None]
+        mean = [v for v in e["mean"] if v is not None]
+        lo = [v for v in e["q25"] if v is not None]
+        hi = [v for v in e["q75"] if v is not None]
+        style = "--" if name == "copy_s0" else "-"
+        (line,) = ax.plot(hs, mean, style, label=name)
+        ax.fill_between(hs, lo, hi, color=line.get_color(), alpha=0.12)
+    cfg = result["config"]
+    ax.set_yscale("log")
+    ax.set_xlabel("open-loop horizon h (steps)")
+    ax.set_ylabel("normalized state MSE (mean; band: IQR)")
+    ax.set_title(f"{cfg['env']}: error vs horizon, {result['gradient_steps']} gradient steps "
+                 f"each, H={result['diffusion_config_resolved']['horizon']}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

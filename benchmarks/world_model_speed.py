@@ -1,0 +1,123 @@
+"""Wall-clock of the diffusion world model: one training step and sampling, per denoiser.
+
+Measures, in one run, for each denoiser (MLP, temporal U-Net, transformer) at the reference
+size and at our default size, on Hopper's dimensions (ds = 11, da = 3):
+  - one training step at batch 256, H = 10;
+  - sampling 256 segments of H = 10 with 128-step DDPM and with few-step DDIM;
+  - latency of one H = 50 trajectory (batch 1) at each sampler setting.
+Each figure is the median of ``--repeats`` timings after one warm-up. Run it with nothing else
+busy on the machine (DESIGN §6): contention distorts small-op timings by several times.
+
+    .venv/bin/python benchmarks/world_model_speed.py --out results/speed/world_model_speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agdrl.buffer import SegmentBatch
+from agdrl.config import DenoiserConfig, DiffusionConfig
+from agdrl.diffusion.world_model import DiffusionWorldModel
+
+OBS_DIM, ACTION_DIM = 11, 3
+SIZES = {
+    # reference: the papers' MLP; Diffuser's U-Net (32 × (1, 2, 4, 8)); a 6-layer transformer
+    "reference": {"mlp": DenoiserConfig("mlp", 1024, 6),
+                  "unet": DenoiserConfig("unet", 32, 4),
+                  "transformer": DenoiserConfig("transformer", 256, 6, heads=8)},
+    "default": {"mlp": DenoiserConfig("mlp", 512, 4),
+                "unet": DenoiserConfig("unet", 32, 3),
+                "transformer": DenoiserConfig("transformer", 128, 3)},
+}
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def random_batch(b: int, h: int, rng: np.random.Generator) -> SegmentBatch:
+    return SegmentBatch(rng.standard_normal((b, h, OBS_DIM)).astype(np.float32),
+                        rng.uniform(-1, 1, (b, h, ACTION_DIM)).astype(np.float32),
+                        rng.standard_normal((b, h)).astype(np.float32),
+                        np.zeros((b, h), np.float32), np.ones((b, h), np.float32), None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, nargs="+", default=[128, 32, 16, 8, 4, 2])
+    parser.add_argument("--kinds", nargs="+", default=["mlp", "unet", "transformer"])
+    parser.add_argument("--sizes", nargs="+", default=["reference", "default"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path, default=Path("results/speed/world_model_speed.json"))
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    dev = torch.device(args.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    rows = []
+    for size in args.sizes:
+        for kind in args.kinds:
+            dcfg = SIZES[size][kind]
+            row: dict = {"size": size, "kind": kind, "width": dcfg.width, "depth": dcfg.depth}
+            wm = DiffusionWorldModel(OBS_DIM, ACTION_DIM, DiffusionConfig(horizon=10,
+                                                                          denoiser=dcfg), dev)
+            row["params_h10"] = sum(p.numel() for p in wm.diffusion.denoiser.parameters())
+            batch = random_batch(256, 10, rng)
+
+            def train(wm=wm, batch=batch):
+                wm.train_step(batch)
+                sync()
+
+            row["train_step_b256_h10_s"] = median_time(train, args.repeats)
+            s0 = torch.randn(256, OBS_DIM, device=dev)
+            acts = torch.rand(256, 10, ACTION_DIM, device=dev) * 2 - 1
+            for n in args.steps:
+                kind_s = "ddpm" if n == 128 else "ddim"
+
+                def sample(wm=wm, n=n, kind_s=kind_s):
+                    wm.sample(s0, wm.default_sampler(kind_s, n), actions=acts)
+                    sync()
+
+                row[f"sample_256x10_{kind_s}{n}_s"] = median_time(sample, args.repeats)
+            wm50 = DiffusionWorldModel(OBS_DIM, ACTION_DIM, DiffusionConfig(horizon=50,
+                                                                            denoiser=dcfg), dev)
+            row["params_h50"] = sum(p.numel() for p in wm50.diffusion.denoiser.parameters())
+            s0_1 = torch.randn(1, OBS_DIM, device=dev)
+            acts_1 = torch.rand(1, 50, ACTION_DIM, device=dev) * 2 - 1
+            for n in args.steps:
+                kind_s = "ddpm" if n == 128 else "ddim"
+
+                def one(wm50=wm50, n=n, kind_s=kind_s):
+                    wm50.sample(s0_1, wm50.default_sampler(kind_s, n), actions=acts_1)
+                    sync()
+
+                row[f"latency_1x50_{kind_s}{n}_s"] = median_time(one, args.repeats)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    result = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
+                          "device": str(dev), "torch": torch.__version__,
+                          "threads": torch.get_num_threads(),
+                          "gpu": torch.cuda.get_device_name() if dev.type == "cuda" else None},
+              "repeats": args.repeats, "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
