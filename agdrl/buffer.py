@@ -11,6 +11,7 @@ are kept when the environment exposes them, so any start state can be restored e
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +60,8 @@ class ReplayBuffer:
     def __init__(self, obs_dim: int, action_dim: int, capacity: int = 2_000_000,
                  sim_state_dim: int | None = None):
         if obs_dim <= 0 or action_dim <= 0:
-            raise ValueError(f"obs_dim and action_dim must be positive, got {obs_dim}, {action_dim}")
+            raise ValueError(
+                f"obs_dim and action_dim must be positive, got {obs_dim}, {action_dim}")
         if capacity <= 0:
             raise ValueError(f"capacity must be positive, got {capacity}")
         self.obs_dim = obs_dim
@@ -72,7 +74,7 @@ class ReplayBuffer:
 
     # ------------------------------------------------------------------ storage
     def _alloc(self, n: int) -> None:
-        old = {k: getattr(self, k) for k in self._ARRAYS + ("sim_states",) if hasattr(self, k)}
+        old = {k: getattr(self, k) for k in (*self._ARRAYS, "sim_states") if hasattr(self, k)}
         self.obs = np.zeros((n, self.obs_dim), np.float32)
         self.next_obs = np.zeros((n, self.obs_dim), np.float32)
         self.actions = np.zeros((n, self.action_dim), np.float32)
@@ -116,7 +118,10 @@ class ReplayBuffer:
     def add_episode(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
                     terminated: bool, truncated: bool,
                     sim_states: np.ndarray | None = None) -> None:
-        """Append a whole episode: obs (T+1, ds), actions (T, da), rewards (T,), sim_states (T, n)."""
+        """Append a whole episode.
+
+        obs: (T+1, ds); actions: (T, da); rewards: (T,); sim_states: (T, nq + nv) of s_0 … s_{T-1}.
+        """
         if self._episode_start != self.size:
             raise RuntimeError("an episode is in progress; finish it before adding a whole one")
         n = len(actions)
@@ -214,10 +219,13 @@ class ReplayBuffer:
     def load(cls, path: str | Path) -> ReplayBuffer:
         """Load a buffer written by :meth:`save`; never unpickles."""
         try:
-            with np.load(path, allow_pickle=False) as data:
+            data = np.load(path, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive")
+            with data:
                 meta = json.loads(bytes(data["header"]).decode())
                 arrays = {k: data[k] for k in data.files if k != "header"}
-        except (ValueError, OSError, KeyError, json.JSONDecodeError) as err:
+        except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as err:
             raise ValueError(f"{path} is not a valid agdrl replay buffer: {err}") from err
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path}: unsupported buffer format {meta.get('format_version')}")

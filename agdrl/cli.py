@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 import tyro
+from gymnasium.error import Error as GymError
 
 from agdrl.avalanche import PRESETS as AVALANCHE_PRESETS
 from agdrl.avalanche import AvalancheConfig, run_avalanche
@@ -48,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = tyro.cli(AvalancheConfig, args=rest, default=AVALANCHE_PRESETS[name],
                        prog=f"agdrl avalanche --preset {name}")
         try:
-            run_avalanche(cfg)
-        except (ValueError, ImportError) as err:
+            run_avalanche(cfg, log=lambda msg: print(msg, flush=True))
+        except (ValueError, ImportError, GymError) as err:
             raise SystemExit(f"agdrl: {err}") from err
         return 0
     raise SystemExit(f"agdrl: unknown command {command!r}\n{USAGE}")

@@ -8,6 +8,7 @@ random elite member at every step — the "Classic MBRL" row whose errors compou
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from pathlib import Path
 
@@ -52,8 +53,7 @@ class ProbabilisticEnsemble(nn.Module):
         self.out_dim = obs_dim + 1  # Gaussian over [Δs, r]
         e = cfg.members
         dims = [obs_dim + action_dim] + [cfg.width] * cfg.depth
-        self.hidden = nn.ModuleList(EnsembleLinear(e, a, b) for a, b in zip(dims[:-1], dims[1:],
-                                                                          strict=True))
+        self.hidden = nn.ModuleList(EnsembleLinear(e, a, b) for a, b in itertools.pairwise(dims))
         self.head = EnsembleLinear(e, cfg.width, 2 * self.out_dim + 1)
         self.max_logvar = nn.Parameter(torch.full((1, 1, self.out_dim), 0.5))
         self.min_logvar = nn.Parameter(torch.full((1, 1, self.out_dim), -10.0))

@@ -39,12 +39,13 @@ SIZES = {
 }
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
+def median_time(fn, *args, repeats: int) -> float:
+    """Median wall-clock of ``fn(*args)`` over ``repeats`` calls after one warm-up call."""
+    fn(*args)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        fn()
+        fn(*args)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -54,6 +55,11 @@ def random_batch(b: int, h: int, rng: np.random.Generator) -> SegmentBatch:
                         rng.uniform(-1, 1, (b, h, ACTION_DIM)).astype(np.float32),
                         rng.standard_normal((b, h)).astype(np.float32),
                         np.zeros((b, h), np.float32), np.ones((b, h), np.float32), None)
+
+
+def sampler_name(n: int) -> str:
+    """128 steps is the reference's full ancestral chain; fewer steps use DDIM."""
+    return f"ddpm{n}" if n == 128 else f"ddim{n}"
 
 
 def main() -> None:
@@ -70,43 +76,37 @@ def main() -> None:
     dev = torch.device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     rows = []
+
+    def train(wm: DiffusionWorldModel, batch: SegmentBatch) -> None:
+        wm.train_step(batch)
+        sync()
+
+    def sample(wm: DiffusionWorldModel, s0: torch.Tensor, acts: torch.Tensor, n: int) -> None:
+        wm.sample(s0, wm.default_sampler("ddpm" if n == 128 else "ddim", n), actions=acts)
+        sync()
+
     for size in args.sizes:
         for kind in args.kinds:
             dcfg = SIZES[size][kind]
             row: dict = {"size": size, "kind": kind, "width": dcfg.width, "depth": dcfg.depth}
-            wm = DiffusionWorldModel(OBS_DIM, ACTION_DIM, DiffusionConfig(horizon=10,
-                                                                          denoiser=dcfg), dev)
+            wm = DiffusionWorldModel(OBS_DIM, ACTION_DIM,
+                                     DiffusionConfig(horizon=10, denoiser=dcfg), dev)
             row["params_h10"] = sum(p.numel() for p in wm.diffusion.denoiser.parameters())
-            batch = random_batch(256, 10, rng)
-
-            def train(wm=wm, batch=batch):
-                wm.train_step(batch)
-                sync()
-
-            row["train_step_b256_h10_s"] = median_time(train, args.repeats)
+            row["train_step_b256_h10_s"] = median_time(train, wm, random_batch(256, 10, rng),
+                                                       repeats=args.repeats)
             s0 = torch.randn(256, OBS_DIM, device=dev)
             acts = torch.rand(256, 10, ACTION_DIM, device=dev) * 2 - 1
             for n in args.steps:
-                kind_s = "ddpm" if n == 128 else "ddim"
-
-                def sample(wm=wm, n=n, kind_s=kind_s):
-                    wm.sample(s0, wm.default_sampler(kind_s, n), actions=acts)
-                    sync()
-
-                row[f"sample_256x10_{kind_s}{n}_s"] = median_time(sample, args.repeats)
-            wm50 = DiffusionWorldModel(OBS_DIM, ACTION_DIM, DiffusionConfig(horizon=50,
-                                                                            denoiser=dcfg), dev)
+                row[f"sample_256x10_{sampler_name(n)}_s"] = median_time(
+                    sample, wm, s0, acts, n, repeats=args.repeats)
+            wm50 = DiffusionWorldModel(OBS_DIM, ACTION_DIM,
+                                       DiffusionConfig(horizon=50, denoiser=dcfg), dev)
             row["params_h50"] = sum(p.numel() for p in wm50.diffusion.denoiser.parameters())
-            s0_1 = torch.randn(1, OBS_DIM, device=dev)
-            acts_1 = torch.rand(1, 50, ACTION_DIM, device=dev) * 2 - 1
+            s0 = torch.randn(1, OBS_DIM, device=dev)
+            acts = torch.rand(1, 50, ACTION_DIM, device=dev) * 2 - 1
             for n in args.steps:
-                kind_s = "ddpm" if n == 128 else "ddim"
-
-                def one(wm50=wm50, n=n, kind_s=kind_s):
-                    wm50.sample(s0_1, wm50.default_sampler(kind_s, n), actions=acts_1)
-                    sync()
-
-                row[f"latency_1x50_{kind_s}{n}_s"] = median_time(one, args.repeats)
+                row[f"latency_1x50_{sampler_name(n)}_s"] = median_time(
+                    sample, wm50, s0, acts, n, repeats=args.repeats)
             print(json.dumps(row), flush=True)
             rows.append(row)
     result = {"machine": {"platform": platform.platform(), "processor": platform.processor(),

@@ -136,7 +136,7 @@ class TemporalUNetDenoiser(nn.Module):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None, k: torch.Tensor
                 ) -> torch.Tensor:
-        b, h, d = x.shape
+        _b, h, _d = x.shape
         inp = x if cond is None else torch.cat([x, cond], -1)
         multiple = 2 ** (self.levels - 1)
         padded = math.ceil(h / multiple) * multiple
@@ -165,8 +165,9 @@ class TransformerDenoiser(nn.Module):
 
     def __init__(self, x_dim: int, cond_dim: int, cfg: DenoiserConfig, num_steps: int):
         super().__init__()
-        if cfg.width % cfg.heads:
-            raise ValueError(f"transformer width {cfg.width} must divide by heads {cfg.heads}")
+        if cfg.width % cfg.heads or cfg.width % 2:
+            raise ValueError(f"transformer width {cfg.width} must be even and divide by heads "
+                             f"{cfg.heads}")
         self.width = cfg.width
         self.inp = nn.Linear(x_dim + cond_dim, cfg.width)
         self.time = SinusoidalTimeEmbedding(cfg.width, num_steps)

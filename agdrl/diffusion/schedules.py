@@ -69,5 +69,5 @@ def strided_timesteps(num_train_steps: int, num_sample_steps: int) -> list[int]:
     if num_sample_steps == 1:
         return [num_train_steps - 1]
     grid = torch.linspace(num_train_steps - 1, 0, num_sample_steps, dtype=torch.float64)
-    steps = sorted({int(round(v)) for v in grid.tolist()}, reverse=True)
+    steps = sorted({round(v) for v in grid.tolist()}, reverse=True)
     return steps
