@@ -83,6 +83,8 @@ PRESETS: dict[str, AvalancheConfig] = {
 def parse_sampler(spec: str, num_steps: int, cfg: DiffusionConfig) -> Sampler:
     """'ddpm' | 'ddpm:N' | 'ddim:N' -> Sampler (with the config's near-end clip)."""
     kind, _, n = spec.partition(":")
+    if n and not n.isdigit():
+        raise ValueError(f"sampler {spec!r}: the step count after ':' must be an integer")
     steps = int(n) if n else num_steps
     return Sampler(kind=kind, steps=steps, clip_final_steps=cfg.clip_final_steps,
                    clip_value=cfg.clip_value)
@@ -236,6 +238,8 @@ def run_avalanche(cfg: AvalancheConfig, log=print) -> dict:
     timings["ensemble_train_s"] = time.perf_counter() - t0
     diffusion.save(out / "diffusion.safetensors")
     ensemble.save(out / "ensemble.safetensors")
+    train.save(out / "train_buffer.npz")
+    test.save(out / "test_buffer.npz")
 
     task = build_open_loop_task(env, test, cfg.max_horizon, cfg.num_starts, rng)
     state_std = train.obs[:n].std(0) + 1e-6
@@ -248,6 +252,10 @@ def run_avalanche(cfg: AvalancheConfig, log=print) -> dict:
     pred = ensemble.rollout(s0, padded, generator=generator).states.numpy()
     timings["ensemble_rollout_s"] = time.perf_counter() - t0
     errors["ensemble"] = horizon_errors(pred, task, state_std)
+    # the same members without sampling their Gaussian: separates model error from the noise
+    # that MBPO-style rollouts inject on purpose
+    pred = ensemble.rollout(s0, padded, generator=generator, sample=False).states.numpy()
+    errors["ensemble_mean"] = horizon_errors(pred, task, state_std)
     errors["copy_s0"] = horizon_errors(np.repeat(task.s0[:, None], cfg.max_horizon + 1, 1),
                                        task, state_std)
     for spec, sampler in samplers.items():

@@ -82,7 +82,8 @@ def test_run_avalanche_end_to_end(tmp_path: Path):
     result = run_avalanche(cfg, log=lambda *_: None)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["errors"].keys() == result["errors"].keys()
-    assert set(saved["errors"]) == {"ensemble", "copy_s0", "diffusion_ddpm", "diffusion_ddim:2"}
+    assert set(saved["errors"]) == {"ensemble", "ensemble_mean", "copy_s0",
+                                     "diffusion_ddpm", "diffusion_ddim:2"}
     assert saved["restore_max_abs_error"] < 1e-6
     assert saved["chained_segments"] == 3  # ceil(12 / (5 - 1))
     for e in saved["errors"].values():

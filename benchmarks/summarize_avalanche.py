@@ -1,0 +1,57 @@
+"""Summarize error-avalanche results: errors at chosen horizons, the ensemble/diffusion ratio,
+and the fewest-step diffusion sampler whose error stays within 10% of the full DDPM chain.
+
+    .venv/bin/python benchmarks/summarize_avalanche.py results/avalanche/*/results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from agdrl.avalanche import summary_table
+
+
+def sampler_steps(name: str, full: int) -> int:
+    """'diffusion_ddim:8' -> 8; 'diffusion_ddpm' -> the full chain."""
+    spec = name.removeprefix("diffusion_")
+    return int(spec.split(":")[1]) if ":" in spec else full
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("results", type=Path, nargs="+")
+    parser.add_argument("--tolerance", type=float, default=0.10)
+    args = parser.parse_args()
+    for path in args.results:
+        r = json.loads(path.read_text())
+        full = r["diffusion_config_resolved"]["num_steps"]
+        errors = r["errors"]
+        print(f"## {r['config']['env']} ({path})")
+        print(f"dataset {r['dataset']['train_transitions']} transitions "
+              f"(mean return {r['dataset']['train_mean_return']:.0f}), "
+              f"{r['gradient_steps']} gradient steps each, {r['num_starts']} starts, "
+              f"train s: diffusion {r['timings_s']['diffusion_train_s']:.0f}, "
+              f"ensemble {r['timings_s']['ensemble_train_s']:.0f}")
+        print(summary_table(r))
+
+        def mean_error(name: str) -> float:
+            return float(np.nanmean([v for v in errors[name]["mean"] if v is not None]))
+
+        ref = mean_error("diffusion_ddpm")
+        last = len(errors["ensemble"]["mean"])
+        ens, dif = errors["ensemble"]["mean"][last - 1], errors["diffusion_ddpm"]["mean"][last - 1]
+        if ens is not None and dif is not None:
+            print(f"h={last}: ensemble / diffusion(ddpm) = {ens / dif:.2f}")
+        ok = [(sampler_steps(n, full), n, mean_error(n)) for n in errors
+              if n.startswith("diffusion_") and mean_error(n) <= (1 + args.tolerance) * ref]
+        steps, name, err = min(ok)
+        print(f"fewest-step sampler within {args.tolerance:.0%} of {full}-step DDPM "
+              f"(error averaged over h): {name} ({steps} steps, {err:.4g} vs {ref:.4g})\n")
+
+
+if __name__ == "__main__":
+    main()
