@@ -21,6 +21,11 @@ def sampler_steps(name: str, full: int) -> int:
     return int(spec.split(":")[1]) if ":" in spec else full
 
 
+def mean_error(summary: dict) -> float:
+    """Mean normalized MSE averaged over the horizons that have data."""
+    return float(np.mean([v for v in summary["mean"] if v is not None]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("results", type=Path, nargs="+")
@@ -38,16 +43,13 @@ def main() -> None:
               f"ensemble {r['timings_s']['ensemble_train_s']:.0f}")
         print(summary_table(r))
 
-        def mean_error(name: str) -> float:
-            return float(np.nanmean([v for v in errors[name]["mean"] if v is not None]))
-
-        ref = mean_error("diffusion_ddpm")
+        ref = mean_error(errors["diffusion_ddpm"])
         last = len(errors["ensemble"]["mean"])
         ens, dif = errors["ensemble"]["mean"][last - 1], errors["diffusion_ddpm"]["mean"][last - 1]
         if ens is not None and dif is not None:
             print(f"h={last}: ensemble / diffusion(ddpm) = {ens / dif:.2f}")
-        ok = [(sampler_steps(n, full), n, mean_error(n)) for n in errors
-              if n.startswith("diffusion_") and mean_error(n) <= (1 + args.tolerance) * ref]
+        ok = [(sampler_steps(n, full), n, mean_error(e)) for n, e in errors.items()
+              if n.startswith("diffusion_") and mean_error(e) <= (1 + args.tolerance) * ref]
         steps, name, err = min(ok)
         print(f"fewest-step sampler within {args.tolerance:.0%} of {full}-step DDPM "
               f"(error averaged over h): {name} ({steps} steps, {err:.4g} vs {ref:.4g})\n")
