@@ -16,19 +16,27 @@ import math
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import gymnasium as gym
 import numpy as np
 import torch
 
 from agdrl.buffer import ReplayBuffer
 from agdrl.collect import collect, new_buffer, random_policy, train_sac_policy
-from agdrl.config import DenoiserConfig, DiffusionConfig, EnsembleConfig, for_task
+from agdrl.config import (
+    DenoiserConfig,
+    DiffusionConfig,
+    EnsembleConfig,
+    for_task,
+    reference_denoiser,
+)
 from agdrl.diffusion.samplers import Sampler
 from agdrl.diffusion.world_model import DiffusionWorldModel
-from agdrl.ensemble import ProbabilisticEnsemble
+from agdrl.ensemble import BootstrapSampler, ProbabilisticEnsemble
 from agdrl.envs import env_id, make_env, set_sim_state
 
 
@@ -66,6 +74,8 @@ class AvalancheConfig:
     """Where the JSON, the PNG and the models go."""
     threads: int = 0
     """torch threads (0: torch's default)."""
+    device: str = "cpu"
+    """torch device for the models ('cpu', 'cuda', …)."""
 
 
 PRESETS: dict[str, AvalancheConfig] = {
@@ -75,19 +85,22 @@ PRESETS: dict[str, AvalancheConfig] = {
         ensemble=EnsembleConfig(width=128, depth=3), samplers=("ddpm", "ddim:8", "ddim:4"),
         num_starts=64, out_dir=Path("runs/avalanche-demo")),
     "default": AvalancheConfig(),
-    "reference": AvalancheConfig(
-        diffusion=DiffusionConfig(denoiser=DenoiserConfig(kind="mlp", width=1024, depth=6))),
+    "reference": AvalancheConfig(diffusion=DiffusionConfig(denoiser=reference_denoiser())),
 }
 
 
-def parse_sampler(spec: str, num_steps: int, cfg: DiffusionConfig) -> Sampler:
-    """'ddpm' | 'ddpm:N' | 'ddim:N' -> Sampler (with the config's near-end clip)."""
-    kind, _, n = spec.partition(":")
+def parse_sampler(spec: str, cfg: DiffusionConfig) -> Sampler:
+    """'ddpm' | 'ddpm:N' | 'ddim:N' | 'ddim:N:ETA' -> Sampler (with the config's near-end clip)."""
+    kind, _, rest = spec.partition(":")
+    n, _, eta = rest.partition(":")
     if n and not n.isdigit():
         raise ValueError(f"sampler {spec!r}: the step count after ':' must be an integer")
-    steps = int(n) if n else num_steps
-    return Sampler(kind=kind, steps=steps, clip_final_steps=cfg.clip_final_steps,
-                   clip_value=cfg.clip_value)
+    try:
+        eta_value = float(eta) if eta else 0.0
+    except ValueError as err:
+        raise ValueError(f"sampler {spec!r}: eta must be a number") from err
+    return Sampler(kind=kind, steps=int(n) if n else cfg.num_steps, eta=eta_value,
+                   clip_max_step=cfg.clip_max_step, clip_value=cfg.clip_value)
 
 
 @dataclass
@@ -105,7 +118,7 @@ class OpenLoopTask:
     restore_error: float
 
 
-def build_open_loop_task(env, test: ReplayBuffer, max_h: int, num_starts: int,
+def build_open_loop_task(env: gym.Env, test: ReplayBuffer, max_h: int, num_starts: int,
                          rng: np.random.Generator) -> OpenLoopTask:
     """Pick start steps in held-out episodes and replay their actions in the simulator."""
     if test.sim_states is None:
@@ -123,6 +136,7 @@ def build_open_loop_task(env, test: ReplayBuffer, max_h: int, num_starts: int,
     for j, i in enumerate(starts):
         steps = min(max_h, test.episode_end[i] - i + 1)
         actions[j, :steps] = test.actions[i : i + steps]
+        actions[j, steps:] = test.actions[i + steps - 1]  # past the episode: repeat the last
         env.reset()
         obs = set_sim_state(env, test.sim_states[i])
         restore_error = max(restore_error, float(np.abs(obs - test.obs[i]).max()))
@@ -142,12 +156,13 @@ def chained_diffusion_rollout(model: DiffusionWorldModel, sampler: Sampler, s0: 
                               actions: torch.Tensor, max_h: int, generator: torch.Generator
                               ) -> torch.Tensor:
     """Predicted states (N, max_h + 1, ds) from chaining segments of H (H - 1 new steps each)."""
-    n, h = s0.shape[0], model.cfg.horizon
+    h = model.cfg.horizon
     num_segments = math.ceil(max_h / (h - 1))
-    padded = torch.zeros(n, num_segments * (h - 1) + 1, actions.shape[-1])
+    # actions past max_h only fill the last segment: repeat the last one
+    padded = actions[:, -1:].repeat(1, num_segments * (h - 1) + 1, 1)
     padded[:, :max_h] = actions
-    out = [s0]
-    start = s0
+    start = s0.to(model.device)
+    out = [start]
     for j in range(num_segments):
         o = j * (h - 1)
         seg = model.sample(start, sampler, actions=padded[:, o : o + h], generator=generator)
@@ -177,7 +192,7 @@ def horizon_errors(pred: np.ndarray, task: OpenLoopTask, state_std: np.ndarray) 
     return summary
 
 
-def run_avalanche(cfg: AvalancheConfig, log=print) -> dict:
+def run_avalanche(cfg: AvalancheConfig, log: Callable[[str], None] = print) -> dict:
     """Run the whole measurement; writes ``results.json`` and ``error_vs_horizon.png``."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -186,8 +201,7 @@ def run_avalanche(cfg: AvalancheConfig, log=print) -> dict:
                         ("test_episodes", cfg.test_episodes)):
         if value <= 0:
             raise ValueError(f"{name} must be positive, got {value}")
-    samplers = {spec: parse_sampler(spec, cfg.diffusion.num_steps, cfg.diffusion)
-                for spec in cfg.samplers}
+    samplers = {spec: parse_sampler(spec, cfg.diffusion) for spec in cfg.samplers}
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -214,9 +228,10 @@ def run_avalanche(cfg: AvalancheConfig, log=print) -> dict:
 
     n = train.size
     ds, da = train.obs_dim, train.action_dim
-    diffusion = DiffusionWorldModel(ds, da, dcfg)
+    diffusion = DiffusionWorldModel(ds, da, dcfg, cfg.device)
     diffusion.update_normalizers(train.obs[:n], train.actions[:n], train.rewards[:n])
-    ensemble = ProbabilisticEnsemble(ds, da, cfg.ensemble)
+    ensemble = ProbabilisticEnsemble(ds, da, cfg.ensemble, cfg.device)
+    bootstrap = BootstrapSampler(cfg.ensemble.members, rng)
     ensemble.update_normalizers(train.obs[:n], train.actions[:n], train.rewards[:n],
                                 train.next_obs[:n])
 
@@ -230,8 +245,8 @@ def run_avalanche(cfg: AvalancheConfig, log=print) -> dict:
     timings["diffusion_train_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     for step in range(cfg.train_steps):
-        batch = train.sample_transitions(cfg.ensemble.batch_size * cfg.ensemble.members, rng)
-        losses["ensemble"].append(ensemble.train_step(batch))
+        losses["ensemble"].append(ensemble.train_step(bootstrap.sample(train,
+                                                                      cfg.ensemble.batch_size)))
         if step % max(cfg.train_steps // 10, 1) == 0:
             log(f"ensemble step {step}: loss {losses['ensemble'][-1]:.4f}")
     ensemble.select_elites(val.sample_transitions(min(val.size, 10_000), rng))
@@ -247,21 +262,21 @@ def run_avalanche(cfg: AvalancheConfig, log=print) -> dict:
     actions = torch.as_tensor(task.actions)
     generator = torch.Generator().manual_seed(cfg.seed)
     errors: dict[str, dict] = {}
-    padded = torch.cat([actions, torch.zeros_like(actions[:, :1])], 1)
+    padded = torch.cat([actions, actions[:, -1:]], 1)  # the last action's outcome is dropped
     t0 = time.perf_counter()
-    pred = ensemble.rollout(s0, padded, generator=generator).states.numpy()
+    pred = ensemble.rollout(s0, padded, generator=generator).states.cpu().numpy()
     timings["ensemble_rollout_s"] = time.perf_counter() - t0
     errors["ensemble"] = horizon_errors(pred, task, state_std)
     # the same members without sampling their Gaussian: separates model error from the noise
     # that MBPO-style rollouts inject on purpose
-    pred = ensemble.rollout(s0, padded, generator=generator, sample=False).states.numpy()
+    pred = ensemble.rollout(s0, padded, generator=generator, sample=False).states.cpu().numpy()
     errors["ensemble_mean"] = horizon_errors(pred, task, state_std)
     errors["copy_s0"] = horizon_errors(np.repeat(task.s0[:, None], cfg.max_horizon + 1, 1),
                                        task, state_std)
     for spec, sampler in samplers.items():
         t0 = time.perf_counter()
         pred = chained_diffusion_rollout(diffusion, sampler, s0, actions, cfg.max_horizon,
-                                         generator).numpy()
+                                         generator).cpu().numpy()
         timings[f"diffusion_{spec}_rollout_s"] = time.perf_counter() - t0
         errors[f"diffusion_{spec}"] = horizon_errors(pred, task, state_std)
 

@@ -26,8 +26,9 @@ class SegmentBatch:
 
     states: (B, H, ds); actions: (B, H, da); rewards: (B, H); terminals: (B, H) in {0, 1};
     mask: (B, H), 1 where the step is real, 0 where the segment ran past its episode's end and
-    was padded (padded states repeat the episode's final observation, rewards are 0, the
-    terminal flag stays 1 after a true terminal); sim_states: (B, nq + nv) of ``s_0`` or None.
+    was padded (padded states repeat the episode's final observation, actions its last action,
+    rewards are 0, the terminal flag stays 1 after a true terminal); sim_states: (B, nq + nv)
+    of ``s_0`` or None.
     """
 
     states: np.ndarray
@@ -184,7 +185,7 @@ class ReplayBuffer:
         mask = steps <= end
         idx = np.minimum(steps, end)
         states = np.where(mask[..., None], self.obs[idx], self.next_obs[idx])
-        actions = np.where(mask[..., None], self.actions[idx], 0.0).astype(np.float32)
+        actions = self.actions[idx]  # padded steps repeat the last real action, a plausible one
         rewards = np.where(mask, self.rewards[idx], 0.0).astype(np.float32)
         terminals = self.terminated[idx].astype(np.float32)
         return SegmentBatch(
@@ -194,7 +195,11 @@ class ReplayBuffer:
         )
 
     def sample_transitions(self, batch_size: int, rng: np.random.Generator) -> TransitionBatch:
-        idx = rng.integers(0, self.size, size=batch_size)
+        """Transitions drawn uniformly with replacement."""
+        return self.transitions(rng.integers(0, self.size, size=batch_size))
+
+    def transitions(self, idx: np.ndarray) -> TransitionBatch:
+        """The transitions at flat indices ``idx``."""
         return TransitionBatch(self.obs[idx], self.actions[idx], self.rewards[idx],
                                self.next_obs[idx], self.terminated[idx].astype(np.float32))
 
@@ -229,6 +234,10 @@ class ReplayBuffer:
             raise ValueError(f"{path} is not a valid agdrl replay buffer: {err}") from err
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path}: unsupported buffer format {meta.get('format_version')}")
+        expected = set(cls._ARRAYS) | ({"sim_states"} if meta.get("sim_state_dim") else set())
+        if set(arrays) != expected:
+            raise ValueError(f"{path}: arrays {sorted(arrays)} do not match the expected "
+                             f"{sorted(expected)}")
         buf = cls(meta["obs_dim"], meta["action_dim"], meta["capacity"], meta["sim_state_dim"])
         buf._reserve(meta["size"])
         for k, v in arrays.items():

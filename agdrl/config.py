@@ -65,10 +65,16 @@ class DiffusionConfig:
     pad_segments: bool = True
     """Sample segments that run past an episode's end, padded and masked out of the loss (so
     terminals are seen at every position); False keeps only segments that fit in an episode."""
-    clip_final_steps: int = 10
-    """At training step indices k < this, clip the change |μ̃ − x_k| (DESIGN §2.3 step 5)."""
+    clip_max_step: int = 10
+    """At step indices k ≤ this, clip the change |μ̃ − x_k| (DESIGN §2.3 step 5; −1: never)."""
     clip_value: float = 0.25
     """Bound of that clip."""
+    x0_bound: float = 20.0
+    """While sampling, clamp x̂_0 to ±this in normalized units (0: off); guards ε-prediction,
+    whose x̂_0 divides by sqrt(alpha_bar) ≈ 0 at the noisiest steps."""
+    joint_action_pin_prob: float = 0.5
+    """Joint layout: fraction of training segments whose actions are given clean (pinned), so
+    the model learns both to generate actions and to follow given ones."""
 
 
 @dataclass(frozen=True)

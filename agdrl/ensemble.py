@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agdrl.buffer import TransitionBatch
+from agdrl.buffer import ReplayBuffer, TransitionBatch
 from agdrl.checkpoint import load_weights, read_meta, save_module
 from agdrl.config import EnsembleConfig
+from agdrl.diffusion.samplers import randn
 from agdrl.normalization import RunningNormalizer
 from agdrl.segments import Segment
 
@@ -36,6 +37,38 @@ class EnsembleLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.baddbmm(self.bias, x, self.weight)
+
+
+class BootstrapSampler:
+    """Per-member bootstrap of a growing replay buffer.
+
+    Each transition joins member e's subset with probability 1 - 1/e ≈ 0.632, the expected
+    fraction of distinct items in a bootstrap resample; members then draw minibatches
+    uniformly from their own subset, so their errors decorrelate as in a bootstrap ensemble.
+    Membership of new transitions is drawn as the buffer grows.
+    """
+
+    def __init__(self, members: int, rng: np.random.Generator):
+        self.members = members
+        self.rng = rng
+        self.subsets: list[list[np.ndarray]] = [[] for _ in range(members)]
+        self.seen = 0
+
+    def _grow(self, size: int) -> None:
+        if size <= self.seen:
+            return
+        new = np.arange(self.seen, size)
+        for subset in self.subsets:
+            subset.append(new[self.rng.random(len(new)) < 1 - np.exp(-1)])
+        self.subsets = [[np.concatenate(s)] for s in self.subsets]
+        self.seen = size
+
+    def sample(self, buffer: ReplayBuffer, batch_size: int) -> TransitionBatch:
+        """E·batch_size transitions, member by member (the layout ``train_step`` expects)."""
+        self._grow(buffer.size)
+        idx = np.concatenate([s[0][self.rng.integers(0, len(s[0]), batch_size)]
+                              for s in self.subsets])
+        return buffer.transitions(idx)
 
 
 class ProbabilisticEnsemble(nn.Module):
@@ -103,8 +136,8 @@ class ProbabilisticEnsemble(nn.Module):
                                  for a in dataclasses.astuple(batch)))
 
     def train_step(self, batch: TransitionBatch) -> float:
-        """One step of Gaussian NLL + termination BCE; the batch (E·B transitions, sampled
-        independently with replacement) gives each member its own bootstrap sample."""
+        """One step of Gaussian NLL + termination BCE on E·B transitions, the e-th block of B
+        for member e (draw them with :class:`BootstrapSampler` so members see different data)."""
         b = self._reshape(batch)
         states = torch.as_tensor(b.states, device=self.device)
         actions = torch.as_tensor(b.actions, device=self.device)
@@ -113,7 +146,8 @@ class ProbabilisticEnsemble(nn.Module):
         nll = (((mean - target) ** 2) * torch.exp(-logvar) + logvar).mean()
         bce = F.binary_cross_entropy_with_logits(logit, done)
         bound = 0.01 * (self.max_logvar.sum() - self.min_logvar.sum())
-        decay = self.cfg.weight_decay * sum((layer.weight**2).sum() for layer in self.hidden)
+        decay = self.cfg.weight_decay * sum((layer.weight**2).sum()
+                                            for layer in [*self.hidden, self.head])
         loss = nll + bce + bound + decay
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -141,27 +175,30 @@ class ProbabilisticEnsemble(nn.Module):
         Returns a raw-unit Segment whose states are s_0 … s_{H-1} (the prediction after the last
         action is dropped, matching the diffusion model's layout), rewards and terminal
         probabilities r_t, d_t for t = 0 … H-1. Each sample uses a random elite at every step
-        and draws from its Gaussian (``sample=False``: the member's mean).
+        and draws from its Gaussian (``sample=False``: the member's mean). Steps after a predicted
+        termination are not absorbed: consumers mask them with the terminal probabilities.
         """
+        actions = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
         b, h, _ = actions.shape
-        s = s0.to(self.device)
+        s = torch.as_tensor(s0, dtype=torch.float32, device=self.device)
         e = self.cfg.members
         states, rewards, terminals = [s], [], []
         for t in range(h):
             a = actions[:, t].to(self.device)
             mean, logvar, logit = self(s.expand(e, -1, -1), a.expand(e, -1, -1))
+            gen_device = generator.device if generator is not None else self.device
             pick = self.elite_index[torch.randint(0, len(self.elite_index), (b,),
-                                                  generator=generator, device=self.device)]
+                                                  generator=generator, device=gen_device
+                                                  ).to(self.device)]
             rows = torch.arange(b, device=self.device)
             mean, logvar, logit = mean[pick, rows], logvar[pick, rows], logit[pick, rows]
             if sample:
-                noise = torch.randn(mean.shape, generator=generator, device=self.device)
-                mean = mean + noise * (0.5 * logvar).exp()
+                mean = mean + randn(mean.shape, generator, self.device) * (0.5 * logvar).exp()
             s = s + self.delta_norm.unnormalize(mean[:, : self.obs_dim])
             states.append(s)
             rewards.append(self.reward_norm.unnormalize(mean[:, self.obs_dim :])[:, 0])
             terminals.append(torch.sigmoid(logit))
-        return Segment(torch.stack(states[:h], 1), actions.to(self.device),
+        return Segment(torch.stack(states[:h], 1), actions,
                        torch.stack(rewards, 1), torch.stack(terminals, 1))
 
     def save(self, path: str | Path) -> None:

@@ -12,7 +12,7 @@ class UnsupportedSpaceError(ValueError):
 
 
 def check_spaces(env: gym.Env) -> None:
-    """Refuse anything but flat float ``Box`` observation and action spaces, naming the space."""
+    """Refuse anything but flat, bounded-action ``Box`` spaces, naming the offending space."""
     for role, space in (("observation", env.observation_space), ("action", env.action_space)):
         if not isinstance(space, spaces.Box):
             raise UnsupportedSpaceError(
@@ -36,7 +36,12 @@ def make_env(env: str | gym.Env, seed: int | None = None, **kwargs) -> gym.Env:
     Unknown ids raise ``gymnasium.error.Error`` subclasses with Gymnasium's own message.
     """
     created = gym.make(env, **kwargs) if isinstance(env, str) else env
-    check_spaces(created)
+    try:
+        check_spaces(created)
+    except UnsupportedSpaceError:
+        if isinstance(env, str):  # we made it, so we close it
+            created.close()
+        raise
     if seed is not None:
         created.reset(seed=seed)
         created.action_space.seed(seed)
@@ -49,7 +54,7 @@ def env_id(env: gym.Env) -> str:
     return spec.id if spec is not None else type(env.unwrapped).__name__
 
 
-def _mujoco_data(env: gym.Env):
+def _mujoco_data(env: gym.Env) -> object | None:
     return getattr(env.unwrapped, "data", None)
 
 

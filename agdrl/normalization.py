@@ -15,10 +15,9 @@ class RunningNormalizer(nn.Module):
     differentiable, so a critic trained on raw states can be evaluated on normalized predictions.
     """
 
-    def __init__(self, shape: int | tuple[int, ...], eps: float = 1e-6, min_std: float = 1e-3):
+    def __init__(self, shape: int | tuple[int, ...], min_std: float = 1e-3):
         super().__init__()
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        self.eps = eps
         self.min_std = min_std
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
         self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
@@ -42,8 +41,10 @@ class RunningNormalizer(nn.Module):
 
     @property
     def std(self) -> torch.Tensor:
-        var = self.m2 / torch.clamp(self.count, min=1.0)
-        return torch.clamp(torch.sqrt(var + self.eps), min=self.min_std)
+        """Population std, floored at ``min_std``; 1 before any data (identity normalization)."""
+        if self.count == 0:
+            return torch.ones_like(self.mean)
+        return torch.sqrt(self.m2 / self.count).clamp(min=self.min_std)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)

@@ -43,6 +43,9 @@ def main() -> None:
               f"ensemble {r['timings_s']['ensemble_train_s']:.0f}")
         print(summary_table(r))
 
+        if "diffusion_ddpm" not in errors:
+            print("(no full-chain 'ddpm' sampler in this run: no sampler comparison)\n")
+            continue
         ref = mean_error(errors["diffusion_ddpm"])
         last = len(errors["ensemble"]["mean"])
         ens, dif = errors["ensemble"]["mean"][last - 1], errors["diffusion_ddpm"]["mean"][last - 1]

@@ -24,13 +24,13 @@ import numpy as np
 import torch
 
 from agdrl.buffer import SegmentBatch
-from agdrl.config import DenoiserConfig, DiffusionConfig
+from agdrl.config import DenoiserConfig, DiffusionConfig, reference_denoiser
 from agdrl.diffusion.world_model import DiffusionWorldModel
 
 OBS_DIM, ACTION_DIM = 11, 3
 SIZES = {
     # reference: the papers' MLP; Diffuser's U-Net (32 × (1, 2, 4, 8)); a 6-layer transformer
-    "reference": {"mlp": DenoiserConfig("mlp", 1024, 6),
+    "reference": {"mlp": reference_denoiser(),
                   "unet": DenoiserConfig("unet", 32, 4),
                   "transformer": DenoiserConfig("transformer", 256, 6, heads=8)},
     "default": {"mlp": DenoiserConfig("mlp", 512, 4),

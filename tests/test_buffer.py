@@ -67,7 +67,8 @@ def expected_segment(e: Episode, ep: int, t0: int, horizon: int
         t = t0 + h
         real = t < e.length
         states.append(obs_of(ep, t if real else e.length))  # padding repeats final next_obs
-        actions.append(obs_of(ep, t) if real else np.zeros(2, np.float32))
+        # padding repeats the last real action (a plausible conditioning input)
+        actions.append(obs_of(ep, t if real else e.length - 1))
         rewards.append(reward_of(ep, t) if real else 0.0)
         # The terminal flag is set on a true terminal's last step and stays set in padding.
         ended = e.ending == "terminated" and t >= e.length - 1
@@ -345,7 +346,7 @@ def test_normalizer_matches_numpy_over_incremental_updates(data: np.ndarray,
     # Chan's parallel update in float64 with values <= 1e3: errors are ~1e-16 relative to
     # the squared scale (1e6), so 1e-8 absolute is generous yet catches any formula error.
     np.testing.assert_allclose(norm.mean.numpy(), data.mean(0), rtol=1e-10, atol=1e-8)
-    expected_std = np.maximum(np.sqrt(data.var(0) + norm.eps), norm.min_std)
+    expected_std = np.maximum(np.sqrt(data.var(0)), norm.min_std)
     np.testing.assert_allclose(norm.std.numpy(), expected_std, rtol=1e-8, atol=1e-8)
 
 
@@ -388,3 +389,20 @@ def test_normalizer_std_floor() -> None:
     # A constant feature has zero variance; the floor keeps normalization finite.
     assert norm.std.item() == pytest.approx(1e-2)
     assert torch.isfinite(norm.normalize(torch.tensor([[3.5]]))).all()
+
+
+def test_load_refuses_missing_arrays(tmp_path: Path) -> None:
+    """A file with the right header but an array missing must not load as zeros."""
+    _, path = saved_buffer(tmp_path)
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files if k != "episode_end"}
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match="episode_end"):
+        ReplayBuffer.load(path)
+
+
+def test_normalizer_without_data_is_the_identity() -> None:
+    """Forgetting to fit a normalizer must not scale inputs by 1 / min_std."""
+    norm = RunningNormalizer(3)
+    x = torch.randn(4, 3)
+    torch.testing.assert_close(norm.normalize(x), x)

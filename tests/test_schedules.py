@@ -148,7 +148,7 @@ def test_q_sample_marginal_mean_and_variance_monte_carlo() -> None:
     gen = torch.Generator().manual_seed(0)
     x0_value = 1.5
     for k_value in (0, num_steps // 2, num_steps - 1):
-        ab = diffusion.alpha_bar[k_value].item()
+        ab = diffusion.alpha_bar_at(k_value).item()
         x0 = torch.full((n, 1, 1), x0_value)
         noise = torch.randn(x0.shape, generator=gen)
         k = torch.full((n,), k_value, dtype=torch.long)
@@ -185,7 +185,7 @@ def test_eps_prediction_inverts_q_sample_given_true_noise(schedule: str) -> None
     x0_hat = diffusion.predict_x0(x_k, None, k)
     # Division by sqrt(alpha_bar_k) amplifies float32 round-off (~1e-7 of |x_k|) by
     # 1 / sqrt(alpha_bar_k), which is large only at the noisiest steps.
-    scale = 1 / diffusion.alpha_bar.sqrt().view(-1, 1, 1)
+    scale = 1 / diffusion.alpha_bar_at(torch.arange(diffusion.num_steps)).sqrt().view(-1, 1, 1)
     assert torch.all((x0_hat - x0).abs() <= 1e-6 * scale * (1 + x_k.abs()))
 
 
@@ -227,3 +227,11 @@ def test_all_steps_gives_every_index(num_train: int) -> None:
 def test_strided_timesteps_refuses_out_of_range_counts(num_train: int, n: int) -> None:
     with pytest.raises(ValueError):
         strided_timesteps(num_train, n)
+
+
+def test_x0_bound_clamps_predictions() -> None:
+    """eps-prediction divides by sqrt(alpha_bar) ~ 0 at the noisiest step; the bound caps x0."""
+    out = torch.full((2, 3, 4), 1.0)
+    diffusion = GaussianDiffusion(FixedOutputDenoiser(out), 16, prediction="eps", x0_bound=5.0)
+    x0_hat = diffusion.predict_x0(torch.full((2, 3, 4), -3.0), None, torch.tensor([15, 15]))
+    assert x0_hat.abs().max().item() == pytest.approx(5.0)

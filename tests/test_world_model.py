@@ -244,8 +244,8 @@ def test_hook_sees_every_step_in_order(world_model_factory: Factory, sampler: Sa
         torch.testing.assert_close(state.x_k[:, 0, : wm.obs_dim], s0_norm)
 
 
-@pytest.mark.parametrize("sampler", [Sampler("ddim", steps=4, clip_final_steps=0),
-                                     Sampler("ddpm", steps=16, clip_final_steps=0)],
+@pytest.mark.parametrize("sampler", [Sampler("ddim", steps=4, clip_max_step=-1),
+                                     Sampler("ddpm", steps=16, clip_max_step=-1)],
                          ids=["ddim", "ddpm"])
 def test_hook_editing_x0_steers_the_sample(world_model_factory: Factory,
                                            linear_buffer: ReplayBuffer,
@@ -298,8 +298,8 @@ def test_clip_bounds_every_step_change(world_model_factory: Factory) -> None:
     wm = world_model_factory(num_steps=16)
     clip = 0.01
     # DDIM with eta = 0 adds no noise, so each step's change is exactly the clipped mean step.
-    _, xs = chain(wm, Sampler("ddim", steps=8, eta=0.0, clip_final_steps=16, clip_value=clip))
-    _, free = chain(wm, Sampler("ddim", steps=8, eta=0.0, clip_final_steps=0))
+    _, xs = chain(wm, Sampler("ddim", steps=8, eta=0.0, clip_max_step=15, clip_value=clip))
+    _, free = chain(wm, Sampler("ddim", steps=8, eta=0.0, clip_max_step=-1))
     # 1e-6: float32 round-off of x + clamp(mean - x) - x.
     assert (xs[1:] - xs[:-1]).abs().max().item() <= clip + 1e-6
     assert (free[1:] - free[:-1]).abs().max().item() > 10 * clip  # the clip did something
@@ -308,7 +308,7 @@ def test_clip_bounds_every_step_change(world_model_factory: Factory) -> None:
 def test_clip_applies_only_near_the_end_of_the_chain(world_model_factory: Factory) -> None:
     wm = world_model_factory(num_steps=16)
     clip, last = 0.01, 5
-    ks, xs = chain(wm, Sampler("ddim", steps=16, clip_final_steps=last, clip_value=clip))
+    ks, xs = chain(wm, Sampler("ddim", steps=16, clip_max_step=last - 1, clip_value=clip))
     change = (xs[1:] - xs[:-1]).abs().amax(dim=(1, 2, 3))
     near_end = torch.tensor([k < last for k in ks])
     assert change[near_end].max().item() <= clip + 1e-6
@@ -387,3 +387,43 @@ def test_ema_follows_its_decay_rule() -> None:
 def test_ema_rejects_decay_outside_unit_interval(decay: float) -> None:
     with pytest.raises(ValueError):
         EMA(nn.Linear(1, 1), decay)
+
+
+# ---------------------------------------------------------------------- review fixes
+def test_hook_sigma_is_the_posterior_std_even_for_deterministic_ddim(
+        world_model_factory: Factory) -> None:
+    """Guidance scales with sigma_k: DDIM at eta = 0 adds no noise but must still report the
+    step's posterior std, or guided DDIM would silently run unguided."""
+    wm = world_model_factory(num_steps=16)
+    hook = Recorder()
+    wm.sample(torch.ones(2, 3), Sampler("ddim", steps=4, eta=0.0), hook=hook)
+    for state in hook.states:
+        expected = wm.diffusion.posterior(state.x_k, state.x0, state.k, state.k_prev)[1]
+        torch.testing.assert_close(state.sigma, expected)
+        assert state.noise_std.item() == 0.0
+    assert all(s.sigma.item() > 0 for s in hook.states if s.k_prev >= 0)
+
+
+def test_hook_outputs_are_detached(world_model_factory: Factory) -> None:
+    """A guidance hook computes gradients; what it leaves behind must not carry a graph into
+    the imagined data (DESIGN §2.6, defect 5)."""
+    wm = world_model_factory(num_steps=8)
+    weight = torch.ones((), requires_grad=True)
+
+    def attach(state: StepState) -> None:
+        with torch.enable_grad():
+            state.cond = state.cond * weight
+            state.x0 = state.x0 * weight
+
+    out = wm.sample(torch.ones(2, 3), Sampler("ddim", steps=3), hook=attach)
+    assert not out.actions.requires_grad and not out.states.requires_grad
+
+
+def test_float64_inputs_are_accepted(world_model_factory: Factory) -> None:
+    """Gymnasium MuJoCo observations are float64: sampling must take them as they come."""
+    wm = world_model_factory(num_steps=8)
+    out = wm.sample(torch.ones(2, 3, dtype=torch.float64), Sampler("ddim", steps=2),
+                    actions=torch.zeros(2, wm.cfg.horizon, 2, dtype=torch.float64))
+    assert out.states.dtype == torch.float32
+    torch.testing.assert_close(out.states[:, 0], torch.ones(2, 3))
+

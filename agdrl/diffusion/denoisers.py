@@ -16,6 +16,15 @@ from torch import nn
 from agdrl.config import DenoiserConfig
 
 
+def sinusoidal_features(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Transformer-style features [sin(p f_i), cos(p f_i)] with geometric frequencies
+    f_i = 10000^(-i / half), i < half = dim // 2. positions: (N,) -> (N, 2 * half)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=positions.device) / half)
+    angles = positions.float()[:, None] * freqs[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
 class SinusoidalTimeEmbedding(nn.Module):
     """Transformer-style sinusoidal features of the diffusion step followed by a small MLP.
 
@@ -27,14 +36,11 @@ class SinusoidalTimeEmbedding(nn.Module):
         super().__init__()
         self.dim = dim
         self.scale = 1000.0 / num_steps
-        half = dim // 2
-        freqs = torch.exp(-math.log(10000.0) * torch.arange(half) / max(half - 1, 1))
-        self.register_buffer("freqs", freqs, persistent=False)
-        self.mlp = nn.Sequential(nn.Linear(2 * half, dim * 2), nn.SiLU(), nn.Linear(dim * 2, dim))
+        self.mlp = nn.Sequential(nn.Linear(2 * (dim // 2), dim * 2), nn.SiLU(),
+                                 nn.Linear(dim * 2, dim))
 
     def forward(self, k: torch.Tensor) -> torch.Tensor:
-        angles = (k.float() * self.scale)[:, None] * self.freqs[None, :]
-        return self.mlp(torch.cat([angles.sin(), angles.cos()], dim=-1))
+        return self.mlp(sinusoidal_features(k.float() * self.scale, self.dim))
 
 
 class ResidualBlock(nn.Module):
@@ -177,18 +183,11 @@ class TransformerDenoiser(nn.Module):
         self.norm = nn.LayerNorm(cfg.width)
         self.out = nn.Linear(cfg.width, x_dim)
 
-    def positions(self, h: int, device: torch.device) -> torch.Tensor:
-        """Sinusoidal position features (H, width)."""
-        pos = torch.arange(h, device=device, dtype=torch.float32)[:, None]
-        half = self.width // 2
-        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=device) / half)
-        angles = pos * freqs[None, :]
-        return torch.cat([angles.sin(), angles.cos()], -1)
-
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None, k: torch.Tensor
                 ) -> torch.Tensor:
         inp = x if cond is None else torch.cat([x, cond], -1)
-        tokens = self.inp(inp) + self.positions(x.shape[1], x.device) + self.time(k)[:, None]
+        positions = sinusoidal_features(torch.arange(x.shape[1], device=x.device), self.width)
+        tokens = self.inp(inp) + positions + self.time(k)[:, None]
         return self.out(self.norm(self.encoder(tokens)))
 
 

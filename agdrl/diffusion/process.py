@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from agdrl.config import Prediction, Schedule
 from agdrl.diffusion.schedules import make_alpha_bar, posterior_coefficients
 
 
@@ -33,47 +34,62 @@ class Inpainting:
 class GaussianDiffusion(nn.Module):
     """DDPM forward process with a denoiser that predicts x̂_0 (reference) or ε."""
 
-    def __init__(self, denoiser: nn.Module, num_steps: int, schedule: str = "cosine",
-                 tau: float = 1.0, prediction: str = "x0"):
+    def __init__(self, denoiser: nn.Module, num_steps: int, schedule: Schedule = "cosine",
+                 tau: float = 1.0, prediction: Prediction = "x0", x0_bound: float = 0.0):
         super().__init__()
         if prediction not in ("x0", "eps"):
             raise ValueError(f"prediction must be 'x0' or 'eps', got {prediction!r}")
+        if x0_bound < 0:
+            raise ValueError(f"x0_bound must be non-negative, got {x0_bound}")
         self.denoiser = denoiser
         self.num_steps = num_steps
         self.prediction = prediction
+        self.x0_bound = x0_bound
         alpha_bar = make_alpha_bar(schedule, num_steps, tau)
-        # alpha_bar at index -1 (clean data) is 1; stored at position 0 of alpha_bar_ext.
-        self.register_buffer("alpha_bar", alpha_bar.float())
-        self.register_buffer("alpha_bar_ext", torch.cat([torch.ones(1), alpha_bar.float()]))
+        # float64, with alpha_bar at index -1 (clean data, = 1) at position 0: posterior
+        # coefficients 1 - ab_k / ab_prev cancel badly in float32 for small steps.
+        self.register_buffer("alpha_bar_ext", torch.cat([torch.ones(1, dtype=torch.float64),
+                                                         alpha_bar]))
 
     def alpha_bar_at(self, k: torch.Tensor | int) -> torch.Tensor:
-        """alpha_bar at step index k, with k = -1 meaning clean data (alpha_bar = 1)."""
+        """alpha_bar (float32) at step index k, with k = -1 meaning clean data (alpha_bar = 1)."""
         k = torch.as_tensor(k, device=self.alpha_bar_ext.device)
-        return self.alpha_bar_ext[k + 1]
+        return self.alpha_bar_ext[k + 1].float()
 
     def q_sample(self, x0: torch.Tensor, k: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Sample x_k ~ q(x_k | x_0) = N(sqrt(ab_k) x_0, (1 - ab_k) I)."""
-        ab = self.alpha_bar[k].view(-1, 1, 1)
+        ab = self.alpha_bar_at(k).view(-1, 1, 1)
         return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
     def predict_x0(self, x_k: torch.Tensor, cond: torch.Tensor | None, k: torch.Tensor,
                    denoiser: nn.Module | None = None) -> torch.Tensor:
-        """x̂_0 from the denoiser output (converted from ε when the model predicts noise)."""
+        """x̂_0 from the denoiser output (converted from ε when the model predicts noise),
+        clamped to ±x0_bound when that is set: at the noisiest steps the ε-to-x̂_0 conversion
+        divides by sqrt(ab_k) ≈ 0 and amplifies any error."""
         out = (denoiser or self.denoiser)(x_k, cond, k.float())
-        if self.prediction == "x0":
-            return out
-        ab = self.alpha_bar[k].view(-1, 1, 1)
-        return (x_k - (1 - ab).sqrt() * out) / ab.sqrt()
+        if self.prediction == "eps":
+            ab = self.alpha_bar_at(k).view(-1, 1, 1)
+            out = (x_k - (1 - ab).sqrt() * out) / ab.sqrt()
+        return out.clamp(-self.x0_bound, self.x0_bound) if self.x0_bound > 0 else out
 
-    def eps_from_x0(self, x_k: torch.Tensor, x0: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        ab = self.alpha_bar_at(k).view(-1, 1, 1)
+    def eps_from_x0(self, x_k: torch.Tensor, x0: torch.Tensor, k: torch.Tensor | int
+                    ) -> torch.Tensor:
+        """The noise implied by x_k and x̂_0 at step k."""
+        ab = self.alpha_bar_at(k)
         return (x_k - ab.sqrt() * x0) / (1 - ab).clamp(min=1e-12).sqrt()
 
     def posterior(self, x_k: torch.Tensor, x0: torch.Tensor, k: int, k_prev: int
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std of q(x_{k_prev} | x_k, x_0) for a jump k -> k_prev (k_prev = -1: clean)."""
-        c0, ct, var = posterior_coefficients(self.alpha_bar_at(k), self.alpha_bar_at(k_prev))
-        return c0 * x0 + ct * x_k, var.clamp(min=0).sqrt()
+        c0, ct, var = posterior_coefficients(self.alpha_bar_ext[k + 1],
+                                             self.alpha_bar_ext[k_prev + 1])
+        return c0.float() * x0 + ct.float() * x_k, var.clamp(min=0).sqrt().float()
+
+    def posterior_std(self, k: int, k_prev: int) -> torch.Tensor:
+        """Std of q(x_{k_prev} | x_k, x_0) (0-d, float32)."""
+        _, _, var = posterior_coefficients(self.alpha_bar_ext[k + 1],
+                                           self.alpha_bar_ext[k_prev + 1])
+        return var.clamp(min=0).sqrt().float()
 
     def loss(self, x0: torch.Tensor, cond: torch.Tensor | None, weight: torch.Tensor,
              inpainting: Inpainting | None = None, generator: torch.Generator | None = None

@@ -10,7 +10,7 @@ deterministic update (η = 0) or a partially stochastic one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
 from torch import nn
@@ -18,16 +18,31 @@ from torch import nn
 from agdrl.diffusion.process import GaussianDiffusion, Inpainting
 from agdrl.diffusion.schedules import strided_timesteps
 
+SamplerKind = Literal["ddpm", "ddim"]
+
+
+def randn(shape: tuple[int, ...], generator: torch.Generator | None,
+          device: torch.device | str) -> torch.Tensor:
+    """Standard normal noise drawn on the generator's device (so a seeded CPU generator gives
+    the same numbers whatever device the model is on), then moved to ``device``."""
+    gen_device = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=gen_device).to(device)
+
 
 @dataclass
 class StepState:
     """What a guidance hook sees at one denoising step (tensors are (B, H, Dx) unless noted).
 
-    x_k: current noisy sample; x0: predicted clean sample (edit it to guide);
-    cond: conditioning (B, H, Dc) or None (edit it to guide actions);
+    x_k: current noisy sample (read-only: do not modify in place);
+    x0: predicted clean sample, s_0 already pinned (reassign or edit it to guide states);
+    cond: conditioning (B, H, Dc) or None (reassign to guide actions);
     k, k_prev: step indices (k_prev = -1 at the last step); index: position in the chain
     (0 = first, noisiest); remaining: steps left including this one;
-    sigma: the step's noise std (0-d tensor); alpha_bar, alpha_bar_prev: 0-d tensors.
+    sigma: std of the exact DDPM posterior q(x_{k_prev} | x_k, x_0) for this jump (0-d), the
+    noise scale that guidance formulas use, whatever the sampler;
+    noise_std: the noise the sampler will actually add (0 for deterministic DDIM);
+    alpha_bar, alpha_bar_prev: 0-d tensors; generator: the sampling generator (for noise).
+    The sampler detaches whatever the hook leaves in x0 and cond.
     """
 
     x_k: torch.Tensor
@@ -38,12 +53,14 @@ class StepState:
     index: int
     remaining: int
     sigma: torch.Tensor
+    noise_std: torch.Tensor
     alpha_bar: torch.Tensor
     alpha_bar_prev: torch.Tensor
+    generator: torch.Generator | None
 
 
 class DenoisingHook(Protocol):
-    """Called once per denoising step; edits ``state.x0`` and/or ``state.cond`` in place or by
+    """Called once per denoising step; edits ``state.x0`` and/or ``state.cond`` by
     reassignment. Guidance schemes implement this."""
 
     def __call__(self, state: StepState) -> None: ...
@@ -56,15 +73,15 @@ class Sampler:
     kind: 'ddpm' (ancestral, exact strided posterior) or 'ddim'.
     steps: number of denoising steps (≤ K); evenly strided over the K training steps.
     eta: DDIM stochasticity (0 deterministic, 1 ≈ ancestral); ignored by DDPM.
-    clip_final_steps / clip_value: clip |mean − x_k| ≤ clip_value at steps whose training index
-    k < clip_final_steps (the end of the chain; 0 = off). Counting in training indices keeps
+    clip_max_step / clip_value: clip |mean − x_k| ≤ clip_value at steps whose training index
+    k ≤ clip_max_step (the end of the chain; −1 = never). Counting in training indices keeps
     the clip's meaning when a few-step sampler strides over the chain.
     """
 
-    kind: str = "ddpm"
+    kind: SamplerKind = "ddpm"
     steps: int = 128
     eta: float = 0.0
-    clip_final_steps: int = 10
+    clip_max_step: int = 10
     clip_value: float = 0.25
 
     def __post_init__(self):
@@ -74,16 +91,21 @@ class Sampler:
             raise ValueError(f"sampler steps must be positive, got {self.steps}")
         if not 0.0 <= self.eta <= 1.0:
             raise ValueError(f"DDIM eta must be in [0, 1], got {self.eta}")
+        if self.clip_value <= 0:
+            raise ValueError(f"clip_value must be positive, got {self.clip_value}")
 
-    def _mean_std(self, diffusion: GaussianDiffusion, x_k: torch.Tensor, x0: torch.Tensor,
-                  k: int, k_prev: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _mean(self, diffusion: GaussianDiffusion, x_k: torch.Tensor, x0: torch.Tensor,
+              k: int, k_prev: int, noise_std: torch.Tensor) -> torch.Tensor:
+        """Mean of the step k -> k_prev given x̂_0 (the DDPM posterior mean, or DDIM's)."""
         if self.kind == "ddpm":
-            return diffusion.posterior(x_k, x0, k, k_prev)
-        ab, ab_prev = diffusion.alpha_bar_at(k), diffusion.alpha_bar_at(k_prev)
-        sigma = self.eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).clamp(min=0).sqrt()
-        eps = (x_k - ab.sqrt() * x0) / (1 - ab).sqrt()
-        mean = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps
-        return mean, sigma
+            return diffusion.posterior(x_k, x0, k, k_prev)[0]
+        ab_prev = diffusion.alpha_bar_at(k_prev)
+        eps = diffusion.eps_from_x0(x_k, x0, k)
+        return ab_prev.sqrt() * x0 + (1 - ab_prev - noise_std**2).clamp(min=0).sqrt() * eps
+
+    def _noise_std(self, posterior_std: torch.Tensor) -> torch.Tensor:
+        """DDPM adds the posterior std; DDIM's sigma(eta) is eta times it."""
+        return posterior_std if self.kind == "ddpm" else self.eta * posterior_std
 
     @torch.no_grad()
     def sample(self, diffusion: GaussianDiffusion, shape: tuple[int, int, int],
@@ -98,7 +120,7 @@ class Sampler:
         """
         ks = strided_timesteps(diffusion.num_steps, min(self.steps, diffusion.num_steps))
         ks_prev = [*ks[1:], -1]
-        x = torch.randn(shape, device=device, generator=generator)
+        x = randn(shape, generator, device)
         if inpainting is not None:
             x = inpainting.apply(x)
         n = len(ks)
@@ -107,24 +129,23 @@ class Sampler:
             x0 = diffusion.predict_x0(x, cond, k_batch, denoiser)
             if inpainting is not None:
                 x0 = inpainting.apply(x0)
+            posterior_std = diffusion.posterior_std(k, k_prev)
+            noise_std = self._noise_std(posterior_std)
             if hook is not None:
-                _, sigma = self._mean_std(diffusion, x, x0, k, k_prev)
                 state = StepState(x_k=x, x0=x0, cond=cond, k=k, k_prev=k_prev, index=i,
-                                  remaining=n - i, sigma=sigma,
+                                  remaining=n - i, sigma=posterior_std, noise_std=noise_std,
                                   alpha_bar=diffusion.alpha_bar_at(k),
-                                  alpha_bar_prev=diffusion.alpha_bar_at(k_prev))
+                                  alpha_bar_prev=diffusion.alpha_bar_at(k_prev),
+                                  generator=generator)
                 hook(state)
-                x0, cond = state.x0, state.cond
+                x0 = state.x0.detach()
+                cond = None if state.cond is None else state.cond.detach()
                 if inpainting is not None:
                     x0 = inpainting.apply(x0)
-            mean, std = self._mean_std(diffusion, x, x0, k, k_prev)
-            if k < self.clip_final_steps:
+            mean = self._mean(diffusion, x, x0, k, k_prev, noise_std)
+            if k <= self.clip_max_step:  # after guidance, so the clip is never undone
                 mean = x + (mean - x).clamp(-self.clip_value, self.clip_value)
-            if k_prev >= 0:
-                noise = torch.randn(x.shape, device=x.device, generator=generator)
-                x = mean + std * noise
-            else:
-                x = mean
+            x = mean + noise_std * randn(x.shape, generator, x.device) if k_prev >= 0 else mean
             if inpainting is not None:
                 x = inpainting.apply(x)
         return x, cond

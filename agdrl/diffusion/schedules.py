@@ -40,6 +40,7 @@ def linear_alpha_bar(num_steps: int, beta_start: float = 1e-4, beta_end: float =
 
 
 def make_alpha_bar(name: str, num_steps: int, tau: float = 1.0) -> torch.Tensor:
+    """alpha_bar_k, k = 0 … K-1 (float64), of the schedule called ``name``."""
     if name == "cosine":
         return cosine_alpha_bar(num_steps, tau)
     if name == "linear":
@@ -47,7 +48,8 @@ def make_alpha_bar(name: str, num_steps: int, tau: float = 1.0) -> torch.Tensor:
     raise ValueError(f"unknown noise schedule {name!r}; choose 'cosine' or 'linear'")
 
 
-def posterior_coefficients(alpha_bar_t: torch.Tensor, alpha_bar_prev: torch.Tensor):
+def posterior_coefficients(alpha_bar_t: torch.Tensor, alpha_bar_prev: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Coefficients of q(x_prev | x_t, x_0) = N(c0 x_0 + ct x_t, var) for a (possibly strided) step.
 
     For a jump from index t to an earlier index ``prev`` the effective

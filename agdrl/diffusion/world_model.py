@@ -20,7 +20,7 @@ from agdrl.checkpoint import load_weights, read_meta, save_module
 from agdrl.config import DenoiserConfig, DiffusionConfig
 from agdrl.diffusion.denoisers import make_denoiser
 from agdrl.diffusion.process import GaussianDiffusion, Inpainting
-from agdrl.diffusion.samplers import DenoisingHook, Sampler
+from agdrl.diffusion.samplers import DenoisingHook, Sampler, SamplerKind, randn
 from agdrl.ema import EMA
 from agdrl.normalization import RunningNormalizer
 from agdrl.segments import Segment
@@ -50,7 +50,7 @@ class DiffusionWorldModel(nn.Module):
                                  cfg.num_steps)
         tau = 1.0 if cfg.schedule_tau is None else cfg.schedule_tau
         self.diffusion = GaussianDiffusion(denoiser, cfg.num_steps, cfg.schedule, tau,
-                                           cfg.prediction)
+                                           cfg.prediction, cfg.x0_bound)
         self.ema = EMA(denoiser, cfg.ema_decay)
         self.to(device)
         self.device = torch.device(device)
@@ -91,8 +91,10 @@ class DiffusionWorldModel(nn.Module):
         return Segment(states, actions, rewards[..., 0], terminals)
 
     def pin_start(self, s0_norm: torch.Tensor, batch: int,
-                  actions_norm: torch.Tensor | None = None) -> Inpainting:
-        """Inpainting that fixes s_0 (and, in the joint layout, given actions)."""
+                  actions_norm: torch.Tensor | None = None,
+                  pin_actions: torch.Tensor | None = None) -> Inpainting:
+        """Inpainting that fixes s_0: (B, ds) and, in the joint layout, given actions: (B, H, da)
+        (for the samples where ``pin_actions``: (B,) bool is set; all when it is None)."""
         h = self.cfg.horizon
         mask = torch.zeros(batch, h, self.x_dim, dtype=torch.bool, device=s0_norm.device)
         values = torch.zeros(batch, h, self.x_dim, device=s0_norm.device)
@@ -100,7 +102,7 @@ class DiffusionWorldModel(nn.Module):
         values[:, 0, : self.obs_dim] = s0_norm
         if self.joint and actions_norm is not None:
             a = slice(self.obs_dim, self.obs_dim + self.action_dim)
-            mask[:, :, a] = True
+            mask[:, :, a] = True if pin_actions is None else pin_actions[:, None, None]
             values[:, :, a] = actions_norm
         return Inpainting(mask, values)
 
@@ -111,9 +113,13 @@ class DiffusionWorldModel(nn.Module):
                                  self.device)
         x0, cond = self.encode(seg)
         mask = torch.as_tensor(batch.mask, device=self.device)
-        weight = mask[..., None].expand_as(x0).clone()
-        weight[:, 0, : self.obs_dim] = 0.0  # s_0 is pinned, nothing to learn there
-        pin = self.pin_start(x0[:, 0, : self.obs_dim], x0.shape[0])
+        pin_actions = None
+        if self.joint:  # sampling may be asked to follow given actions: train for that too
+            pin_actions = torch.rand(x0.shape[0], device=self.device,
+                                     generator=generator) < self.cfg.joint_action_pin_prob
+        pin = self.pin_start(x0[:, 0, : self.obs_dim], x0.shape[0],
+                             x0[..., self.obs_dim : self.obs_dim + self.action_dim], pin_actions)
+        weight = mask[..., None].expand_as(x0) * (~pin.mask)  # nothing to learn where pinned
         self.diffusion.train()
         loss = self.diffusion.loss(x0, cond, weight, pin, generator)
         self.optimizer.zero_grad(set_to_none=True)
@@ -137,15 +143,17 @@ class DiffusionWorldModel(nn.Module):
         shapes them; without a hook they stay noise). Returns a raw-unit :class:`Segment`.
         """
         b, h = s0.shape[0], self.cfg.horizon
-        s0_norm = self.state_norm.normalize(s0.to(self.device))
-        a_norm = None if actions is None else self.action_norm.normalize(actions.to(self.device))
+        s0_norm = self.state_norm.normalize(torch.as_tensor(s0, dtype=torch.float32,
+                                                            device=self.device))
+        a_norm = None if actions is None else self.action_norm.normalize(
+            torch.as_tensor(actions, dtype=torch.float32, device=self.device))
         if a_norm is not None and a_norm.shape != (b, h, self.action_dim):
             raise ValueError(f"actions must have shape {(b, h, self.action_dim)}, "
                              f"got {tuple(a_norm.shape)}")
         cond = None
         if not self.joint:
-            cond = a_norm if a_norm is not None else torch.randn(
-                b, h, self.action_dim, device=self.device, generator=generator)
+            cond = a_norm if a_norm is not None else randn((b, h, self.action_dim), generator,
+                                                           self.device)
         pin = self.pin_start(s0_norm, b, a_norm)
         denoiser = self.ema.model if use_ema else self.diffusion.denoiser
         denoiser.eval()
@@ -154,9 +162,11 @@ class DiffusionWorldModel(nn.Module):
                                  device=self.device)
         return self.decode(x, cond)
 
-    def default_sampler(self, kind: str = "ddpm", steps: int | None = None) -> Sampler:
-        return Sampler(kind=kind, steps=steps or self.cfg.num_steps,
-                       clip_final_steps=self.cfg.clip_final_steps, clip_value=self.cfg.clip_value)
+    def default_sampler(self, kind: SamplerKind = "ddpm", steps: int | None = None,
+                        eta: float = 0.0) -> Sampler:
+        """A sampler of ``kind`` (all K steps unless ``steps``) with the config's near-end clip."""
+        return Sampler(kind=kind, steps=steps or self.cfg.num_steps, eta=eta,
+                       clip_max_step=self.cfg.clip_max_step, clip_value=self.cfg.clip_value)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
