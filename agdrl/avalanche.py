@@ -64,7 +64,8 @@ class AvalancheConfig:
     """Diffusion world model."""
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     """Autoregressive ensemble."""
-    samplers: tuple[str, ...] = ("ddpm", "ddim:32", "ddim:16", "ddim:8", "ddim:4", "ddim:2")
+    samplers: tuple[str, ...] = ("ddpm", "ddim:32", "ddim:16", "ddim:8", "ddim:4", "ddim:2",
+                                 "ddim:1")
     """Diffusion samplers to evaluate: 'ddpm' (all K steps), 'ddpm:N' or 'ddim:N' (N steps)."""
     max_horizon: int = 50
     """Longest open-loop horizon h."""
