@@ -317,14 +317,20 @@ def summary_table(result: dict, horizons: tuple[int, ...] = (1, 10, 25, 50)) -> 
 
 
 def plot_errors(result: dict, path: Path) -> None:
-    """Mean normalized MSE vs horizon (log scale), with the inter-quartile band."""
+    """Mean normalized MSE vs horizon (log scale) with the inter-quartile band, for the
+    baselines, the full-chain diffusion sampler and the fewest-step one (all are in the JSON)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    diffusion = [n for n in result["errors"] if n.startswith("diffusion_")]
+    fewest = min(diffusion, key=lambda n: int(n.split(":")[1]) if ":" in n else 10**9)
+    shown = [n for n in result["errors"] if not n.startswith("diffusion_")]
+    shown += sorted({diffusion[0], fewest})
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, e in result["errors"].items():
+    for name in shown:
+        e = result["errors"][name]
         hs = [h + 1 for h, v in enumerate(e["mean"]) if v is not None]
         mean = [v for v in e["mean"] if v is not None]
         lo = [v for v in e["q25"] if v is not None]
@@ -337,7 +343,7 @@ def plot_errors(result: dict, path: Path) -> None:
     ax.set_xlabel("open-loop horizon h (steps)")
     ax.set_ylabel("normalized state MSE (mean; band: IQR)")
     ax.set_title(f"{cfg['env']}: error vs horizon, {result['gradient_steps']} gradient steps "
-                 f"each, H={result['diffusion_config_resolved']['horizon']}")
+                 f"each, H={result['diffusion_config_resolved']['horizon']}", fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agdrl.avalanche import summary_table
+from agdrl.avalanche import plot_errors, summary_table
 
 
 def sampler_steps(name: str, full: int) -> int:
@@ -30,9 +30,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("results", type=Path, nargs="+")
     parser.add_argument("--tolerance", type=float, default=0.10)
+    parser.add_argument("--replot", action="store_true",
+                        help="redraw error_vs_horizon.png beside each results.json")
     args = parser.parse_args()
     for path in args.results:
         r = json.loads(path.read_text())
+        if args.replot:
+            plot_errors(r, path.parent / "error_vs_horizon.png")
         full = r["diffusion_config_resolved"]["num_steps"]
         errors = r["errors"]
         print(f"## {r['config']['env']} ({path})")
@@ -48,9 +52,11 @@ def main() -> None:
             continue
         ref = mean_error(errors["diffusion_ddpm"])
         last = len(errors["ensemble"]["mean"])
-        ens, dif = errors["ensemble"]["mean"][last - 1], errors["diffusion_ddpm"]["mean"][last - 1]
-        if ens is not None and dif is not None:
-            print(f"h={last}: ensemble / diffusion(ddpm) = {ens / dif:.2f}")
+        dif = errors["diffusion_ddpm"]["mean"][last - 1]
+        for name in ("ensemble", "ensemble_mean"):
+            ens = errors.get(name, {"mean": [None] * last})["mean"][last - 1]
+            if ens is not None and dif is not None:
+                print(f"h={last}: {name} / diffusion(ddpm) = {ens / dif:.2f}")
         ok = [(sampler_steps(n, full), n, mean_error(e)) for n, e in errors.items()
               if n.startswith("diffusion_") and mean_error(e) <= (1 + args.tolerance) * ref]
         steps, name, err = min(ok)
