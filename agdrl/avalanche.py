@@ -282,7 +282,7 @@ def run_avalanche(cfg: AvalancheConfig, log: Callable[[str], None] = print) -> d
         errors[f"diffusion_{spec}"] = horizon_errors(pred, task, state_std)
 
     result = {
-        "command": " ".join(sys.argv),
+        "command": " ".join(["agdrl", *sys.argv[1:]]),  # no machine paths
         "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
         "diffusion_config_resolved": dataclasses.asdict(dcfg),
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
