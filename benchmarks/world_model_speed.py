@@ -57,6 +57,22 @@ def random_batch(b: int, h: int, rng: np.random.Generator) -> SegmentBatch:
                         np.zeros((b, h), np.float32), np.ones((b, h), np.float32), None)
 
 
+def table(result: dict) -> str:
+    """Markdown table of a saved result (seconds; latency in milliseconds)."""
+    rows = result["rows"]
+    steps = [k.split("_")[2].removesuffix("_s") for k in rows[0] if k.startswith("sample_")]
+    head = ["size", "denoiser", "params (H=10)", "train step b256 (s)"]
+    head += [f"256×H10 {s} (s)" for s in steps] + [f"1×H50 {s} (ms)" for s in steps]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["size"], f"{r['kind']} {r['width']}×{r['depth']}", f"{r['params_h10']:,}",
+                 f"{r['train_step_b256_h10_s']:.4f}"]
+        cells += [f"{r[f'sample_256x10_{s}_s']:.3f}" for s in steps]
+        cells += [f"{1000 * r[f'latency_1x50_{s}_s']:.1f}" for s in steps]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def sampler_name(n: int) -> str:
     """128 steps is the reference's full ancestral chain; fewer steps use DDIM."""
     return f"ddpm{n}" if n == 128 else f"ddim{n}"
@@ -70,7 +86,11 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["reference", "default"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=Path("results/speed/world_model_speed.json"))
+    parser.add_argument("--table", type=Path, help="print the table of a saved result and exit")
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(args.table.read_text())))
+        return
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     dev = torch.device(args.device)
@@ -116,6 +136,7 @@ def main() -> None:
               "repeats": args.repeats, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
+    print(table(result))
     print(f"wrote {args.out}")
 
 
