@@ -1,0 +1,7 @@
+"""``python -m agdrl`` is the ``agdrl`` command."""
+
+import sys
+
+from agdrl.cli import main
+
+sys.exit(main())
