@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import platform
 import sys
 import time
@@ -77,6 +76,9 @@ class AvalancheConfig:
     """torch threads (0: torch's default)."""
     device: str = "cpu"
     """torch device for the models ('cpu', 'cuda', …)."""
+    reevaluate: bool = False
+    """Skip collection and training: load the datasets and models that an earlier run saved in
+    out_dir and measure again (its training figures are carried over)."""
 
 
 PRESETS: dict[str, AvalancheConfig] = {
@@ -108,7 +110,8 @@ def parse_sampler(spec: str, cfg: DiffusionConfig) -> Sampler:
 class OpenLoopTask:
     """Start states and the simulator's ground truth for the replays.
 
-    s0: (N, ds); actions: (N, max_h, da); true_states: (N, max_h + 1, ds) with s_0 first;
+    s0: (N, ds); actions: (N, max_h + 1, da), the recorded a_0 … a_{max_h} (past the episode's
+    end the last one repeats); true_states: (N, max_h + 1, ds) with s_0 first;
     valid: (N,) number of steps before the simulator terminated (≤ max_h).
     """
 
@@ -130,21 +133,19 @@ def build_open_loop_task(env: gym.Env, test: ReplayBuffer, max_h: int, num_start
         starts = np.arange(test.size)
     starts = rng.choice(starts, size=min(num_starts, len(starts)), replace=False)
     n, ds, da = len(starts), test.obs_dim, test.action_dim
-    actions = np.zeros((n, max_h, da), np.float32)
+    actions = np.zeros((n, max_h + 1, da), np.float32)
     truth = np.full((n, max_h + 1, ds), np.nan, np.float32)
     valid = np.zeros(n, np.int64)
     restore_error = 0.0
     for j, i in enumerate(starts):
-        steps = min(max_h, test.episode_end[i] - i + 1)
-        actions[j, :steps] = test.actions[i : i + steps]
-        actions[j, steps:] = test.actions[i + steps - 1]  # past the episode: repeat the last
+        recorded = min(max_h + 1, test.episode_end[i] - i + 1)
+        actions[j, :recorded] = test.actions[i : i + recorded]
+        actions[j, recorded:] = test.actions[i + recorded - 1]
         env.reset()
         obs = set_sim_state(env, test.sim_states[i])
         restore_error = max(restore_error, float(np.abs(obs - test.obs[i]).max()))
         truth[j, 0] = obs
-        for h in range(max_h):
-            if h >= steps:  # the recorded episode ended (time limit): no more actions
-                break
+        for h in range(min(max_h, recorded)):  # stop where the recorded episode stopped
             obs, _, terminated, _, _ = env.step(actions[j, h])
             truth[j, h + 1] = obs
             valid[j] = h + 1
@@ -153,23 +154,33 @@ def build_open_loop_task(env: gym.Env, test: ReplayBuffer, max_h: int, num_start
     return OpenLoopTask(truth[:, 0].copy(), actions, truth, valid, restore_error)
 
 
+def segment_offsets(horizon: int, max_h: int) -> list[int]:
+    """Start offsets of the chained segments: every H - 1 steps, the last one moved back so that
+    it ends exactly at max_h (it overlaps its predecessor and is pinned at that one's
+    prediction), so no segment needs actions from beyond the replay."""
+    last = max(max_h - (horizon - 1), 0)
+    offsets = list(range(0, last, horizon - 1))
+    return [*offsets, last]
+
+
 def chained_diffusion_rollout(model: DiffusionWorldModel, sampler: Sampler, s0: torch.Tensor,
                               actions: torch.Tensor, max_h: int, generator: torch.Generator
                               ) -> torch.Tensor:
-    """Predicted states (N, max_h + 1, ds) from chaining segments of H (H - 1 new steps each)."""
+    """Predicted states (N, max_h + 1, ds) from segments of H chained at
+    :func:`segment_offsets`. actions: (N, ≥ max_h, da), a_0 … (the last one repeats if
+    fewer than a segment needs)."""
     h = model.cfg.horizon
-    num_segments = math.ceil(max_h / (h - 1))
-    # actions past max_h only fill the last segment: repeat the last one
-    padded = actions[:, -1:].repeat(1, num_segments * (h - 1) + 1, 1)
-    padded[:, :max_h] = actions
-    start = s0.to(model.device)
-    out = [start]
-    for j in range(num_segments):
-        o = j * (h - 1)
-        seg = model.sample(start, sampler, actions=padded[:, o : o + h], generator=generator)
-        out.append(seg.states[:, 1:])
-        start = seg.states[:, -1]
-    return torch.cat([out[0][:, None], *out[1:]], 1)[:, : max_h + 1]
+    need = max_h + h
+    if actions.shape[1] < need:
+        actions = torch.cat([actions, actions[:, -1:].expand(-1, need - actions.shape[1], -1)], 1)
+    states = torch.empty(s0.shape[0], max_h + 1, s0.shape[1], device=model.device)
+    states[:, 0] = s0.to(model.device)
+    for o in segment_offsets(h, max_h):
+        seg = model.sample(states[:, o], sampler, actions=actions[:, o : o + h],
+                           generator=generator)
+        stop = min(o + h, max_h + 1)
+        states[:, o + 1 : stop] = seg.states[:, 1 : stop - o]
+    return states
 
 
 def horizon_errors(pred: np.ndarray, task: OpenLoopTask, state_std: np.ndarray) -> dict:
@@ -206,11 +217,78 @@ def run_avalanche(cfg: AvalancheConfig, log: Callable[[str], None] = print) -> d
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     env = make_env(cfg.env, seed=cfg.seed)
     dcfg = for_task(cfg.diffusion, cfg.env)
-    timings: dict[str, float] = {}
+    if cfg.reevaluate:
+        try:
+            earlier = json.loads((out / "results.json").read_text())
+            train = ReplayBuffer.load(out / "train_buffer.npz")
+            test = ReplayBuffer.load(out / "test_buffer.npz")
+            diffusion = DiffusionWorldModel.load(out / "diffusion.safetensors", cfg.device)
+            ensemble = ProbabilisticEnsemble.load(out / "ensemble.safetensors", cfg.device)
+        except FileNotFoundError as err:
+            raise ValueError(f"--reevaluate needs an earlier run in {out}: {err}") from err
+        dcfg = diffusion.cfg
+        training = {k: earlier[k] for k in ("dataset", "gradient_steps", "final_loss")}
+        training["timings_s"] = {k: v for k, v in earlier["timings_s"].items()
+                                 if not k.endswith("_rollout_s")}
+    else:
+        train, test, diffusion, ensemble, training = collect_and_train(cfg, dcfg, env, log)
 
+    # the starts are drawn from their own seeded stream, so a re-evaluation uses the same ones
+    task = build_open_loop_task(env, test, cfg.max_horizon, cfg.num_starts,
+                                np.random.default_rng([cfg.seed, 1]))
+    state_std = train.obs[: train.size].std(0) + 1e-6
+    s0 = torch.as_tensor(task.s0)
+    actions = torch.as_tensor(task.actions)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    errors: dict[str, dict] = {}
+    timings = training["timings_s"]
+    t0 = time.perf_counter()
+    pred = ensemble.rollout(s0, actions, generator=generator).states.cpu().numpy()
+    timings["ensemble_rollout_s"] = time.perf_counter() - t0
+    errors["ensemble"] = horizon_errors(pred, task, state_std)
+    # the same members without sampling their Gaussian: separates model error from the noise
+    # that MBPO-style rollouts inject on purpose
+    pred = ensemble.rollout(s0, actions, generator=generator, sample=False).states.cpu().numpy()
+    errors["ensemble_mean"] = horizon_errors(pred, task, state_std)
+    errors["copy_s0"] = horizon_errors(np.repeat(task.s0[:, None], cfg.max_horizon + 1, 1),
+                                       task, state_std)
+    for spec, sampler in samplers.items():
+        t0 = time.perf_counter()
+        pred = chained_diffusion_rollout(diffusion, sampler, s0, actions, cfg.max_horizon,
+                                         generator).cpu().numpy()
+        timings[f"diffusion_{spec}_rollout_s"] = time.perf_counter() - t0
+        errors[f"diffusion_{spec}"] = horizon_errors(pred, task, state_std)
+
+    result = {
+        "command": " ".join(["agdrl", *sys.argv[1:]]),  # no machine paths
+        "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
+        "diffusion_config_resolved": dataclasses.asdict(dcfg),
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "torch": torch.__version__, "threads": torch.get_num_threads()},
+        **training,
+        "num_starts": len(task.s0), "restore_max_abs_error": task.restore_error,
+        "segment_offsets": segment_offsets(dcfg.horizon, cfg.max_horizon),
+        "parameters": {"diffusion": sum(p.numel() for p in diffusion.diffusion.parameters()),
+                       "ensemble": sum(p.numel() for p in ensemble.parameters())},
+        "errors": errors,
+    }
+    (out / "results.json").write_text(json.dumps(result, indent=1))
+    plot_errors(result, out / "error_vs_horizon.png")
+    log(summary_table(result))
+    return result
+
+
+def collect_and_train(cfg: AvalancheConfig, dcfg: DiffusionConfig, env: gym.Env,
+                      log: Callable[[str], None]
+                      ) -> tuple[ReplayBuffer, ReplayBuffer, DiffusionWorldModel,
+                                 ProbabilisticEnsemble, dict]:
+    """Collect train/validation/test data with the behaviour policy and train both models with
+    the same number of gradient steps; saves models and datasets in ``cfg.out_dir``."""
+    out = Path(cfg.out_dir)
+    rng = np.random.default_rng(cfg.seed)
+    timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if cfg.behavior == "sac":
         log(f"training SAC behaviour policy for {cfg.behavior_steps} steps on {cfg.env}")
@@ -235,7 +313,6 @@ def run_avalanche(cfg: AvalancheConfig, log: Callable[[str], None] = print) -> d
     bootstrap = BootstrapSampler(cfg.ensemble.members, rng)
     ensemble.update_normalizers(train.obs[:n], train.actions[:n], train.rewards[:n],
                                 train.next_obs[:n])
-
     losses: dict[str, list[float]] = {"diffusion": [], "ensemble": []}
     t0 = time.perf_counter()
     for step in range(cfg.train_steps):
@@ -256,52 +333,14 @@ def run_avalanche(cfg: AvalancheConfig, log: Callable[[str], None] = print) -> d
     ensemble.save(out / "ensemble.safetensors")
     train.save(out / "train_buffer.npz")
     test.save(out / "test_buffer.npz")
-
-    task = build_open_loop_task(env, test, cfg.max_horizon, cfg.num_starts, rng)
-    state_std = train.obs[:n].std(0) + 1e-6
-    s0 = torch.as_tensor(task.s0)
-    actions = torch.as_tensor(task.actions)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    errors: dict[str, dict] = {}
-    padded = torch.cat([actions, actions[:, -1:]], 1)  # the last action's outcome is dropped
-    t0 = time.perf_counter()
-    pred = ensemble.rollout(s0, padded, generator=generator).states.cpu().numpy()
-    timings["ensemble_rollout_s"] = time.perf_counter() - t0
-    errors["ensemble"] = horizon_errors(pred, task, state_std)
-    # the same members without sampling their Gaussian: separates model error from the noise
-    # that MBPO-style rollouts inject on purpose
-    pred = ensemble.rollout(s0, padded, generator=generator, sample=False).states.cpu().numpy()
-    errors["ensemble_mean"] = horizon_errors(pred, task, state_std)
-    errors["copy_s0"] = horizon_errors(np.repeat(task.s0[:, None], cfg.max_horizon + 1, 1),
-                                       task, state_std)
-    for spec, sampler in samplers.items():
-        t0 = time.perf_counter()
-        pred = chained_diffusion_rollout(diffusion, sampler, s0, actions, cfg.max_horizon,
-                                         generator).cpu().numpy()
-        timings[f"diffusion_{spec}_rollout_s"] = time.perf_counter() - t0
-        errors[f"diffusion_{spec}"] = horizon_errors(pred, task, state_std)
-
-    result = {
-        "command": " ".join(["agdrl", *sys.argv[1:]]),  # no machine paths
-        "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
-        "diffusion_config_resolved": dataclasses.asdict(dcfg),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "torch": torch.__version__, "threads": torch.get_num_threads()},
+    training = {
         "dataset": {"train_transitions": train.size, "train_episodes": len(returns),
                     "train_mean_return": float(np.mean(returns)),
                     "test_transitions": test.size, "test_returns": test_returns},
-        "num_starts": len(task.s0), "restore_max_abs_error": task.restore_error,
-        "chained_segments": math.ceil(cfg.max_horizon / (dcfg.horizon - 1)),
         "gradient_steps": cfg.train_steps, "timings_s": timings,
         "final_loss": {k: float(np.mean(v[-100:])) for k, v in losses.items()},
-        "parameters": {"diffusion": sum(p.numel() for p in diffusion.diffusion.parameters()),
-                       "ensemble": sum(p.numel() for p in ensemble.parameters())},
-        "errors": errors,
     }
-    (out / "results.json").write_text(json.dumps(result, indent=1))
-    plot_errors(result, out / "error_vs_horizon.png")
-    log(summary_table(result))
-    return result
+    return train, test, diffusion, ensemble, training
 
 
 def summary_table(result: dict, horizons: tuple[int, ...] = (1, 10, 25, 50)) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from agdrl.avalanche import (
     chained_diffusion_rollout,
     horizon_errors,
     run_avalanche,
+    segment_offsets,
 )
 from agdrl.collect import collect, new_buffer, random_policy
 from agdrl.config import DenoiserConfig, DiffusionConfig, EnsembleConfig
@@ -37,7 +39,7 @@ def test_open_loop_ground_truth_reproduces_recorded_episodes():
         # find the start in the buffer and compare the next 10 recorded observations
         i = int(np.flatnonzero(np.all(buf.obs[: buf.size] == task.s0[j], axis=1))[0])
         np.testing.assert_allclose(task.true_states[j, 1:], buf.next_obs[i : i + 10], atol=1e-5)
-        np.testing.assert_array_equal(task.actions[j], buf.actions[i : i + 10])
+        np.testing.assert_array_equal(task.actions[j], buf.actions[i : i + 11])  # a_0 … a_10
 
 
 def test_horizon_errors_closed_form_and_masking():
@@ -55,18 +57,35 @@ def test_horizon_errors_closed_form_and_masking():
     assert summary["median"][2] == pytest.approx(0.25)
 
 
-def test_chained_rollout_pins_each_segment_start():
-    """Segments of H advance H - 1 steps; the first state is the given s0."""
+@pytest.mark.parametrize(("horizon", "max_h", "expected"), [
+    (10, 50, [0, 9, 18, 27, 36, 41]), (4, 7, [0, 3, 4]), (50, 50, [0, 1]), (5, 4, [0]),
+    (4, 6, [0, 3])])
+def test_segment_offsets_end_exactly_at_the_horizon(horizon, max_h, expected):
+    offsets = segment_offsets(horizon, max_h)
+    assert offsets == expected
+    assert offsets[-1] + horizon - 1 >= max_h  # the last segment reaches max_h …
+    assert max(o + horizon - 1 for o in offsets) <= max(max_h, horizon - 1)  # … not beyond
+
+
+def test_chained_rollout_uses_no_action_beyond_the_replay():
+    """Predictions up to max_h depend on a_0 … a_{max_h} only: with segments aligned to end at
+    max_h, later (non-existent) actions cannot leak into a non-causal segment model."""
     torch.manual_seed(0)
     cfg = DiffusionConfig(horizon=4, num_steps=8, denoiser=DenoiserConfig(width=32, depth=1))
     wm = DiffusionWorldModel(3, 2, cfg)
     s0 = torch.randn(5, 3)
-    acts = torch.rand(5, 7, 2)
-    states = chained_diffusion_rollout(wm, wm.default_sampler("ddim", 2), s0, acts, 7,
-                                       torch.Generator().manual_seed(0))
+    acts = torch.rand(5, 12, 2)
+    other = acts.clone()
+    other[:, 8:] = 5.0  # beyond a_7 = a_{max_h}
+
+    def roll(a: torch.Tensor) -> torch.Tensor:
+        return chained_diffusion_rollout(wm, wm.default_sampler("ddim", 2), s0, a, 7,
+                                         torch.Generator().manual_seed(0))
+
+    states = roll(acts)
     assert states.shape == (5, 8, 3)
     torch.testing.assert_close(states[:, 0], s0)
-    assert torch.isfinite(states).all()
+    torch.testing.assert_close(roll(other), states)
 
 
 @pytest.mark.slow
@@ -85,7 +104,7 @@ def test_run_avalanche_end_to_end(tmp_path: Path):
     assert set(saved["errors"]) == {"ensemble", "ensemble_mean", "copy_s0",
                                      "diffusion_ddpm", "diffusion_ddim:2"}
     assert saved["restore_max_abs_error"] < 1e-6
-    assert saved["chained_segments"] == 3  # ceil(12 / (5 - 1))
+    assert saved["segment_offsets"] == [0, 4, 8]  # every H - 1 = 4; 8 + 4 = 12 = max_h
     for e in saved["errors"].values():
         assert len(e["mean"]) == 12
         assert all(v >= 0 for v in e["mean"])
@@ -94,3 +113,7 @@ def test_run_avalanche_end_to_end(tmp_path: Path):
     copy = saved["errors"]["copy_s0"]["mean"]
     assert copy[-1] > copy[0] > 0
     assert (tmp_path / "error_vs_horizon.png").stat().st_size > 10_000
+    # re-evaluating the saved models and data on the same starts gives the same errors
+    again = run_avalanche(dataclasses.replace(cfg, reevaluate=True), log=lambda *_: None)
+    assert again["errors"] == result["errors"]
+    assert again["timings_s"]["diffusion_train_s"] == result["timings_s"]["diffusion_train_s"]
