@@ -1,0 +1,174 @@
+"""State guidance of imagined segments during denoising (DESIGN §2.3, step 4).
+
+At a denoising step with posterior std σ_k, the predicted clean states ŝ (normalized, inside
+x̂_0) are moved up the gradient of an objective J evaluated in the environment's own units:
+
+    ŝ ← ŝ + c · w_k · ∇_ŝ J(ŝ),   w_k = σ_k⁴ ("sigma4", the paper's)
+                                   or ŝ ← ŝ + c · σ_k · ∇_ŝ J / rms(∇_ŝ J) ("normalized")
+
+and the sampler then recomputes the step's mean from the shifted x̂_0. The "normalized" mode
+moves each segment by c noise standard deviations of the step whatever the size of the raw
+gradient, so its scale does not depend on how σ_k⁴ happens to be distributed over a given
+schedule and step count. The gradient is zero on the pinned s_0 and on the last state; the last
+denoising step is never guided. Unnormalization is differentiable, so the critic is evaluated
+on states in the units it was trained on (DESIGN §2.6, defect 1).
+
+Objectives (each maps a raw-unit :class:`Segment` to J: (B,)):
+- :class:`SigmoidAdvantage` (SAG): J = Σ_t log σ(A_t);
+- :class:`ExponentialAdvantage` (EAG): J = Σ_t A_t (log of exp(A_t); the temperature folds
+  into c);
+- :class:`RewardSum` (reward guidance, Diffuser style): J = Σ_t r_φ(ŝ_t, a_t).
+Advantages come from an estimator over the predicted segment: :class:`OneStepAdvantage`
+(the paper's) or :class:`SegmentGAE`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from agdrl.diffusion.samplers import StepState
+from agdrl.diffusion.world_model import DiffusionWorldModel
+from agdrl.segments import Segment
+
+ValueFn = Callable[[torch.Tensor], torch.Tensor]
+"""A critic V: raw states (..., ds) -> values (...)."""
+
+
+class AdvantageEstimator(Protocol):
+    def __call__(self, seg: Segment) -> torch.Tensor:
+        """Advantages A_t, t = 0 … H-2, of a raw-unit segment: (B, H - 1)."""
+        ...
+
+
+def _td_errors(value: ValueFn, gamma: float, seg: Segment) -> tuple[torch.Tensor, torch.Tensor]:
+    """δ_t = r̂_t + γ (1 - d̂_t) V(ŝ_{t+1}) - V(ŝ_t) and the continuation flags 1 - d̂_t,
+    t = 0 … H-2, with r̂ and d̂ detached and d̂ thresholded at 0.5. Both (B, H - 1)."""
+    v = value(seg.states)
+    rewards = seg.rewards[:, :-1].detach()
+    cont = (seg.terminals[:, :-1].detach() <= 0.5).to(v.dtype)
+    return rewards + gamma * cont * v[:, 1:] - v[:, :-1], cont
+
+
+@dataclass
+class OneStepAdvantage:
+    """A_t = r̂_t + γ (1 - d̂_t) V(ŝ_{t+1}) - V(ŝ_t) (the paper's estimator)."""
+
+    value: ValueFn
+    gamma: float = 0.99
+
+    def __call__(self, seg: Segment) -> torch.Tensor:
+        return _td_errors(self.value, self.gamma, seg)[0]
+
+
+@dataclass
+class SegmentGAE:
+    """GAE(λ) truncated at the segment's end: A_t = δ_t + γ λ (1 - d̂_t) A_{t+1},
+    A_{H-2} = δ_{H-2}."""
+
+    value: ValueFn
+    gamma: float = 0.99
+    lam: float = 0.9
+
+    def __call__(self, seg: Segment) -> torch.Tensor:
+        delta, cont = _td_errors(self.value, self.gamma, seg)
+        out = [delta[:, -1]]
+        for t in range(delta.shape[1] - 2, -1, -1):
+            out.append(delta[:, t] + self.gamma * self.lam * cont[:, t] * out[-1])
+        return torch.stack(out[::-1], 1)
+
+
+@dataclass
+class SigmoidAdvantage:
+    """SAG: J = Σ_t log σ(A_t)."""
+
+    advantage: AdvantageEstimator
+
+    def __call__(self, seg: Segment) -> torch.Tensor:
+        return F.logsigmoid(self.advantage(seg)).sum(1)
+
+
+@dataclass
+class ExponentialAdvantage:
+    """EAG: J = Σ_t A_t, the log of Π_t exp(A_t)."""
+
+    advantage: AdvantageEstimator
+
+    def __call__(self, seg: Segment) -> torch.Tensor:
+        return self.advantage(seg).sum(1)
+
+
+@dataclass
+class RewardSum:
+    """Reward guidance: J = Σ_t r_φ(ŝ_t, a_t) with a differentiable reward model r_φ:
+    (states (B, H, ds), actions (B, H, da)) -> (B, H)."""
+
+    reward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+    def __call__(self, seg: Segment) -> torch.Tensor:
+        return self.reward(seg.states, seg.actions.detach()).sum(1)
+
+
+Objective = Callable[[Segment], torch.Tensor]
+
+
+def state_gradient(objective: Objective, model: DiffusionWorldModel, x0: torch.Tensor,
+                   cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """∇_ŝ J with respect to the normalized predicted states inside x0: (B, H, Dx).
+
+    Returns (gradient (B, H, ds), J (B,)); the gradient is zeroed on s_0 and on s_{H-1}.
+    Everything but the states is detached.
+    """
+    ds = model.obs_dim
+    with torch.enable_grad():
+        states = x0[..., :ds].detach().requires_grad_(True)
+        seg = model.decode(torch.cat([states, x0[..., ds:].detach()], -1),
+                           None if cond is None else cond.detach())
+        value = objective(seg)
+        (grad,) = torch.autograd.grad(value.sum(), states)
+    grad = grad.clone()
+    grad[:, 0] = 0.0
+    grad[:, -1] = 0.0
+    return grad, value.detach()
+
+
+@dataclass
+class StateGuidance:
+    """A denoising hook that shifts the predicted states up ∇J (see the module docstring).
+
+    scale: c. mode: 'sigma4' (paper) or 'normalized'. max_step: guide only steps with
+    k ≤ max_step (None: all but the last). After each call ``last_grad_norm`` and
+    ``last_objective`` hold the batch means of |∇J| (RMS over entries) and J.
+    """
+
+    model: DiffusionWorldModel
+    objective: Objective
+    scale: float = 4.0
+    mode: Literal["sigma4", "normalized"] = "sigma4"
+    max_step: int | None = None
+    last_grad_norm: float = field(default=0.0, init=False)
+    last_objective: float = field(default=0.0, init=False)
+
+    def __post_init__(self):
+        if self.mode not in ("sigma4", "normalized"):
+            raise ValueError(f"unknown guidance scale mode {self.mode!r}; choose 'sigma4' or "
+                             "'normalized'")
+
+    def __call__(self, state: StepState) -> None:
+        if state.k_prev < 0 or (self.max_step is not None and state.k > self.max_step):
+            return
+        grad, value = state_gradient(self.objective, self.model, state.x0, state.cond)
+        rms = grad.pow(2).mean(dim=(1, 2), keepdim=True).sqrt()
+        if self.mode == "sigma4":
+            shift = self.scale * state.sigma**4 * grad
+        else:
+            shift = self.scale * state.sigma * grad / rms.clamp(min=1e-12)
+        x0 = state.x0.clone()
+        x0[..., : self.model.obs_dim] += shift
+        state.x0 = x0
+        self.last_grad_norm = float(rms.mean())
+        self.last_objective = float(value.mean())

@@ -1,0 +1,191 @@
+"""State guidance: advantage estimators against hand computations, guidance gradients against
+finite differences and closed forms, and guidance steps that raise their objective."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from agdrl.diffusion.samplers import Sampler, StepState
+from agdrl.diffusion.world_model import DiffusionWorldModel
+from agdrl.guidance import (
+    ExponentialAdvantage,
+    OneStepAdvantage,
+    RewardSum,
+    SegmentGAE,
+    SigmoidAdvantage,
+    StateGuidance,
+    state_gradient,
+)
+from agdrl.segments import Segment
+
+Factory = Callable[..., DiffusionWorldModel]
+GAMMA = 0.9
+
+
+def smooth_value(states: torch.Tensor) -> torch.Tensor:
+    """A nonlinear toy critic: V(s) = Σ_i sin(s_i) + 0.3 |s|^2."""
+    return torch.sin(states).sum(-1) + 0.3 * (states**2).sum(-1)
+
+
+def toy_reward(states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    return -((states - 0.5) ** 2).sum(-1) + 0.1 * actions.sum(-1)
+
+
+def segment(b: int = 2, h: int = 4, ds: int = 3, da: int = 2, seed: int = 0) -> Segment:
+    g = torch.Generator().manual_seed(seed)
+    terminals = torch.zeros(b, h, dtype=torch.float64)
+    terminals[0, 1] = 0.8  # a predicted terminal (above the 0.5 threshold) at t = 1
+    terminals[1, 2] = 0.3  # below the threshold: not terminal
+    return Segment(torch.randn(b, h, ds, generator=g, dtype=torch.float64),
+                   torch.randn(b, h, da, generator=g, dtype=torch.float64),
+                   torch.randn(b, h, generator=g, dtype=torch.float64), terminals)
+
+
+def test_one_step_advantage_by_hand():
+    seg = segment()
+    adv = OneStepAdvantage(smooth_value, GAMMA)(seg)
+    v = smooth_value(seg.states)
+    for b in range(2):
+        for t in range(3):
+            cont = 0.0 if seg.terminals[b, t] > 0.5 else 1.0
+            expected = seg.rewards[b, t] + GAMMA * cont * v[b, t + 1] - v[b, t]
+            assert adv[b, t].item() == pytest.approx(expected.item())
+    assert adv.shape == (2, 3)
+
+
+def test_segment_gae_by_hand():
+    seg = segment()
+    lam = 0.7
+    delta = OneStepAdvantage(smooth_value, GAMMA)(seg)
+    gae = SegmentGAE(smooth_value, GAMMA, lam)(seg)
+    for b in range(2):
+        cont = [0.0 if seg.terminals[b, t] > 0.5 else 1.0 for t in range(3)]
+        a2 = delta[b, 2]
+        a1 = delta[b, 1] + GAMMA * lam * cont[1] * a2
+        a0 = delta[b, 0] + GAMMA * lam * cont[0] * a1
+        torch.testing.assert_close(gae[b], torch.stack([a0, a1, a2]))
+
+
+OBJECTIVES = {
+    "sag": SigmoidAdvantage(OneStepAdvantage(smooth_value, GAMMA)),
+    "eag": ExponentialAdvantage(OneStepAdvantage(smooth_value, GAMMA)),
+    "sag-gae": SigmoidAdvantage(SegmentGAE(smooth_value, GAMMA, 0.8)),
+    "reward": RewardSum(toy_reward),
+}
+
+
+def random_x0(wm: DiffusionWorldModel, b: int = 3, seed: int = 0) -> tuple[torch.Tensor,
+                                                                            torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(b, wm.cfg.horizon, wm.x_dim, generator=g, dtype=torch.float64)
+    cond = torch.randn(b, wm.cfg.horizon, wm.cond_dim, generator=g, dtype=torch.float64)
+    return x0, cond
+
+
+@pytest.mark.parametrize("name", list(OBJECTIVES))
+def test_state_gradient_matches_finite_differences(world_model_factory: Factory, name: str):
+    """∇ of J with respect to the *normalized* predicted states, through the differentiable
+    unnormalization, equals central differences (float64, so 1e-6 is a tight tolerance)."""
+    wm = world_model_factory(horizon=5)
+    objective = OBJECTIVES[name]
+    x0, cond = random_x0(wm)
+    grad, value = state_gradient(objective, wm, x0, cond)
+
+    def total(x: torch.Tensor) -> float:
+        return objective(wm.decode(x, cond)).sum().item()
+
+    eps = 1e-6
+    for t in range(1, wm.cfg.horizon - 1):
+        for i in range(wm.obs_dim):
+            plus, minus = x0.clone(), x0.clone()
+            plus[:, t, i] += eps
+            minus[:, t, i] -= eps
+            fd = (total(plus) - total(minus)) / (2 * eps)
+            assert grad[:, t, i].sum().item() == pytest.approx(fd, rel=1e-5, abs=1e-6)
+    assert torch.all(grad[:, 0] == 0) and torch.all(grad[:, -1] == 0)
+    assert value.shape == (3,)
+
+
+def test_eag_gradient_closed_form_with_a_linear_critic(world_model_factory: Factory):
+    """With V(s) = w·s, Σ_t A_t telescopes: the raw-state gradient at an interior t is
+    (γ (1 - d̂_{t-1}) - 1) w, times std for the normalized coordinates."""
+    wm = world_model_factory(horizon=5)
+    w = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    objective = ExponentialAdvantage(OneStepAdvantage(lambda s: s @ w, GAMMA))
+    x0, cond = random_x0(wm, b=2)
+    x0[0, 1, -1] = 1.0  # terminal flag +1 in model space: d̂_1 = 1 for segment 0
+    x0[1, :, -1] = -1.0  # no terminals in segment 1
+    x0[0, [0, 2, 3, 4], -1] = -1.0
+    grad, _ = state_gradient(objective, wm, x0, cond)
+    std = wm.state_norm.std.to(torch.float64)
+    for b, t in [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)]:
+        cont_prev = 0.0 if (b == 0 and t - 1 == 1) else 1.0
+        torch.testing.assert_close(grad[b, t], (GAMMA * cont_prev - 1) * w * std)
+
+
+def step_state(wm: DiffusionWorldModel, x0: torch.Tensor, cond: torch.Tensor,
+               k: int = 5, k_prev: int = 4) -> StepState:
+    sigma = wm.diffusion.posterior_std(k, k_prev).to(x0.dtype)
+    return StepState(x_k=x0.clone(), x0=x0, cond=cond, k=k, k_prev=k_prev, index=0,
+                     remaining=k + 1, sigma=sigma, noise_std=sigma,
+                     alpha_bar=wm.diffusion.alpha_bar_at(k),
+                     alpha_bar_prev=wm.diffusion.alpha_bar_at(k_prev), generator=None)
+
+
+@pytest.mark.parametrize("name", ["sag", "eag", "sag-gae", "reward"])
+@pytest.mark.parametrize("mode", ["sigma4", "normalized"])
+def test_a_guidance_step_raises_its_objective(world_model_factory: Factory, name: str,
+                                              mode: str):
+    """A small step up the gradient raises J (SAG/EAG: the critic's advantage terms) and
+    leaves the pinned s_0, the last state and everything that is not a state untouched."""
+    wm = world_model_factory(horizon=5, num_steps=16)
+    objective = OBJECTIVES[name]
+    x0, cond = random_x0(wm)
+    state = step_state(wm, x0.clone(), cond)
+    scale = 0.05 / float(state.sigma) ** 4 if mode == "sigma4" else 0.05 / float(state.sigma)
+    hook = StateGuidance(wm, objective, scale=scale, mode=mode)
+    hook(state)
+    before = objective(wm.decode(x0, cond))
+    after = objective(wm.decode(state.x0, cond))
+    assert torch.all(after > before)
+    ds = wm.obs_dim
+    torch.testing.assert_close(state.x0[:, [0, -1]], x0[:, [0, -1]])
+    torch.testing.assert_close(state.x0[..., ds:], x0[..., ds:])
+    assert hook.last_grad_norm > 0
+
+
+def test_steps_outside_the_guided_range_are_untouched(world_model_factory: Factory):
+    wm = world_model_factory(horizon=5, num_steps=16)
+    x0, cond = random_x0(wm)
+    hook = StateGuidance(wm, OBJECTIVES["sag"], scale=1e3, max_step=3)
+    last = step_state(wm, x0.clone(), cond, k=0, k_prev=-1)  # the final step: never guided
+    hook(last)
+    torch.testing.assert_close(last.x0, x0)
+    early = step_state(wm, x0.clone(), cond, k=8, k_prev=7)  # k > max_step
+    hook(early)
+    torch.testing.assert_close(early.x0, x0)
+    inside = step_state(wm, x0.clone(), cond, k=3, k_prev=2)
+    hook(inside)
+    assert not torch.equal(inside.x0, x0)
+
+
+def test_guided_sampling_runs_through_the_world_model(world_model_factory: Factory):
+    """Plugged into the sampler, guidance changes the imagined states but not s_0."""
+    wm = world_model_factory(horizon=5, num_steps=16)
+    s0 = torch.ones(4, 3)
+    hook = StateGuidance(wm, SigmoidAdvantage(OneStepAdvantage(smooth_value, GAMMA)),
+                         scale=0.5, mode="normalized")
+    plain = wm.sample(s0, Sampler("ddpm", 16), generator=torch.Generator().manual_seed(0))
+    guided = wm.sample(s0, Sampler("ddpm", 16), hook=hook,
+                       generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(guided.states[:, 0], s0)
+    assert not torch.allclose(guided.states[:, 1:], plain.states[:, 1:])
+    assert not guided.states.requires_grad
+
+
+def test_unknown_mode_is_refused(world_model_factory: Factory):
+    with pytest.raises(ValueError, match="mode"):
+        StateGuidance(world_model_factory(), OBJECTIVES["eag"], mode="cubic")
