@@ -1,4 +1,7 @@
-"""State guidance of imagined segments during denoising (DESIGN §2.3, step 4).
+"""Guidance of imagined segments during denoising (DESIGN §2.3, steps 3 and 4).
+
+Policy guidance (PolyGRAD) on the conditioning actions — see :class:`PolicyGuidance` — and
+state guidance on the predicted states:
 
 At a denoising step with posterior std σ_k, the predicted clean states ŝ (normalized, inside
 x̂_0) are moved up the gradient of an objective J evaluated in the environment's own units:
@@ -24,6 +27,7 @@ Advantages come from an estimator over the predicted segment: :class:`OneStepAdv
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -31,7 +35,8 @@ from typing import Literal, Protocol
 import torch
 import torch.nn.functional as F
 
-from agdrl.diffusion.samplers import StepState
+from agdrl.actor_critic import Actor
+from agdrl.diffusion.samplers import DenoisingHook, StepState, randn
 from agdrl.diffusion.world_model import DiffusionWorldModel
 from agdrl.segments import Segment
 
@@ -172,3 +177,67 @@ class StateGuidance:
         state.x0 = x0
         self.last_grad_norm = float(rms.mean())
         self.last_objective = float(value.mean())
+
+
+@dataclass
+class PolicyGuidance:
+    """A denoising hook that makes the imagined actions follow the current policy (PolyGRAD).
+
+    At every step, in the policy's pre-squash space u (where π(· | ŝ_t) is N(μ, σ)) and at the
+    predicted states ŝ_t: clamp u to μ ± clip_std·σ, move it up the log-likelihood,
+    u ← u + δ ∇_u log N(u; μ, σ) = u + δ (μ - u) / σ², squash back to an action, and add the
+    step's noise (``noise_std`` · ε in the world model's normalized action space; none at the
+    last step or under deterministic DDIM). The actor is evaluated without gradients, so the
+    imagined actions never carry a graph back into it (DESIGN §2.6, defect 5).
+
+    δ (``log_delta``) is tuned online by :meth:`adapt`: the final actions standardized by the
+    policy, z = (u - μ) / σ, should have unit spread, as on-policy samples do.
+    """
+
+    model: DiffusionWorldModel
+    actor: Actor
+    delta: float = 0.005
+    clip_std: float = 3.0
+    adapt_lr: float = 0.1
+    log_delta: float = field(init=False)
+    last_spread: float = field(default=float("nan"), init=False)
+
+    def __post_init__(self):
+        if self.delta <= 0 or self.clip_std <= 0:
+            raise ValueError("policy guidance needs delta > 0 and clip_std > 0")
+        self.log_delta = math.log(self.delta)
+
+    @torch.no_grad()
+    def __call__(self, state: StepState) -> None:
+        if state.cond is None:
+            raise ValueError("policy guidance needs the 'polygrad' layout (actions as "
+                             "conditioning)")
+        states = self.model.decode(state.x0, state.cond).states
+        mean, std = self.actor(states)
+        u = self.actor.unsquash(self.model.action_norm.unnormalize(state.cond))
+        u = torch.maximum(torch.minimum(u, mean + self.clip_std * std), mean - self.clip_std * std)
+        u = u + math.exp(self.log_delta) * (mean - u) / std**2
+        cond = self.model.action_norm.normalize(self.actor.squash(u))
+        if state.k_prev >= 0:
+            cond = cond + state.noise_std * randn(cond.shape, state.generator, cond.device)
+        else:
+            self.last_spread = float(((u - mean) / std).std())
+        state.cond = cond
+
+    def adapt(self) -> None:
+        """One SGD step on log δ toward unit spread of the standardized final actions:
+        a wider spread asks for a stronger pull toward the policy's mean."""
+        if not math.isnan(self.last_spread):
+            self.log_delta += self.adapt_lr * (self.last_spread - 1.0)
+
+
+def compose(*hooks: DenoisingHook | None) -> DenoisingHook:
+    """One hook that calls ``hooks`` in order (policy guidance first, then state guidance,
+    so the states are guided given the updated actions)."""
+    active = [h for h in hooks if h is not None]
+
+    def run(state: StepState) -> None:
+        for hook in active:
+            hook(state)
+
+    return run

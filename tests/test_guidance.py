@@ -5,18 +5,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 import torch
 
+from agdrl.actor_critic import Actor
 from agdrl.diffusion.samplers import Sampler, StepState
 from agdrl.diffusion.world_model import DiffusionWorldModel
 from agdrl.guidance import (
     ExponentialAdvantage,
     OneStepAdvantage,
+    PolicyGuidance,
     RewardSum,
     SegmentGAE,
     SigmoidAdvantage,
     StateGuidance,
+    compose,
     state_gradient,
 )
 from agdrl.segments import Segment
@@ -189,3 +193,60 @@ def test_guided_sampling_runs_through_the_world_model(world_model_factory: Facto
 def test_unknown_mode_is_refused(world_model_factory: Factory):
     with pytest.raises(ValueError, match="mode"):
         StateGuidance(world_model_factory(), OBJECTIVES["eag"], mode="cubic")
+
+
+# ---------------------------------------------------------------------- policy guidance
+def constant_actor(obs_dim: int, mean: float, std: float) -> Actor:
+    """An actor whose policy is N(mean, std) in u-space at every state."""
+    actor = Actor(obs_dim, np.array([-1.0, -1.0]), np.array([1.0, 1.0]), hidden=8,
+                  min_std=0.05, init_std=1.0)
+    with torch.no_grad():
+        last = actor.net[-1]
+        last.weight.zero_()
+        last.bias[:2] = mean
+        # softplus(b + bias0) + min_std = std
+        last.bias[2:] = float(np.log(np.expm1(std - 0.05))) - actor._std_bias
+    return actor
+
+
+def test_policy_guidance_step_closed_form(world_model_factory: Factory):
+    """At the last step (no noise) the pre-squash action moves by δ (μ - u) / σ² after the
+    clamp to μ ± 3σ."""
+    wm = world_model_factory(horizon=5, num_steps=16)
+    actor = constant_actor(wm.obs_dim, mean=0.2, std=0.5)
+    hook = PolicyGuidance(wm, actor, delta=0.1)
+    u = torch.tensor([-3.0, -0.5, 0.2, 0.6, 2.5])[None, :, None].expand(1, 5, 2).clone()
+    cond = wm.action_norm.normalize(actor.squash(u))
+    x0 = torch.zeros(1, 5, wm.x_dim)
+    state = step_state(wm, x0, cond.float(), k=0, k_prev=-1)
+    hook(state)
+    clamped = u.clamp(0.2 - 1.5, 0.2 + 1.5)
+    expected = clamped + 0.1 * (0.2 - clamped) / 0.25
+    got = actor.unsquash(wm.action_norm.unnormalize(state.cond))
+    torch.testing.assert_close(got, expected, atol=2e-4, rtol=1e-4)
+    assert hook.last_spread == pytest.approx(float(((expected - 0.2) / 0.5).std()), rel=1e-3)
+
+
+def test_policy_guided_sampling_matches_the_policy(world_model_factory: Factory):
+    """Over a full chain the imagined actions end up distributed like the policy: mean ≈ μ and
+    standardized spread near 1 once δ has adapted (a pull toward the policy from pure noise)."""
+    torch.manual_seed(0)
+    wm = world_model_factory(horizon=5, num_steps=32)
+    actor = constant_actor(wm.obs_dim, mean=0.3, std=0.4)
+    hook = PolicyGuidance(wm, actor, delta=0.02, adapt_lr=0.5)
+    for i in range(15):
+        seg = wm.sample(torch.zeros(256, 3), Sampler("ddpm", 32), hook=hook,
+                        generator=torch.Generator().manual_seed(i))
+        hook.adapt()
+    u = actor.unsquash(seg.actions)
+    assert u.mean().item() == pytest.approx(0.3, abs=0.1)
+    assert hook.last_spread == pytest.approx(1.0, abs=0.35)
+    assert not seg.actions.requires_grad
+
+
+def test_composed_hooks_run_in_order(world_model_factory: Factory):
+    calls: list[str] = []
+    hook = compose(lambda s: calls.append("policy"), None, lambda s: calls.append("state"))
+    wm = world_model_factory(horizon=5, num_steps=4)
+    wm.sample(torch.zeros(1, 3), Sampler("ddpm", 4), hook=hook)
+    assert calls == ["policy", "state"] * 4
