@@ -112,3 +112,37 @@ def for_task(cfg: DiffusionConfig, env_id: str) -> DiffusionConfig:
     if cfg.schedule_tau is None:
         return dataclasses.replace(cfg, schedule_tau=task_schedule_tau(env_id))
     return cfg
+
+
+@dataclass(frozen=True)
+class ActorCriticConfig:
+    """The on-policy actor-critic trained on imagined segments (DESIGN §2.4)."""
+
+    hidden: int = 256
+    """Hidden units per layer of the actor and of the critic."""
+    layers: int = 2
+    """Hidden layers of the actor and of the critic."""
+    min_std: float = 0.1
+    """Floor of the policy's std (pre-squash)."""
+    init_std: float = 1.0
+    """Policy std at initialization (pre-squash)."""
+    gamma: float = 0.99
+    """Discount."""
+    lam: float = 0.9
+    """GAE λ."""
+    entropy_weight: float = 1e-5
+    """Weight of the policy entropy bonus."""
+    actor_lr: float = 3e-5
+    """Actor learning rate (the largest step the line search may take)."""
+    critic_lr: float = 3e-4
+    """Critic learning rate."""
+    grad_clip: float = 0.1
+    """Gradient-norm clip for both networks (0 disables)."""
+    target_ema: float = 0.995
+    """Decay of the slow target critic used for bootstrapping."""
+    normalize_advantages: bool = True
+    """Standardize the advantages over the batch."""
+    target_logp_change: float = 0.01
+    """Line search: wanted mean |Δ log π(a|s)| of one actor update on its batch (0: off)."""
+    linesearch_tolerance: float = 0.25
+    """Line search: accepted relative deviation from that target."""

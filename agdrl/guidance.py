@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from agdrl.actor_critic import Actor
 from agdrl.diffusion.samplers import DenoisingHook, StepState, randn
 from agdrl.diffusion.world_model import DiffusionWorldModel
+from agdrl.returns import gae, td_errors
 from agdrl.segments import Segment
 
 ValueFn = Callable[[torch.Tensor], torch.Tensor]
@@ -50,41 +51,36 @@ class AdvantageEstimator(Protocol):
         ...
 
 
-def _td_errors(value: ValueFn, gamma: float, seg: Segment) -> tuple[torch.Tensor, torch.Tensor]:
-    """δ_t = r̂_t + γ (1 - d̂_t) V(ŝ_{t+1}) - V(ŝ_t) and the continuation flags 1 - d̂_t,
-    t = 0 … H-2, with r̂ and d̂ detached and d̂ thresholded at 0.5. Both (B, H - 1)."""
-    v = value(seg.states)
-    rewards = seg.rewards[:, :-1].detach()
-    cont = (seg.terminals[:, :-1].detach() <= 0.5).to(v.dtype)
-    return rewards + gamma * cont * v[:, 1:] - v[:, :-1], cont
+def _continues(seg: Segment) -> torch.Tensor:
+    """1 - d̂_t with d̂ detached and thresholded at 0.5: (B, H)."""
+    return (seg.terminals.detach() <= 0.5).to(seg.states.dtype)
 
 
 @dataclass
 class OneStepAdvantage:
-    """A_t = r̂_t + γ (1 - d̂_t) V(ŝ_{t+1}) - V(ŝ_t) (the paper's estimator)."""
+    """A_t = r̂_t + γ (1 - d̂_t) V(ŝ_{t+1}) - V(ŝ_t) (the paper's estimator); r̂, d̂ detached,
+    d̂ thresholded at 0.5."""
 
     value: ValueFn
     gamma: float = 0.99
 
     def __call__(self, seg: Segment) -> torch.Tensor:
-        return _td_errors(self.value, self.gamma, seg)[0]
+        return td_errors(seg.rewards.detach(), self.value(seg.states), _continues(seg),
+                         self.gamma)
 
 
 @dataclass
 class SegmentGAE:
-    """GAE(λ) truncated at the segment's end: A_t = δ_t + γ λ (1 - d̂_t) A_{t+1},
-    A_{H-2} = δ_{H-2}."""
+    """GAE(λ) over the predicted segment, bootstrapped by V at its last state:
+    A_t = δ_t + γ λ (1 - d̂_t) A_{t+1}, A_{H-2} = δ_{H-2}."""
 
     value: ValueFn
     gamma: float = 0.99
     lam: float = 0.9
 
     def __call__(self, seg: Segment) -> torch.Tensor:
-        delta, cont = _td_errors(self.value, self.gamma, seg)
-        out = [delta[:, -1]]
-        for t in range(delta.shape[1] - 2, -1, -1):
-            out.append(delta[:, t] + self.gamma * self.lam * cont[:, t] * out[-1])
-        return torch.stack(out[::-1], 1)
+        return gae(seg.rewards.detach(), self.value(seg.states), _continues(seg), self.gamma,
+                   self.lam)
 
 
 @dataclass

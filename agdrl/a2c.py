@@ -1,0 +1,136 @@
+"""The actor-critic update on imagined segments (DESIGN §2.4).
+
+A2C with GAE(λ) bootstrapped by a slow target critic, advantages standardized over the batch,
+an entropy bonus, gradient clipping, and a line search on the actor's step: the Adam update
+direction Δθ is computed once, then scaled by η so that the mean change of log π(a|s) on the
+batch lands within ``tolerance`` of ``target_logp_change`` (η ≤ 1, so the step never exceeds
+the configured learning rate). Scaling the parameter change, instead of re-running the
+optimizer, leaves Adam's moment estimates as one step left them.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from agdrl.actor_critic import Actor, Critic
+from agdrl.config import ActorCriticConfig
+from agdrl.returns import gae, reality_weights
+from agdrl.segments import Segment
+
+
+class ActorCriticAgent(nn.Module):
+    """Actor, critic and slow target critic with their optimizers."""
+
+    def __init__(self, obs_dim: int, action_low: np.ndarray, action_high: np.ndarray,
+                 cfg: ActorCriticConfig, device: torch.device | str = "cpu"):
+        super().__init__()
+        if not (0 < cfg.gamma <= 1 and 0 <= cfg.lam <= 1):
+            raise ValueError(f"need 0 < gamma <= 1 and 0 <= lam <= 1, got {cfg.gamma}, "
+                             f"{cfg.lam}")
+        self.cfg = cfg
+        self.actor = Actor(obs_dim, action_low, action_high, cfg.hidden, cfg.layers,
+                           cfg.min_std, cfg.init_std)
+        self.critic = Critic(obs_dim, cfg.hidden, cfg.layers)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.to(device)
+        self.device = torch.device(device)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
+        self.updates = 0
+
+    def update_normalizers(self, states: np.ndarray) -> None:
+        """Fold real states into the actor's and critics' input statistics."""
+        for net in (self.actor, self.critic, self.critic_target):
+            net.state_norm.update(states)
+
+    def _clip(self, params) -> float:
+        if self.cfg.grad_clip > 0:
+            return float(nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
+        return float(torch.sqrt(sum((p.grad**2).sum() for p in params if p.grad is not None)))
+
+    def update(self, seg: Segment) -> dict[str, float]:
+        """One actor and one critic step on imagined segments (raw units, no graph)."""
+        cfg = self.cfg
+        states = seg.states.detach().to(self.device)
+        actions = seg.actions.detach().to(self.device)
+        rewards = seg.rewards.detach().to(self.device)
+        continues = (seg.terminals.detach().to(self.device) <= 0.5).float()
+        weights = reality_weights(continues)  # (B, H-1)
+        with torch.no_grad():
+            target_values = self.critic_target(states)
+            advantages = gae(rewards, target_values, continues, cfg.gamma, cfg.lam)
+            returns = advantages + target_values[:, :-1]
+            if cfg.normalize_advantages:
+                valid = weights > 0
+                adv = advantages[valid]
+                advantages = (advantages - adv.mean()) / (adv.std() + 1e-8)
+
+        # critic: regress V(s_t) on the λ-returns of the target critic
+        values = self.critic(states[:, :-1])
+        critic_loss = 0.5 * (weights * (values - returns) ** 2).sum() / weights.sum()
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        critic_grad = self._clip(list(self.critic.parameters()))
+        self.critic_opt.step()
+
+        # actor: REINFORCE with the (standardized) advantages plus an entropy bonus
+        s, a = states[:, :-1], actions[:, :-1]
+        logp = self.actor.log_prob(s, a)
+        mean, std = self.actor(s)
+        entropy = torch.distributions.Normal(mean, std).entropy().sum(-1)
+        actor_loss = -(weights * (advantages * logp + cfg.entropy_weight * entropy)).sum()
+        actor_loss = actor_loss / weights.sum()
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        actor_grad = self._clip(list(self.actor.parameters()))
+        before = [p.detach().clone() for p in self.actor.parameters()]
+        self.actor_opt.step()
+        scale, change = self._line_search(before, s, a, logp.detach(), weights)
+
+        with torch.no_grad():
+            for tp, p in zip(self.critic_target.parameters(), self.critic.parameters(),
+                             strict=True):
+                tp.lerp_(p, 1 - cfg.target_ema)
+        self.updates += 1
+        return {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item(),
+                "actor_grad_norm": actor_grad, "critic_grad_norm": critic_grad,
+                "logp_change": change, "actor_step_scale": scale,
+                "entropy": entropy.mean().item(), "value": values.mean().item(),
+                "return": float(returns.mean())}
+
+    @torch.no_grad()
+    def _line_search(self, before: list[torch.Tensor], states: torch.Tensor,
+                     actions: torch.Tensor, old_logp: torch.Tensor, weights: torch.Tensor
+                     ) -> tuple[float, float]:
+        """Scale the actor step Δθ by η ∈ (0, 1] toward the wanted mean |Δ log π|."""
+        cfg = self.cfg
+        params = list(self.actor.parameters())
+        step = [p.detach() - b for p, b in zip(params, before, strict=True)]
+
+        def change_at(eta: float) -> float:
+            for p, b, d in zip(params, before, step, strict=True):
+                p.copy_(b + eta * d)
+            diff = (self.actor.log_prob(states, actions) - old_logp).abs()
+            return float((weights * diff).sum() / weights.sum())
+
+        eta, change = 1.0, change_at(1.0)
+        if cfg.target_logp_change <= 0:
+            return eta, change
+        lo, hi = 0.0, 1.0
+        for _ in range(30):  # bisection on η; the change grows with η near 0
+            if abs(change - cfg.target_logp_change) <= (cfg.linesearch_tolerance
+                                                        * cfg.target_logp_change):
+                break
+            if change > cfg.target_logp_change:
+                hi = eta
+            elif eta == 1.0:
+                break  # even the full step changes log π too little: take it
+            else:
+                lo = eta
+            eta = (lo + hi) / 2
+            change = change_at(eta)
+        return eta, change
