@@ -146,3 +146,28 @@ class ActorCriticConfig:
     """Line search: wanted mean |Δ log π(a|s)| of one actor update on its batch (0: off)."""
     linesearch_tolerance: float = 0.25
     """Line search: accepted relative deviation from that target."""
+
+
+@dataclass(frozen=True)
+class ImaginationConfig:
+    """How imagined segments are generated for the agent (DESIGN §2.3)."""
+
+    batch_size: int = 512
+    """Segments per imagination batch (reference: 512 for AGD, 1024 for PolyGRAD)."""
+    sampler: Literal["ddpm", "ddim"] = "ddpm"
+    """Reverse-process sampler."""
+    sampler_steps: int = 0
+    """Denoising steps (0: all K training steps)."""
+    guidance: Literal["none", "sag", "eag", "reward"] = "sag"
+    """State guidance on top of policy guidance: none (PolyGRAD), sigmoid or exponential
+    advantage guidance (AGD), or reward guidance (needs a reward function)."""
+    advantage: Literal["td", "gae"] = "td"
+    """Advantage estimator for SAG/EAG: one-step TD (the paper's) or GAE over the segment."""
+    guidance_scale: float = 4.0
+    """Scale c of the state guidance (reference: 4 for SAG, 3–4 for EAG)."""
+    guidance_mode: Literal["sigma4", "normalized"] = "sigma4"
+    """c σ_k⁴ ∇J (the paper's) or c σ_k ∇J / rms(∇J) (schedule-independent size)."""
+    guidance_max_step: int = -1
+    """Guide only denoising steps with k ≤ this (−1: every step but the last)."""
+    policy_delta: float = 0.005
+    """Initial policy-guidance step δ (tuned online toward unit standardized action spread)."""

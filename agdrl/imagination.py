@@ -1,0 +1,83 @@
+"""Imagination: guided segments from real start states, with per-batch diagnostics."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from agdrl.a2c import ActorCriticAgent
+from agdrl.config import ImaginationConfig
+from agdrl.diffusion.world_model import DiffusionWorldModel
+from agdrl.guidance import (
+    ExponentialAdvantage,
+    OneStepAdvantage,
+    PolicyGuidance,
+    RewardSum,
+    SegmentGAE,
+    SigmoidAdvantage,
+    StateGuidance,
+    compose,
+)
+from agdrl.segments import Segment
+
+RewardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class Imagination:
+    """Samples on-policy segments (policy guidance) with optional state guidance.
+
+    The critic seen by SAG/EAG is the agent's current critic; its γ is the agent's.
+    """
+
+    def __init__(self, model: DiffusionWorldModel, agent: ActorCriticAgent,
+                 cfg: ImaginationConfig, reward_fn: RewardFn | None = None):
+        if cfg.batch_size <= 0 or cfg.sampler_steps < 0:
+            raise ValueError("imagination batch_size must be positive, sampler_steps ≥ 0")
+        if model.joint:
+            raise ValueError("imagination needs the 'polygrad' layout (actions as conditioning)")
+        self.model, self.agent, self.cfg = model, agent, cfg
+        self.policy = PolicyGuidance(model, agent.actor, cfg.policy_delta)
+        gamma = agent.cfg.gamma
+        if cfg.advantage not in ("td", "gae"):
+            raise ValueError(f"unknown advantage estimator {cfg.advantage!r}")
+        advantage = (OneStepAdvantage(agent.critic, gamma) if cfg.advantage == "td"
+                     else SegmentGAE(agent.critic, gamma, agent.cfg.lam))
+        objectives = {"sag": lambda: SigmoidAdvantage(advantage),
+                      "eag": lambda: ExponentialAdvantage(advantage),
+                      "reward": lambda: RewardSum(self._need(reward_fn))}
+        if cfg.guidance not in ("none", *objectives):
+            raise ValueError(f"unknown guidance {cfg.guidance!r}; choose none, sag, eag, reward")
+        self.state = None if cfg.guidance == "none" else StateGuidance(
+            model, objectives[cfg.guidance](), cfg.guidance_scale, cfg.guidance_mode,
+            None if cfg.guidance_max_step < 0 else cfg.guidance_max_step)
+        self.sampler = model.default_sampler(cfg.sampler, cfg.sampler_steps or None)
+        self.advantage = OneStepAdvantage(agent.critic, gamma)
+
+    @staticmethod
+    def _need(reward_fn: RewardFn | None) -> RewardFn:
+        if reward_fn is None:
+            raise ValueError("reward guidance needs a reward function r(states, actions)")
+        return reward_fn
+
+    def __call__(self, start_states: torch.Tensor, generator: torch.Generator | None = None
+                 ) -> tuple[Segment, dict[str, float]]:
+        """start_states: (B, ds) raw real states -> imagined Segment (B, H) and diagnostics:
+        standardized action spread, policy-guidance δ, state-guidance gradient RMS and
+        objective, mean one-step advantage, predicted reward and value."""
+        seg = self.model.sample(start_states, self.sampler, hook=compose(self.policy, self.state),
+                                generator=generator)
+        self.policy.adapt()
+        with torch.no_grad():
+            metrics = {
+                "action_spread": self.policy.last_spread,
+                "policy_delta": math.exp(self.policy.log_delta),
+                "mean_advantage": self.advantage(seg).mean().item(),
+                "mean_reward": seg.rewards.mean().item(),
+                "mean_value": self.agent.critic(seg.states).mean().item(),
+            }
+        if self.state is not None:
+            metrics["guidance_grad_rms"] = self.state.last_grad_norm
+            metrics["guidance_objective"] = self.state.last_objective
+        return seg, metrics
