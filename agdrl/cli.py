@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
+import numpy as np
 import tyro
 from gymnasium.error import Error as GymError
 
@@ -16,26 +18,64 @@ from agdrl.avalanche import AvalancheConfig, run_avalanche
 USAGE = """usage: agdrl COMMAND [--preset NAME] [options]
 
 commands:
+  train       train AGD-MBRL online: agdrl train [--preset fast|paper] [--run-dir DIR] ...
+  eval        evaluate a trained run: agdrl eval RUN_DIR [--episodes N]
   avalanche   error of the diffusion and autoregressive world models vs open-loop horizon
-              presets: demo (a few minutes on 2 cores), default, reference (paper-size model)
+              presets: demo (about a minute on 2 cores), default, reference (paper-size model)
 
 'agdrl COMMAND --help' lists every option with its default.
 """
 
 
-def _split_preset(args: list[str], presets: dict, default: str) -> tuple[str, list[str]]:
-    name, rest, i = default, [], 0
+def _take_option(args: list[str], option: str, default: str) -> tuple[str, list[str]]:
+    """Remove ``--option VALUE`` (or ``--option=VALUE``) from args; return its value."""
+    value, rest, i = default, [], 0
     while i < len(args):
-        if args[i] == "--preset" and i + 1 < len(args):
-            name, i = args[i + 1], i + 2
-        elif args[i].startswith("--preset="):
-            name, i = args[i].split("=", 1)[1], i + 1
+        if args[i] == option and i + 1 < len(args):
+            value, i = args[i + 1], i + 2
+        elif args[i].startswith(option + "="):
+            value, i = args[i].split("=", 1)[1], i + 1
         else:
             rest.append(args[i])
             i += 1
+    return value, rest
+
+
+def _split_preset(args: list[str], presets: dict, default: str) -> tuple[str, list[str]]:
+    name, rest = _take_option(args, "--preset", default)
     if name not in presets:
         raise SystemExit(f"agdrl: unknown preset {name!r}; choose one of {', '.join(presets)}")
     return name, rest
+
+
+def _train(args: list[str]) -> int:
+    from agdrl.trainer import AGDMBRL, PRESETS, TrainConfig
+
+    run_dir, args = _take_option(args, "--run-dir", "")
+    name, rest = _split_preset(args, PRESETS, "fast")
+    cfg = tyro.cli(TrainConfig, args=rest, default=PRESETS[name],
+                   prog=f"agdrl train --preset {name} [--run-dir DIR]")
+    run = Path(run_dir or f"runs/{cfg.env}-seed{cfg.seed}")
+    model = AGDMBRL(cfg.env, cfg, run_dir=run)
+    model.learn(cfg.total_steps, progress_bar=True)
+    model.save(run / "model")
+    print(f"run directory: {run}\n  evaluations: {run / 'evaluations.csv'}\n"
+          f"  TensorBoard: tensorboard --logdir {run / 'tensorboard'}\n  model: {run / 'model'}")
+    return 0
+
+
+def _eval(args: list[str]) -> int:
+    from agdrl.trainer import AGDMBRL
+
+    episodes, rest = _take_option(args, "--episodes", "20")
+    if len(rest) != 1 or not episodes.isdigit() or int(episodes) <= 0:
+        raise SystemExit("agdrl: usage: agdrl eval RUN_DIR [--episodes N]")
+    run = Path(rest[0])
+    model = AGDMBRL.load(run / "model" if (run / "model").is_dir() else run)
+    returns = model.evaluate(int(episodes))
+    print(f"{model.cfg.env}: mean return {np.mean(returns):.2f} ± {np.std(returns):.2f} over "
+          f"{len(returns)} episodes ({model.num_timesteps} training steps)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     command, rest = args[0], args[1:]
+    if command in ("train", "eval"):
+        try:
+            return _train(rest) if command == "train" else _eval(rest)
+        except (ValueError, ImportError, GymError) as err:
+            raise SystemExit(f"agdrl: {err}") from err
     if command == "avalanche":
         name, rest = _split_preset(rest, AVALANCHE_PRESETS, "default")
         cfg = tyro.cli(AvalancheConfig, args=rest, default=AVALANCHE_PRESETS[name],

@@ -97,6 +97,23 @@ class EnsembleConfig:
     """L2 penalty on the weights."""
 
 
+def config_from_dict(cls: type, raw: dict):
+    """Rebuild a (nested) frozen config dataclass from ``dataclasses.asdict`` output (JSON):
+    nested configs are rebuilt by their field's default factory, lists become tuples."""
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in raw:
+            continue
+        value = raw[f.name]
+        factory = f.default_factory
+        if factory is not dataclasses.MISSING and dataclasses.is_dataclass(factory):
+            value = config_from_dict(factory, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
 def reference_denoiser() -> DenoiserConfig:
     """The reference residual MLP: width 1024, 6 blocks (≈ 6.7 M parameters on Hopper, H = 10)."""
     return DenoiserConfig(kind="mlp", width=1024, depth=6)

@@ -17,7 +17,7 @@ from torch import nn
 
 from agdrl.buffer import SegmentBatch
 from agdrl.checkpoint import load_weights, read_meta, save_module
-from agdrl.config import DenoiserConfig, DiffusionConfig
+from agdrl.config import DiffusionConfig, config_from_dict
 from agdrl.diffusion.denoisers import make_denoiser
 from agdrl.diffusion.process import GaussianDiffusion, Inpainting
 from agdrl.diffusion.samplers import DenoisingHook, Sampler, SamplerKind, randn
@@ -179,9 +179,8 @@ class DiffusionWorldModel(nn.Module):
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> DiffusionWorldModel:
         """Load a model written by :meth:`save` (safetensors: no code is executed)."""
         meta = read_meta(path, "diffusion_world_model")
-        raw = dict(meta["config"])
-        raw["denoiser"] = DenoiserConfig(**raw["denoiser"])
-        model = cls(meta["obs_dim"], meta["action_dim"], DiffusionConfig(**raw), device)
+        cfg = config_from_dict(DiffusionConfig, meta["config"])
+        model = cls(meta["obs_dim"], meta["action_dim"], cfg, device)
         load_weights(model, path, device)
         model.train_steps = meta["train_steps"]
         return model
