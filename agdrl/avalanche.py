@@ -215,9 +215,9 @@ def run_avalanche(cfg: AvalancheConfig, log: Callable[[str], None] = print) -> d
             raise ValueError(f"{name} must be positive, got {value}")
     samplers = {spec: parse_sampler(spec, cfg.diffusion) for spec in cfg.samplers}
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     env = make_env(cfg.env, seed=cfg.seed)
+    out.mkdir(parents=True, exist_ok=True)  # only once the input has been accepted
     dcfg = for_task(cfg.diffusion, cfg.env)
     if cfg.reevaluate:
         try:
