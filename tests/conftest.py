@@ -22,7 +22,7 @@ from agdrl.diffusion.world_model import DiffusionWorldModel
 
 torch.set_num_threads(1)
 
-# s' = A s + B a: a stable, weakly coupled linear system (the same as /tmp/smoke.py).
+# s' = A s + B a: a stable, weakly coupled linear system.
 LINEAR_A = np.array([[0.9, 0.1, 0.0], [0.0, 0.9, 0.1], [0.0, 0.0, 0.9]])
 LINEAR_B = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]) * 0.3
 LINEAR_DS, LINEAR_DA = 3, 2

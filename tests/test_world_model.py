@@ -41,7 +41,7 @@ def sample_states(wm: DiffusionWorldModel, seg: SegmentBatch, seed: int = 0) -> 
 
 
 def smoke_model(factory: Factory) -> DiffusionWorldModel:
-    """The configuration of /tmp/smoke.py: MLP 256 × 3, K = 32, H = 10, batch 128, lr 1e-3."""
+    """A small learnable configuration: MLP 256 × 3, K = 32, H = 10, batch 128, lr 1e-3."""
     return factory(horizon=LEARN_HORIZON, num_steps=LEARN_K, width=256, depth=3,
                    batch_size=128, lr=1e-3)
 
