@@ -51,22 +51,21 @@ class BootstrapSampler:
     def __init__(self, members: int, rng: np.random.Generator):
         self.members = members
         self.rng = rng
-        self.subsets: list[list[np.ndarray]] = [[] for _ in range(members)]
+        self.subsets = [np.zeros(0, np.int64) for _ in range(members)]
         self.seen = 0
 
     def _grow(self, size: int) -> None:
         if size <= self.seen:
             return
         new = np.arange(self.seen, size)
-        for subset in self.subsets:
-            subset.append(new[self.rng.random(len(new)) < 1 - np.exp(-1)])
-        self.subsets = [[np.concatenate(s)] for s in self.subsets]
+        self.subsets = [np.concatenate([s, new[self.rng.random(len(new)) < 1 - np.exp(-1)]])
+                        for s in self.subsets]
         self.seen = size
 
     def sample(self, buffer: ReplayBuffer, batch_size: int) -> TransitionBatch:
         """E·batch_size transitions, member by member (the layout ``train_step`` expects)."""
         self._grow(buffer.size)
-        idx = np.concatenate([s[0][self.rng.integers(0, len(s[0]), batch_size)]
+        idx = np.concatenate([s[self.rng.integers(0, len(s), batch_size)]
                               for s in self.subsets])
         return buffer.transitions(idx)
 

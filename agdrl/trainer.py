@@ -220,7 +220,7 @@ class AGDMBRL:
             from tqdm import tqdm
 
             bar = tqdm(total=total_timesteps, unit="step", mininterval=1.0)
-        last_return = float("nan")
+        last_return, loss = float("nan"), float("nan")
         while self.num_timesteps < start + total_timesteps:
             prefill = self.num_timesteps < cfg.prefill_steps
             self._step_env(random=prefill)

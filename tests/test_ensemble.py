@@ -32,7 +32,7 @@ def test_bootstrap_subsets_differ_and_cover_about_63_percent(linear_buffer: Repl
     sampler = BootstrapSampler(5, np.random.default_rng(0))
     batch = sampler.sample(linear_buffer, 32)
     assert batch.states.shape == (5 * 32, linear_buffer.obs_dim)
-    subsets = [set(s[0].tolist()) for s in sampler.subsets]
+    subsets = [set(s.tolist()) for s in sampler.subsets]
     n = linear_buffer.size
     for subset in subsets:
         # 1 - 1/e = 0.632; 4000 transitions give a std of ~0.008 on the fraction

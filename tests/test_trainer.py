@@ -77,3 +77,11 @@ def test_cli_train_then_eval(tmp_path: Path, capsys):
     assert main(["eval", str(tmp_path), "--episodes", "2"]) == 0
     out = capsys.readouterr().out
     assert "mean return" in out and "(200 training steps)" in out
+
+
+def test_agent_updates_without_per_step_model_updates(tmp_path: Path):
+    """model_updates_per_step = 0 (pretraining only) still trains and logs the agent."""
+    cfg = dataclasses.replace(TINY, model_updates_per_step=0, eval_every=0)
+    model = AGDMBRL("InvertedPendulum-v5", cfg, run_dir=tmp_path).learn(300)
+    assert model.agent.updates == 300 // 4 - 150 // 4
+    assert model.world_model.train_steps == cfg.pretrain_steps

@@ -78,18 +78,19 @@ class GaussianDiffusion(nn.Module):
         ab = self.alpha_bar_at(k)
         return (x_k - ab.sqrt() * x0) / (1 - ab).clamp(min=1e-12).sqrt()
 
+    def step_coefficients(self, k: int, k_prev: int
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(c0, ct, std) of q(x_{k_prev} | x_k, x_0) = N(c0 x_0 + ct x_k, std²) for a jump
+        k -> k_prev (k_prev = -1: clean), computed in float64 and returned as 0-d float32."""
+        c0, ct, var = posterior_coefficients(self.alpha_bar_ext[k + 1],
+                                             self.alpha_bar_ext[k_prev + 1])
+        return c0.float(), ct.float(), var.clamp(min=0).sqrt().float()
+
     def posterior(self, x_k: torch.Tensor, x0: torch.Tensor, k: int, k_prev: int
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std of q(x_{k_prev} | x_k, x_0) for a jump k -> k_prev (k_prev = -1: clean)."""
-        c0, ct, var = posterior_coefficients(self.alpha_bar_ext[k + 1],
-                                             self.alpha_bar_ext[k_prev + 1])
-        return c0.float() * x0 + ct.float() * x_k, var.clamp(min=0).sqrt().float()
-
-    def posterior_std(self, k: int, k_prev: int) -> torch.Tensor:
-        """Std of q(x_{k_prev} | x_k, x_0) (0-d, float32)."""
-        _, _, var = posterior_coefficients(self.alpha_bar_ext[k + 1],
-                                           self.alpha_bar_ext[k_prev + 1])
-        return var.clamp(min=0).sqrt().float()
+        c0, ct, std = self.step_coefficients(k, k_prev)
+        return c0 * x0 + ct * x_k, std
 
     def loss(self, x0: torch.Tensor, cond: torch.Tensor | None, weight: torch.Tensor,
              inpainting: Inpainting | None = None, generator: torch.Generator | None = None

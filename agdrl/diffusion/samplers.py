@@ -95,10 +95,12 @@ class Sampler:
             raise ValueError(f"clip_value must be positive, got {self.clip_value}")
 
     def _mean(self, diffusion: GaussianDiffusion, x_k: torch.Tensor, x0: torch.Tensor,
-              k: int, k_prev: int, noise_std: torch.Tensor) -> torch.Tensor:
-        """Mean of the step k -> k_prev given x̂_0 (the DDPM posterior mean, or DDIM's)."""
+              k: int, k_prev: int, c0: torch.Tensor, ct: torch.Tensor,
+              noise_std: torch.Tensor) -> torch.Tensor:
+        """Mean of the step k -> k_prev given x̂_0: the DDPM posterior mean c0 x̂_0 + ct x_k
+        (coefficients from :meth:`GaussianDiffusion.step_coefficients`), or DDIM's."""
         if self.kind == "ddpm":
-            return diffusion.posterior(x_k, x0, k, k_prev)[0]
+            return c0 * x0 + ct * x_k
         ab_prev = diffusion.alpha_bar_at(k_prev)
         eps = diffusion.eps_from_x0(x_k, x0, k)
         return ab_prev.sqrt() * x0 + (1 - ab_prev - noise_std**2).clamp(min=0).sqrt() * eps
@@ -129,7 +131,7 @@ class Sampler:
             x0 = diffusion.predict_x0(x, cond, k_batch, denoiser)
             if inpainting is not None:
                 x0 = inpainting.apply(x0)
-            posterior_std = diffusion.posterior_std(k, k_prev)
+            c0, ct, posterior_std = diffusion.step_coefficients(k, k_prev)
             noise_std = self._noise_std(posterior_std)
             if hook is not None:
                 state = StepState(x_k=x, x0=x0, cond=cond, k=k, k_prev=k_prev, index=i,
@@ -142,7 +144,7 @@ class Sampler:
                 cond = None if state.cond is None else state.cond.detach()
                 if inpainting is not None:
                     x0 = inpainting.apply(x0)
-            mean = self._mean(diffusion, x, x0, k, k_prev, noise_std)
+            mean = self._mean(diffusion, x, x0, k, k_prev, c0, ct, noise_std)
             if k <= self.clip_max_step:  # after guidance, so the clip is never undone
                 mean = x + (mean - x).clamp(-self.clip_value, self.clip_value)
             x = mean + noise_std * randn(x.shape, generator, x.device) if k_prev >= 0 else mean
