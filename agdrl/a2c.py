@@ -16,17 +16,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from agdrl.actor_critic import Actor, Critic
+from agdrl.actor_critic import ActionCritic, Actor, Critic
 from agdrl.config import ActorCriticConfig
 from agdrl.returns import gae, reality_weights
 from agdrl.segments import Segment
 
 
 class ActorCriticAgent(nn.Module):
-    """Actor, critic and slow target critic with their optimizers."""
+    """Actor, critic and slow target critic with their optimizers; with ``learn_q`` also an
+    action-value critic Q(s, a), regressed on the same λ-returns, for Q − V advantages."""
 
     def __init__(self, obs_dim: int, action_low: np.ndarray, action_high: np.ndarray,
-                 cfg: ActorCriticConfig, device: torch.device | str = "cpu"):
+                 cfg: ActorCriticConfig, device: torch.device | str = "cpu",
+                 learn_q: bool = False):
         super().__init__()
         if not (0 < cfg.gamma <= 1 and 0 <= cfg.lam <= 1):
             raise ValueError(f"need 0 < gamma <= 1 and 0 <= lam <= 1, got {cfg.gamma}, "
@@ -36,16 +38,21 @@ class ActorCriticAgent(nn.Module):
                            cfg.min_std, cfg.init_std)
         self.critic = Critic(obs_dim, cfg.hidden, cfg.layers)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.q_critic = (ActionCritic(obs_dim, action_low, action_high, cfg.hidden, cfg.layers)
+                         if learn_q else None)
         self.to(device)
         self.device = torch.device(device)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
+        self.q_opt = (None if self.q_critic is None
+                      else torch.optim.Adam(self.q_critic.parameters(), lr=cfg.critic_lr))
         self.updates = 0
 
     def update_normalizers(self, states: np.ndarray) -> None:
         """Fold real states into the actor's and critics' input statistics."""
-        for net in (self.actor, self.critic, self.critic_target):
-            net.state_norm.update(states)
+        for net in (self.actor, self.critic, self.critic_target, self.q_critic):
+            if net is not None:
+                net.state_norm.update(states)
 
     def _clip(self, params) -> float:
         if self.cfg.grad_clip > 0:
@@ -76,6 +83,15 @@ class ActorCriticAgent(nn.Module):
         critic_loss.backward()
         critic_grad = self._clip(list(self.critic.parameters()))
         self.critic_opt.step()
+        metrics = {}
+        if self.q_critic is not None:  # Q(s_t, a_t) on the same λ-returns
+            q_values = self.q_critic(states[:, :-1], actions[:, :-1])
+            q_loss = 0.5 * (weights * (q_values - returns) ** 2).sum() / weights.sum()
+            self.q_opt.zero_grad(set_to_none=True)
+            q_loss.backward()
+            self._clip(list(self.q_critic.parameters()))
+            self.q_opt.step()
+            metrics["q_loss"] = q_loss.item()
 
         # actor: REINFORCE with the (standardized) advantages plus an entropy bonus
         s, a = states[:, :-1], actions[:, :-1]
@@ -96,7 +112,7 @@ class ActorCriticAgent(nn.Module):
                              strict=True):
                 tp.lerp_(p, 1 - cfg.target_ema)
         self.updates += 1
-        return {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item(),
+        return {**metrics, "critic_loss": critic_loss.item(), "actor_loss": actor_loss.item(),
                 "actor_grad_norm": actor_grad, "critic_grad_norm": critic_grad,
                 "logp_change": change, "actor_step_scale": scale,
                 "entropy": entropy.mean().item(), "value": values.mean().item(),

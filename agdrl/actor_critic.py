@@ -1,4 +1,5 @@
-"""Actor and critic networks of the agent (DESIGN §2.4).
+"""Actor and critic networks of the agent (DESIGN §2.4): policy, V and (for the Q − V
+advantage estimator) Q.
 
 Both take states in the environment's own units and normalize them with their own running
 statistics, so a critic evaluated on imagined (unnormalized) states sees the units it was
@@ -95,3 +96,22 @@ class Critic(nn.Module):
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         return self.net(self.state_norm.normalize(states))[..., 0]
+
+
+class ActionCritic(nn.Module):
+    """Action-value function Q(s, a) on raw states (..., ds) and raw actions (..., da) -> (...);
+    actions enter rescaled to [-1, 1] by the action box."""
+
+    def __init__(self, obs_dim: int, action_low: np.ndarray, action_high: np.ndarray,
+                 hidden: int = 256, layers: int = 2):
+        super().__init__()
+        low = torch.as_tensor(np.asarray(action_low), dtype=torch.float32)
+        high = torch.as_tensor(np.asarray(action_high), dtype=torch.float32)
+        self.register_buffer("center", (high + low) / 2)
+        self.register_buffer("half_range", (high - low) / 2)
+        self.state_norm = RunningNormalizer(obs_dim)
+        self.net = mlp(obs_dim + low.numel(), 1, hidden, layers)
+
+    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        scaled = (actions - self.center) / self.half_range
+        return self.net(torch.cat([self.state_norm.normalize(states), scaled], -1))[..., 0]

@@ -75,6 +75,12 @@ class DiffusionConfig:
     joint_action_pin_prob: float = 0.5
     """Joint layout: fraction of training segments whose actions are given clean (pinned), so
     the model learns both to generate actions and to follow given ones."""
+    advantage_conditioning: bool = False
+    """Give the denoiser a scalar input, the segment's standardized advantage under the current
+    critic, for classifier-free guidance (switched on by imagination guidance 'cfg')."""
+    condition_dropout: float = 0.25
+    """Fraction of training segments whose advantage label is dropped, so the same network
+    also learns the unconditional model."""
 
 
 @dataclass(frozen=True)
@@ -175,11 +181,14 @@ class ImaginationConfig:
     """Reverse-process sampler."""
     sampler_steps: int = 0
     """Denoising steps (0: all K training steps)."""
-    guidance: Literal["none", "sag", "eag", "reward"] = "sag"
-    """State guidance on top of policy guidance: none (PolyGRAD), sigmoid or exponential
-    advantage guidance (AGD), or reward guidance (needs a reward function)."""
-    advantage: Literal["td", "gae"] = "td"
-    """Advantage estimator for SAG/EAG: one-step TD (the paper's) or GAE over the segment."""
+    guidance: Literal["none", "sag", "eag", "reward", "cfg"] = "sag"
+    """Guidance on top of policy guidance: none (PolyGRAD), sigmoid or exponential advantage
+    guidance on states (AGD), reward guidance (gradient of a learned reward model), or
+    advantage-conditioned classifier-free guidance (trains the world model with advantage
+    labels)."""
+    advantage: Literal["td", "gae", "qv"] = "td"
+    """Advantage estimator for SAG/EAG: one-step TD (the paper's), GAE over the segment, or
+    Q − V with a learned Q."""
     guidance_scale: float = 4.0
     """Scale c of the state guidance (reference: 4 for SAG, 3–4 for EAG)."""
     guidance_mode: Literal["sigma4", "normalized"] = "sigma4"
@@ -188,3 +197,8 @@ class ImaginationConfig:
     """Guide only denoising steps with k ≤ this (−1: every step but the last)."""
     policy_delta: float = 0.005
     """Initial policy-guidance step δ (tuned online toward unit standardized action spread)."""
+    cfg_target: float = 1.0
+    """Classifier-free guidance: the advantage asked for, in standard deviations of the
+    training labels."""
+    cfg_weight: float = 2.0
+    """Classifier-free guidance weight w (1: conditional model alone, > 1: extrapolate)."""

@@ -22,7 +22,13 @@ Objectives (each maps a raw-unit :class:`Segment` to J: (B,)):
   into c);
 - :class:`RewardSum` (reward guidance, Diffuser style): J = Σ_t r_φ(ŝ_t, a_t).
 Advantages come from an estimator over the predicted segment: :class:`OneStepAdvantage`
-(the paper's) or :class:`SegmentGAE`.
+(the paper's), :class:`SegmentGAE`, or :class:`QMinusV` with a learned Q (the seed's
+definition).
+
+Classifier-free advantage guidance (:class:`ClassifierFreeGuidance`) needs no gradient: the
+denoiser is trained with the segment's standardized advantage as an extra input
+(:func:`advantage_labels`), dropped on a fraction of the segments, and at sampling its
+conditional and unconditional predictions are combined.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from agdrl.actor_critic import Actor
 from agdrl.diffusion.samplers import DenoisingHook, StepState, randn
@@ -43,6 +50,8 @@ from agdrl.segments import Segment
 
 ValueFn = Callable[[torch.Tensor], torch.Tensor]
 """A critic V: raw states (..., ds) -> values (...)."""
+ActionValueFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""A critic Q: raw states (..., ds) and actions (..., da) -> values (...)."""
 
 
 class AdvantageEstimator(Protocol):
@@ -81,6 +90,18 @@ class SegmentGAE:
     def __call__(self, seg: Segment) -> torch.Tensor:
         return gae(seg.rewards.detach(), self.value(seg.states), _continues(seg), self.gamma,
                    self.lam)
+
+
+@dataclass
+class QMinusV:
+    """A_t = Q(ŝ_t, a_t) - V(ŝ_t) with a learned Q (the seed's definition); a_t detached."""
+
+    q_value: ActionValueFn
+    value: ValueFn
+
+    def __call__(self, seg: Segment) -> torch.Tensor:
+        states, actions = seg.states[:, :-1], seg.actions[:, :-1].detach()
+        return self.q_value(states, actions) - self.value(states)
 
 
 @dataclass
@@ -225,6 +246,49 @@ class PolicyGuidance:
         a wider spread asks for a stronger pull toward the policy's mean."""
         if not math.isnan(self.last_spread):
             self.log_delta += self.adapt_lr * (self.last_spread - 1.0)
+
+
+def advantage_labels(value: ValueFn, seg: Segment, valid: torch.Tensor, gamma: float
+                     ) -> torch.Tensor:
+    """Labels for classifier-free advantage guidance: the H-step advantage of each real
+    segment under the critic, standardized over the batch,
+
+        A = Σ_{t<H-1} γ^t w_t r_t + γ^{H-1} w_{H-1} V(s_{H-1}) - V(s_0),
+
+    with w_t = Π_{j<t} c_j and c_j = (1 - d_j) · valid_{j+1} (padding past an episode's end
+    and terminals stop the sum). seg: raw (B, H); valid: (B, H) bool -> (B,).
+    """
+    with torch.no_grad():
+        continues = (1 - seg.terminals) * torch.cat(
+            [valid[:, 1:].to(seg.rewards.dtype), torch.zeros_like(seg.rewards[:, :1])], 1)
+        advantage = gae(seg.rewards, value(seg.states), continues, gamma, 1.0)[:, 0]
+        return (advantage - advantage.mean()) / (advantage.std() + 1e-8)
+
+
+class ClassifierFreeGuidance(nn.Module):
+    """Advantage-conditioned classifier-free guidance, as a wrapper around a labelled denoiser:
+
+        out = out(x_k, ∅) + w · (out(x_k, y*) - out(x_k, ∅))
+
+    where y* is the wanted standardized advantage (``target``, in standard deviations of the
+    training labels), ∅ the dropped label and w the guidance weight (1: the conditional model
+    alone; > 1 extrapolates away from the unconditional one). The combination is linear, so it
+    is the same for x̂_0 and ε prediction. Both predictions come from one batched call.
+    """
+
+    def __init__(self, denoiser: nn.Module, target: float = 1.0, weight: float = 2.0):
+        super().__init__()
+        self.denoiser, self.target, self.weight = denoiser, target, weight
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None, k: torch.Tensor,
+                label: torch.Tensor | None = None) -> torch.Tensor:
+        b = x.shape[0]
+        labels = torch.cat([torch.full((b,), self.target, device=x.device),
+                            torch.full((b,), float("nan"), device=x.device)])
+        out = self.denoiser(torch.cat([x, x]), None if cond is None else torch.cat([cond, cond]),
+                            torch.cat([k, k]), labels)
+        conditional, unconditional = out.chunk(2)
+        return unconditional + self.weight * (conditional - unconditional)
 
 
 def compose(*hooks: DenoisingHook | None) -> DenoisingHook:

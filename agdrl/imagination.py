@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 
 import torch
 
 from agdrl.a2c import ActorCriticAgent
 from agdrl.config import ImaginationConfig
+from agdrl.diffusion.samplers import StepState
 from agdrl.diffusion.world_model import DiffusionWorldModel
 from agdrl.guidance import (
+    AdvantageEstimator,
+    ClassifierFreeGuidance,
     ExponentialAdvantage,
     OneStepAdvantage,
     PolicyGuidance,
+    QMinusV,
     RewardSum,
     SegmentGAE,
     SigmoidAdvantage,
@@ -26,9 +31,11 @@ RewardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Imagination:
-    """Samples on-policy segments (policy guidance) with optional state guidance.
+    """Samples on-policy segments (policy guidance) with optional state guidance (SAG, EAG,
+    reward) or classifier-free advantage guidance.
 
     The critic seen by SAG/EAG is the agent's current critic; its γ is the agent's.
+    ``guidance_seconds`` accumulates the wall-clock time spent inside the guidance hooks.
     """
 
     def __init__(self, model: DiffusionWorldModel, agent: ActorCriticAgent,
@@ -37,23 +44,45 @@ class Imagination:
             raise ValueError("imagination batch_size must be positive, sampler_steps ≥ 0")
         if model.joint:
             raise ValueError("imagination needs the 'polygrad' layout (actions as conditioning)")
+        if cfg.advantage not in ("td", "gae", "qv"):
+            raise ValueError(f"unknown advantage estimator {cfg.advantage!r}; choose td, gae, qv")
         self.model, self.agent, self.cfg = model, agent, cfg
+        self.guidance_seconds = 0.0
         self.policy = PolicyGuidance(model, agent.actor, cfg.policy_delta)
-        gamma = agent.cfg.gamma
-        if cfg.advantage not in ("td", "gae"):
-            raise ValueError(f"unknown advantage estimator {cfg.advantage!r}")
-        advantage = (OneStepAdvantage(agent.critic, gamma) if cfg.advantage == "td"
-                     else SegmentGAE(agent.critic, gamma, agent.cfg.lam))
-        objectives = {"sag": lambda: SigmoidAdvantage(advantage),
-                      "eag": lambda: ExponentialAdvantage(advantage),
+        objectives = {"sag": lambda: SigmoidAdvantage(self._advantage_estimator()),
+                      "eag": lambda: ExponentialAdvantage(self._advantage_estimator()),
                       "reward": lambda: RewardSum(self._need(reward_fn))}
-        if cfg.guidance not in ("none", *objectives):
-            raise ValueError(f"unknown guidance {cfg.guidance!r}; choose none, sag, eag, reward")
-        self.state = None if cfg.guidance == "none" else StateGuidance(
+        if cfg.guidance not in ("none", "cfg", *objectives):
+            raise ValueError(f"unknown guidance {cfg.guidance!r}; choose none, sag, eag, reward, "
+                             "cfg")
+        self.state = None if cfg.guidance in ("none", "cfg") else StateGuidance(
             model, objectives[cfg.guidance](), cfg.guidance_scale, cfg.guidance_mode,
             None if cfg.guidance_max_step < 0 else cfg.guidance_max_step)
+        self.wrap = None
+        if cfg.guidance == "cfg":
+            if not model.cfg.advantage_conditioning:
+                raise ValueError("classifier-free guidance needs a world model trained with "
+                                 "advantage_conditioning")
+            self.wrap = lambda denoiser: ClassifierFreeGuidance(denoiser, cfg.cfg_target,
+                                                                cfg.cfg_weight)
+        self.hooks = compose(self.policy, self.state)
         self.sampler = model.default_sampler(cfg.sampler, cfg.sampler_steps or None)
-        self.advantage = OneStepAdvantage(agent.critic, gamma)
+        self.advantage = OneStepAdvantage(agent.critic, agent.cfg.gamma)
+
+    def _advantage_estimator(self) -> AdvantageEstimator:
+        agent, name = self.agent, self.cfg.advantage
+        if name == "td":
+            return OneStepAdvantage(agent.critic, agent.cfg.gamma)
+        if name == "gae":
+            return SegmentGAE(agent.critic, agent.cfg.gamma, agent.cfg.lam)
+        if agent.q_critic is None:
+            raise ValueError("the Q − V advantage needs an agent built with learn_q=True")
+        return QMinusV(agent.q_critic, agent.critic)
+
+    def _timed_hooks(self, state: StepState) -> None:
+        start = time.perf_counter()
+        self.hooks(state)
+        self.guidance_seconds += time.perf_counter() - start
 
     @staticmethod
     def _need(reward_fn: RewardFn | None) -> RewardFn:
@@ -66,8 +95,8 @@ class Imagination:
         """start_states: (B, ds) raw real states -> imagined Segment (B, H) and diagnostics:
         standardized action spread, policy-guidance δ, state-guidance gradient RMS and
         objective, mean one-step advantage, predicted reward and value."""
-        seg = self.model.sample(start_states, self.sampler, hook=compose(self.policy, self.state),
-                                generator=generator)
+        seg = self.model.sample(start_states, self.sampler, hook=self._timed_hooks,
+                                generator=generator, wrap_denoiser=self.wrap)
         self.policy.adapt()
         with torch.no_grad():
             metrics = {

@@ -127,3 +127,22 @@ def test_transformer_rejects_odd_width() -> None:
     cfg = DenoiserConfig(kind="transformer", width=9, depth=1, heads=3)
     with pytest.raises(ValueError, match="even"):
         make_denoiser(cfg, 5, X_DIM, 0, NUM_STEPS)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "unet", "transformer"])
+def test_label_input(kind: str):
+    """A labelled denoiser reads the label (NaN and None both mean "no label"); an unlabelled
+    one refuses a label."""
+    torch.manual_seed(0)
+    cfg = DenoiserConfig(kind=kind, width=16, depth=2, heads=2)
+    net = make_denoiser(cfg, 6, 4, 2, 16, labelled=True)
+    x, cond, k = torch.randn(3, 6, 4), torch.randn(3, 6, 2), torch.tensor([0.0, 5.0, 9.0])
+    none = net(x, cond, k, None)
+    torch.testing.assert_close(net(x, cond, k, torch.full((3,), float("nan"))), none)
+    labels = torch.tensor([1.0, float("nan"), -2.0])
+    mixed = net(x, cond, k, labels)
+    torch.testing.assert_close(mixed[1], none[1])  # per-sample: only labelled rows change
+    assert not torch.allclose(mixed[0], none[0]) and not torch.allclose(mixed[2], none[2])
+    plain = make_denoiser(cfg, 6, 4, 2, 16)
+    with pytest.raises(ValueError, match="label"):
+        plain(x, cond, k, labels)

@@ -13,13 +13,16 @@ from agdrl.actor_critic import Actor
 from agdrl.diffusion.samplers import Sampler, StepState
 from agdrl.diffusion.world_model import DiffusionWorldModel
 from agdrl.guidance import (
+    ClassifierFreeGuidance,
     ExponentialAdvantage,
     OneStepAdvantage,
     PolicyGuidance,
+    QMinusV,
     RewardSum,
     SegmentGAE,
     SigmoidAdvantage,
     StateGuidance,
+    advantage_labels,
     compose,
     state_gradient,
 )
@@ -32,6 +35,11 @@ GAMMA = 0.9
 def smooth_value(states: torch.Tensor) -> torch.Tensor:
     """A nonlinear toy critic: V(s) = Σ_i sin(s_i) + 0.3 |s|^2."""
     return torch.sin(states).sum(-1) + 0.3 * (states**2).sum(-1)
+
+
+def toy_q(states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """A toy action value, nonlinear in both arguments."""
+    return torch.cos(states).sum(-1) * (1 + actions.sum(-1)) + (states**2).sum(-1)
 
 
 def toy_reward(states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -73,10 +81,53 @@ def test_segment_gae_by_hand():
         torch.testing.assert_close(gae[b], torch.stack([a0, a1, a2]))
 
 
+def test_q_minus_v_by_hand():
+    seg = segment()
+    adv = QMinusV(toy_q, smooth_value)(seg)
+    expected = (toy_q(seg.states[:, :3], seg.actions[:, :3]) - smooth_value(seg.states[:, :3]))
+    torch.testing.assert_close(adv, expected)
+
+
+def test_advantage_labels_by_hand():
+    """H-step advantage under V, stopped by a terminal or by padding, then standardized."""
+    seg = segment(b=3, h=4)
+    valid = torch.ones(3, 4, dtype=torch.bool)
+    valid[2, 3] = False  # segment 2 runs past its episode's end after t = 2
+    labels = advantage_labels(smooth_value, seg, valid, GAMMA)
+    v, r = smooth_value(seg.states), seg.rewards
+    raw = []
+    for b in range(3):
+        total, weight = 0.0, 1.0
+        for t in range(3):
+            total += weight * GAMMA**t * r[b, t]
+            weight *= (1 - seg.terminals[b, t]) * float(valid[b, t + 1])
+        raw.append(total + GAMMA**3 * weight * v[b, 3] - v[b, 0])
+    raw = torch.stack(raw)
+    torch.testing.assert_close(labels, (raw - raw.mean()) / (raw.std() + 1e-8))
+
+
+def test_classifier_free_guidance_combines_the_two_predictions():
+    """out = u + w (c - u), with c and u the labelled and label-free predictions; w = 1 gives
+    the conditional model, w = 0 the unconditional one."""
+    from agdrl.config import DenoiserConfig
+    from agdrl.diffusion.denoisers import make_denoiser
+
+    torch.manual_seed(0)
+    net = make_denoiser(DenoiserConfig(width=16, depth=1), 4, 3, 2, 8, labelled=True)
+    x, cond, k = torch.randn(5, 4, 3), torch.randn(5, 4, 2), torch.full((5,), 3.0)
+    c = net(x, cond, k, torch.full((5,), 1.5))
+    u = net(x, cond, k, None)
+    assert not torch.allclose(c, u)
+    for w in (0.0, 1.0, 2.5):
+        torch.testing.assert_close(ClassifierFreeGuidance(net, 1.5, w)(x, cond, k),
+                                   u + w * (c - u))
+
+
 OBJECTIVES = {
     "sag": SigmoidAdvantage(OneStepAdvantage(smooth_value, GAMMA)),
     "eag": ExponentialAdvantage(OneStepAdvantage(smooth_value, GAMMA)),
     "sag-gae": SigmoidAdvantage(SegmentGAE(smooth_value, GAMMA, 0.8)),
+    "eag-qv": ExponentialAdvantage(QMinusV(toy_q, smooth_value)),
     "reward": RewardSum(toy_reward),
 }
 

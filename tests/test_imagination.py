@@ -18,19 +18,22 @@ from agdrl.imagination import Imagination
 Factory = Callable[..., DiffusionWorldModel]
 
 
-def setup(world_model_factory: Factory, **overrides) -> Imagination:
+def setup(world_model_factory: Factory, learn_q: bool = False, **overrides) -> Imagination:
     torch.manual_seed(0)
     wm = world_model_factory(horizon=5, num_steps=16)
     ac = ActorCriticAgent(3, np.array([-1.0, -1.0]), np.array([1.0, 1.0]),
-                          ActorCriticConfig(hidden=16))
+                          ActorCriticConfig(hidden=16), learn_q=learn_q)
     cfg = dataclasses.replace(ImaginationConfig(batch_size=32, sampler_steps=8), **overrides)
     return Imagination(wm, ac, cfg)
 
 
-@pytest.mark.parametrize("guidance", ["none", "sag", "eag"])
+@pytest.mark.parametrize(("guidance", "advantage"),
+                         [("none", "td"), ("sag", "td"), ("eag", "td"), ("sag", "gae"),
+                          ("eag", "qv")])
 def test_segments_start_at_real_states_and_report_their_diagnostics(
-        world_model_factory: Factory, guidance: str):
-    imagine = setup(world_model_factory, guidance=guidance)
+        world_model_factory: Factory, guidance: str, advantage: str):
+    imagine = setup(world_model_factory, learn_q=advantage == "qv", guidance=guidance,
+                    advantage=advantage)
     s0 = torch.randn(32, 3)
     seg, metrics = imagine(s0, torch.Generator().manual_seed(0))
     assert seg.states.shape == (32, 5, 3) and seg.actions.shape == (32, 5, 2)
@@ -55,7 +58,13 @@ def test_bad_options_are_refused(world_model_factory: Factory):
     with pytest.raises(ValueError, match="reward function"):
         setup(world_model_factory, guidance="reward")
     with pytest.raises(ValueError, match="unknown guidance"):
+        setup(world_model_factory, guidance="bogus")
+    with pytest.raises(ValueError, match="advantage_conditioning"):
         setup(world_model_factory, guidance="cfg")
+    with pytest.raises(ValueError, match="learn_q"):
+        setup(world_model_factory, guidance="sag", advantage="qv")
+    with pytest.raises(ValueError, match="unknown advantage"):
+        setup(world_model_factory, advantage="bogus")
     with pytest.raises(ValueError, match="polygrad"):
         wm = world_model_factory(layout="joint")
         ac = ActorCriticAgent(3, np.array([-1.0, -1.0]), np.array([1.0, 1.0]),

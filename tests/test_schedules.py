@@ -27,8 +27,8 @@ BETA_CAP = 0.999  # the per-step cap documented in cosine_alpha_bar
 class ZeroDenoiser(nn.Module):
     """Stands in for a network where only the process's arithmetic is under test."""
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None, k: torch.Tensor
-                ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None, k: torch.Tensor,
+                label: torch.Tensor | None = None) -> torch.Tensor:
         return torch.zeros_like(x)
 
 
@@ -39,8 +39,8 @@ class FixedOutputDenoiser(nn.Module):
         super().__init__()
         self.output = output
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None, k: torch.Tensor
-                ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None, k: torch.Tensor,
+                label: torch.Tensor | None = None) -> torch.Tensor:
         return self.output
 
 

@@ -329,8 +329,8 @@ class ConstantDenoiser(nn.Module):
         super().__init__()
         self.value = nn.Parameter(torch.zeros(()))
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None, k: torch.Tensor
-                ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None, k: torch.Tensor,
+                label: torch.Tensor | None = None) -> torch.Tensor:
         return torch.zeros_like(x) + self.value
 
 

@@ -1,8 +1,11 @@
 """Denoiser networks over trajectory segments.
 
-Every denoiser maps ``(x_k, cond, k) -> output`` with
+Every denoiser maps ``(x_k, cond, k, label) -> output`` with
 x_k: (B, H, Dx) noisy diffused variables, cond: (B, H, Dc) or None (conditioning actions),
-k: (B,) diffusion step indices (float, may be fractional), output: (B, H, Dx).
+k: (B,) diffusion step indices (float, may be fractional), label: (B,) a scalar segment label
+(the standardized advantage, for classifier-free guidance) with NaN meaning "no label", or None
+(no label for the whole batch); output: (B, H, Dx). Only denoisers built ``labelled`` accept a
+label.
 """
 
 from __future__ import annotations
@@ -26,21 +29,34 @@ def sinusoidal_features(positions: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class SinusoidalTimeEmbedding(nn.Module):
-    """Transformer-style sinusoidal features of the diffusion step followed by a small MLP.
+    """Transformer-style sinusoidal features of the diffusion step followed by a small MLP,
+    plus (when ``labelled``) a linear embedding of the segment label.
 
-    Steps are rescaled to a 0 … 1000 range so that any K gives comparable frequencies.
-    k: (B,) -> (B, dim).
+    Steps are rescaled to a 0 … 1000 range so that any K gives comparable frequencies. The
+    label enters as [y, 1] when given and [0, 0] when not (NaN or None), so "no label" is a
+    learned embedding of its own, the bias. k: (B,), label: (B,) or None -> (B, dim).
     """
 
-    def __init__(self, dim: int, num_steps: int):
+    def __init__(self, dim: int, num_steps: int, labelled: bool = False):
         super().__init__()
         self.dim = dim
         self.scale = 1000.0 / num_steps
         self.mlp = nn.Sequential(nn.Linear(2 * (dim // 2), dim * 2), nn.SiLU(),
                                  nn.Linear(dim * 2, dim))
+        self.label = nn.Linear(2, dim) if labelled else None
 
-    def forward(self, k: torch.Tensor) -> torch.Tensor:
-        return self.mlp(sinusoidal_features(k.float() * self.scale, self.dim))
+    def forward(self, k: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        emb = self.mlp(sinusoidal_features(k.float() * self.scale, self.dim))
+        if self.label is None:
+            if label is not None:
+                raise ValueError("this denoiser was built without a label input "
+                                 "(DiffusionConfig.advantage_conditioning)")
+            return emb
+        if label is None:
+            label = torch.full(k.shape, float("nan"), device=k.device)
+        given = ~torch.isnan(label)
+        features = torch.stack([torch.where(given, label, 0.0), given.float()], -1)
+        return emb + self.label(features)
 
 
 class ResidualBlock(nn.Module):
@@ -63,25 +79,25 @@ class ResidualMLPDenoiser(nn.Module):
     """
 
     def __init__(self, horizon: int, x_dim: int, cond_dim: int, cfg: DenoiserConfig,
-                 num_steps: int):
+                 num_steps: int, labelled: bool = False):
         super().__init__()
         self.horizon, self.x_dim, self.cond_dim = horizon, x_dim, cond_dim
         in_dim = horizon * (x_dim + cond_dim)
         embed = max(in_dim, cfg.time_embed_dim)
         self.proj = nn.Linear(in_dim, embed)
-        self.time = SinusoidalTimeEmbedding(embed, num_steps)
+        self.time = SinusoidalTimeEmbedding(embed, num_steps, labelled)
         self.inp = nn.Linear(embed, cfg.width)
         self.blocks = nn.Sequential(*[ResidualBlock(cfg.width) for _ in range(cfg.depth)])
         self.out_norm = nn.LayerNorm(cfg.width)
         self.out = nn.Linear(cfg.width, horizon * x_dim)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None, k: torch.Tensor
-                ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None, k: torch.Tensor,
+                label: torch.Tensor | None = None) -> torch.Tensor:
         b, h, d = x.shape
         if h != self.horizon:
             raise ValueError(f"this MLP denoiser was built for H = {self.horizon}, got H = {h}")
         flat = x.reshape(b, -1) if cond is None else torch.cat([x, cond], -1).reshape(b, -1)
-        hidden = self.inp(self.proj(flat) + self.time(k))
+        hidden = self.inp(self.proj(flat) + self.time(k, label))
         hidden = F.relu(self.out_norm(self.blocks(hidden)))
         return self.out(hidden).reshape(b, h, d)
 
@@ -113,12 +129,13 @@ class TemporalUNetDenoiser(nn.Module):
     multiple of ``2^(depth-1)`` with zeros and cropped back, so odd H (10, 50, 51) are fine.
     """
 
-    def __init__(self, x_dim: int, cond_dim: int, cfg: DenoiserConfig, num_steps: int):
+    def __init__(self, x_dim: int, cond_dim: int, cfg: DenoiserConfig, num_steps: int,
+                 labelled: bool = False):
         super().__init__()
         self.levels = cfg.depth
         dims = [cfg.width * 2**i for i in range(cfg.depth)]
         t_dim = cfg.time_embed_dim
-        self.time = SinusoidalTimeEmbedding(t_dim, num_steps)
+        self.time = SinusoidalTimeEmbedding(t_dim, num_steps, labelled)
         self.inp = nn.Conv1d(x_dim + cond_dim, dims[0], 1)
         self.down = nn.ModuleList()
         for i, d in enumerate(dims):
@@ -140,14 +157,14 @@ class TemporalUNetDenoiser(nn.Module):
         self.out = nn.Sequential(nn.Conv1d(dims[0], dims[0], 5, padding=2), nn.Mish(),
                                  nn.Conv1d(dims[0], x_dim, 1))
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None, k: torch.Tensor
-                ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None, k: torch.Tensor,
+                label: torch.Tensor | None = None) -> torch.Tensor:
         _b, h, _d = x.shape
         inp = x if cond is None else torch.cat([x, cond], -1)
         multiple = 2 ** (self.levels - 1)
         padded = math.ceil(h / multiple) * multiple
         z = F.pad(inp.transpose(1, 2), (0, padded - h))
-        t = self.time(k)
+        t = self.time(k, label)
         z = self.inp(z)
         skips = []
         for block1, block2, downsample in self.down:
@@ -169,37 +186,38 @@ class TransformerDenoiser(nn.Module):
     Tokens: Linear([x_t, cond_t]) + sinusoidal position + diffusion-time embedding.
     """
 
-    def __init__(self, x_dim: int, cond_dim: int, cfg: DenoiserConfig, num_steps: int):
+    def __init__(self, x_dim: int, cond_dim: int, cfg: DenoiserConfig, num_steps: int,
+                 labelled: bool = False):
         super().__init__()
         if cfg.width % cfg.heads or cfg.width % 2:
             raise ValueError(f"transformer width {cfg.width} must be even and divide by heads "
                              f"{cfg.heads}")
         self.width = cfg.width
         self.inp = nn.Linear(x_dim + cond_dim, cfg.width)
-        self.time = SinusoidalTimeEmbedding(cfg.width, num_steps)
+        self.time = SinusoidalTimeEmbedding(cfg.width, num_steps, labelled)
         layer = nn.TransformerEncoderLayer(cfg.width, cfg.heads, 4 * cfg.width, dropout=0.0,
                                            activation="gelu", batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, cfg.depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(cfg.width)
         self.out = nn.Linear(cfg.width, x_dim)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None, k: torch.Tensor
-                ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None, k: torch.Tensor,
+                label: torch.Tensor | None = None) -> torch.Tensor:
         inp = x if cond is None else torch.cat([x, cond], -1)
         positions = sinusoidal_features(torch.arange(x.shape[1], device=x.device), self.width)
-        tokens = self.inp(inp) + positions + self.time(k)[:, None]
+        tokens = self.inp(inp) + positions + self.time(k, label)[:, None]
         return self.out(self.norm(self.encoder(tokens)))
 
 
 def make_denoiser(cfg: DenoiserConfig, horizon: int, x_dim: int, cond_dim: int,
-                  num_steps: int) -> nn.Module:
-    """Build the denoiser named by ``cfg.kind``."""
+                  num_steps: int, labelled: bool = False) -> nn.Module:
+    """Build the denoiser named by ``cfg.kind`` (with a label input when ``labelled``)."""
     if cfg.width <= 0 or cfg.depth <= 0:
         raise ValueError(f"denoiser width and depth must be positive, got {cfg.width}, {cfg.depth}")
     if cfg.kind == "mlp":
-        return ResidualMLPDenoiser(horizon, x_dim, cond_dim, cfg, num_steps)
+        return ResidualMLPDenoiser(horizon, x_dim, cond_dim, cfg, num_steps, labelled)
     if cfg.kind == "unet":
-        return TemporalUNetDenoiser(x_dim, cond_dim, cfg, num_steps)
+        return TemporalUNetDenoiser(x_dim, cond_dim, cfg, num_steps, labelled)
     if cfg.kind == "transformer":
-        return TransformerDenoiser(x_dim, cond_dim, cfg, num_steps)
+        return TransformerDenoiser(x_dim, cond_dim, cfg, num_steps, labelled)
     raise ValueError(f"unknown denoiser {cfg.kind!r}; choose 'mlp', 'unet' or 'transformer'")

@@ -1,7 +1,8 @@
 """The Gaussian diffusion process over segments: forward noising, x̂_0 / ε parameterization,
 the training objective, and the reverse-step posterior.
 
-Shapes: x: (B, H, Dx); cond: (B, H, Dc) or None; k: (B,) integer step indices in [0, K).
+Shapes: x: (B, H, Dx); cond: (B, H, Dc) or None; k: (B,) integer step indices in [0, K);
+label: (B,) scalar segment labels (NaN: none) or None, for label-conditioned denoisers.
 """
 
 from __future__ import annotations
@@ -93,8 +94,8 @@ class GaussianDiffusion(nn.Module):
         return c0 * x0 + ct * x_k, std
 
     def loss(self, x0: torch.Tensor, cond: torch.Tensor | None, weight: torch.Tensor,
-             inpainting: Inpainting | None = None, generator: torch.Generator | None = None
-             ) -> torch.Tensor:
+             inpainting: Inpainting | None = None, generator: torch.Generator | None = None,
+             label: torch.Tensor | None = None) -> torch.Tensor:
         """Mean squared error of the denoiser's target under ``weight`` (B, H, Dx) in [0, 1].
 
         Known (inpainted) entries are set clean in x_k, as at sampling time, and should carry
@@ -106,6 +107,6 @@ class GaussianDiffusion(nn.Module):
         x_k = self.q_sample(x0, k, noise)
         if inpainting is not None:
             x_k = inpainting.apply(x_k)
-        out = self.denoiser(x_k, cond, k.float())
+        out = self.denoiser(x_k, cond, k.float(), label)
         target = x0 if self.prediction == "x0" else noise
         return ((out - target) ** 2 * weight).sum() / weight.sum().clamp(min=1.0)

@@ -9,6 +9,7 @@ The first state s_0 is always pinned to a real state by inpainting.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,8 @@ class DiffusionWorldModel(nn.Module):
             raise ValueError(f"horizon must be at least 2, got {cfg.horizon}")
         if cfg.num_steps <= 0 or cfg.batch_size <= 0:
             raise ValueError("num_steps and batch_size must be positive")
+        if not 0.0 <= cfg.condition_dropout < 1.0:
+            raise ValueError(f"condition_dropout must be in [0, 1), got {cfg.condition_dropout}")
         self.cfg = cfg
         self.obs_dim, self.action_dim = obs_dim, action_dim
         self.joint = cfg.layout == "joint"
@@ -47,7 +50,7 @@ class DiffusionWorldModel(nn.Module):
         self.action_norm = RunningNormalizer(action_dim)
         self.reward_norm = RunningNormalizer(1)
         denoiser = make_denoiser(cfg.denoiser, cfg.horizon, self.x_dim, self.cond_dim,
-                                 cfg.num_steps)
+                                 cfg.num_steps, labelled=cfg.advantage_conditioning)
         tau = 1.0 if cfg.schedule_tau is None else cfg.schedule_tau
         self.diffusion = GaussianDiffusion(denoiser, cfg.num_steps, cfg.schedule, tau,
                                            cfg.prediction, cfg.x0_bound)
@@ -107,8 +110,13 @@ class DiffusionWorldModel(nn.Module):
         return Inpainting(mask, values)
 
     # ------------------------------------------------------------------ training
-    def train_step(self, batch: SegmentBatch, generator: torch.Generator | None = None) -> float:
-        """One gradient step of the denoising objective on a batch of real segments."""
+    def train_step(self, batch: SegmentBatch, generator: torch.Generator | None = None,
+                   labels: torch.Tensor | None = None) -> float:
+        """One gradient step of the denoising objective on a batch of real segments.
+
+        labels: (B,) segment labels for an advantage-conditioned model (a random
+        ``condition_dropout`` fraction is dropped; None drops all), None otherwise.
+        """
         seg = Segment.from_numpy(batch.states, batch.actions, batch.rewards, batch.terminals,
                                  self.device)
         x0, cond = self.encode(seg)
@@ -120,8 +128,17 @@ class DiffusionWorldModel(nn.Module):
         pin = self.pin_start(x0[:, 0, : self.obs_dim], x0.shape[0],
                              x0[..., self.obs_dim : self.obs_dim + self.action_dim], pin_actions)
         weight = mask[..., None].expand_as(x0) * (~pin.mask)  # nothing to learn where pinned
+        label = None
+        if self.cfg.advantage_conditioning:
+            label = torch.full((x0.shape[0],), float("nan"), device=self.device)
+            if labels is not None:
+                keep = torch.rand(x0.shape[0], device=self.device,
+                                  generator=generator) >= self.cfg.condition_dropout
+                label = torch.where(keep, labels.to(self.device, torch.float32), label)
+        elif labels is not None:
+            raise ValueError("labels given to a model built without advantage_conditioning")
         self.diffusion.train()
-        loss = self.diffusion.loss(x0, cond, weight, pin, generator)
+        loss = self.diffusion.loss(x0, cond, weight, pin, generator, label)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip > 0:
@@ -135,12 +152,15 @@ class DiffusionWorldModel(nn.Module):
     @torch.no_grad()
     def sample(self, s0: torch.Tensor, sampler: Sampler, actions: torch.Tensor | None = None,
                hook: DenoisingHook | None = None, generator: torch.Generator | None = None,
-               use_ema: bool = True) -> Segment:
+               use_ema: bool = True,
+               wrap_denoiser: Callable[[nn.Module], nn.Module] | None = None) -> Segment:
         """Imagine segments from start states.
 
         s0: (B, ds) raw start states; actions: (B, H, da) raw actions to condition on, or None
         to start them from N(0, I) in normalized space (a hook such as policy guidance then
-        shapes them; without a hook they stay noise). Returns a raw-unit :class:`Segment`.
+        shapes them; without a hook they stay noise). ``wrap_denoiser`` replaces the network
+        by a wrapper around it (classifier-free guidance). Returns a raw-unit
+        :class:`Segment`.
         """
         b, h = s0.shape[0], self.cfg.horizon
         s0_norm = self.state_norm.normalize(torch.as_tensor(s0, dtype=torch.float32,
@@ -157,6 +177,8 @@ class DiffusionWorldModel(nn.Module):
         pin = self.pin_start(s0_norm, b, a_norm)
         denoiser = self.ema.model if use_ema else self.diffusion.denoiser
         denoiser.eval()
+        if wrap_denoiser is not None:
+            denoiser = wrap_denoiser(denoiser)
         x, cond = sampler.sample(self.diffusion, (b, h, self.x_dim), cond=cond, inpainting=pin,
                                  hook=hook, denoiser=denoiser, generator=generator,
                                  device=self.device)
