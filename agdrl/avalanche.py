@@ -36,7 +36,7 @@ from agdrl.config import (
 from agdrl.diffusion.samplers import Sampler
 from agdrl.diffusion.world_model import DiffusionWorldModel
 from agdrl.ensemble import BootstrapSampler, ProbabilisticEnsemble
-from agdrl.envs import env_id, make_env, set_sim_state
+from agdrl.envs import env_id, make_env, replay_actions
 
 
 @dataclass(frozen=True)
@@ -141,16 +141,11 @@ def build_open_loop_task(env: gym.Env, test: ReplayBuffer, max_h: int, num_start
         recorded = min(max_h + 1, test.episode_end[i] - i + 1)
         actions[j, :recorded] = test.actions[i : i + recorded]
         actions[j, recorded:] = test.actions[i + recorded - 1]
-        env.reset()
-        obs = set_sim_state(env, test.sim_states[i])
-        restore_error = max(restore_error, float(np.abs(obs - test.obs[i]).max()))
-        truth[j, 0] = obs
-        for h in range(min(max_h, recorded)):  # stop where the recorded episode stopped
-            obs, _, terminated, _, _ = env.step(actions[j, h])
-            truth[j, h + 1] = obs
-            valid[j] = h + 1
-            if terminated:
-                break
+        # stop where the recorded episode stopped
+        states, _, valid[j], _ = replay_actions(env, test.sim_states[i],
+                                                actions[j, : min(max_h, recorded)])
+        truth[j, : len(states)] = states
+        restore_error = max(restore_error, float(np.abs(states[0] - test.obs[i]).max()))
     return OpenLoopTask(truth[:, 0].copy(), actions, truth, valid, restore_error)
 
 

@@ -59,6 +59,7 @@ def _train(args: list[str]) -> int:
     model = AGDMBRL(cfg.env, cfg, run_dir=run)
     model.learn(cfg.total_steps, progress_bar=True)
     model.save(run / "model")
+    model.close()
     print(f"run directory: {run}\n  evaluations: {run / 'evaluations.csv'}\n"
           f"  TensorBoard: tensorboard --logdir {run / 'tensorboard'}\n  model: {run / 'model'}")
     return 0

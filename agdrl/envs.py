@@ -86,3 +86,25 @@ def set_sim_state(env: gym.Env, sim_state: np.ndarray) -> np.ndarray:
         raise ValueError(f"sim state has shape {sim_state.shape}, expected ({nq + nv},)")
     unwrapped.set_state(sim_state[:nq], sim_state[nq:])
     return np.asarray(unwrapped._get_obs(), dtype=np.float32)
+
+
+def replay_actions(env: gym.Env, sim_state: np.ndarray, actions: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, int, bool]:
+    """Restore ``sim_state`` and apply ``actions`` (T, da) in the simulator until they run out
+    or the episode terminates.
+
+    Returns (states (T + 1, ds) with NaN after the last reached step, rewards (T,) with 0 after
+    it, steps taken, whether the last step terminated). The env is reset first.
+    """
+    env.reset()
+    obs = set_sim_state(env, sim_state)
+    states = np.full((len(actions) + 1, obs.shape[0]), np.nan, np.float32)
+    rewards = np.zeros(len(actions), np.float32)
+    states[0] = obs
+    terminated, steps = False, 0
+    for t, action in enumerate(actions):
+        obs, reward, terminated, _, _ = env.step(action)
+        states[t + 1], rewards[t], steps = obs, reward, t + 1
+        if terminated:
+            break
+    return states, rewards, steps, bool(terminated)

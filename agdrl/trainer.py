@@ -12,8 +12,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +25,7 @@ import numpy as np
 import torch
 
 from agdrl.a2c import ActorCriticAgent
-from agdrl.checkpoint import load_weights, save_module
+from agdrl.checkpoint import load_weights, read_meta, save_module
 from agdrl.collect import new_buffer
 from agdrl.config import (
     ActorCriticConfig,
@@ -35,7 +38,10 @@ from agdrl.config import (
 )
 from agdrl.diffusion.world_model import DiffusionWorldModel
 from agdrl.envs import env_id, get_sim_state, make_env
+from agdrl.guidance import advantage_labels
 from agdrl.imagination import Imagination
+from agdrl.reward_model import RewardModel
+from agdrl.segments import Segment
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,18 @@ class TrainConfig:
     """Actor-critic."""
     imagination: ImaginationConfig = field(default_factory=ImaginationConfig)
     """Imagined batches and their guidance."""
+    checkpoint_every: int = 0
+    """Environment steps between checkpoints in the run directory (0: only at the end)."""
+    keep_checkpoints: int = 2
+    """Most recent checkpoints kept in the run directory."""
+    video: bool = False
+    """Record the first episode of every evaluation as an MP4 in the run directory (needs the
+    'video' extra; headless rendering uses MUJOCO_GL=egl unless it is set)."""
+    wandb: bool = False
+    """Mirror the logged scalars to Weights & Biases (needs the 'wandb' extra; WANDB_MODE=offline
+    works without an account)."""
+    wandb_project: str = "agdrl"
+    """Weights & Biases project name."""
     device: str = "cpu"
     """torch device."""
 
@@ -74,9 +92,12 @@ class TrainConfig:
         for name in ("total_steps", "prefill_steps", "agent_update_every", "eval_episodes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("pretrain_steps", "model_updates_per_step", "eval_every"):
+        for name in ("pretrain_steps", "model_updates_per_step", "eval_every",
+                     "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
+        if self.keep_checkpoints <= 0:
+            raise ValueError(f"keep_checkpoints must be positive, got {self.keep_checkpoints}")
         if self.diffusion.layout != "polygrad":
             raise ValueError("the agent imagines with the 'polygrad' layout (actions as "
                              "conditioning); 'joint' is for planning")
@@ -93,30 +114,78 @@ PRESETS: dict[str, TrainConfig] = {
 }
 
 
-class EvalLog:
-    """Evaluations as a CSV file and TensorBoard scalars in the run directory."""
+PHASES = ("environment", "model", "imagination", "agent", "evaluation")
+"""Phases of :meth:`AGDMBRL.learn` whose wall-clock time is accounted."""
 
-    def __init__(self, run_dir: Path):
+
+def _require_video() -> None:
+    try:
+        import imageio  # noqa: F401
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError as err:
+        raise ImportError("video needs the 'video' extra: pip install 'agdrl[video]'") from err
+
+
+def _write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
+    import imageio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imageio.mimsave(path, frames, fps=fps, macro_block_size=1)
+
+
+class RunLog:
+    """The run directory's logs: ``config.json``, ``evaluations.csv``, ``train_metrics.csv``,
+    TensorBoard event files, and (optionally) the same scalars in Weights & Biases."""
+
+    def __init__(self, run_dir: Path, cfg: TrainConfig):
         from torch.utils.tensorboard import SummaryWriter
 
         run_dir.mkdir(parents=True, exist_ok=True)
-        self.csv_path = run_dir / "evaluations.csv"
+        (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+        self.eval_path = run_dir / "evaluations.csv"
+        self.train_path = run_dir / "train_metrics.csv"
         self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+        self.wandb = None
+        if cfg.wandb:
+            try:
+                import wandb
+            except ImportError as err:
+                raise ImportError("--wandb needs the 'wandb' extra: pip install "
+                                  "'agdrl[wandb]'") from err
+            self.wandb = wandb.init(project=cfg.wandb_project, dir=str(run_dir),
+                                    config=dataclasses.asdict(cfg), name=run_dir.name)
 
     def scalars(self, step: int, values: dict[str, float], prefix: str) -> None:
         for k, v in values.items():
             self.writer.add_scalar(f"{prefix}/{k}", v, step)
+        if self.wandb is not None:
+            self.wandb.log({f"{prefix}/{k}": v for k, v in values.items()}, step=step)
+
+    @staticmethod
+    def _append(path: Path, row: dict[str, float]) -> None:
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row), restval="", extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def train(self, step: int, metrics: dict[str, float]) -> None:
+        self.scalars(step, metrics, "train")
+        self._append(self.train_path, {"env_step": step, **metrics})
 
     def evaluation(self, step: int, returns: list[float], wall_s: float) -> None:
-        new = not self.csv_path.exists()
-        with open(self.csv_path, "a", newline="") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(["env_step", "mean_return", "std_return", "episodes", "wall_s"])
-            w.writerow([step, float(np.mean(returns)), float(np.std(returns)), len(returns),
-                        round(wall_s, 2)])
+        self._append(self.eval_path, {
+            "env_step": step, "mean_return": float(np.mean(returns)),
+            "std_return": float(np.std(returns)), "episodes": len(returns),
+            "wall_s": round(wall_s, 2)})
         self.scalars(step, {"mean_return": float(np.mean(returns))}, "eval")
         self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+        if self.wandb is not None:
+            self.wandb.finish()
 
 
 class AGDMBRL:
@@ -132,16 +201,23 @@ class AGDMBRL:
                  run_dir: str | Path | None = None, eval_env: gym.Env | None = None):
         cfg = config or PRESETS["fast"]
         cfg.check()
+        if cfg.video:
+            _require_video()
+            os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering
         self.env = make_env(env, seed=cfg.seed)
         if eval_env is None:
             spec = getattr(self.env, "spec", None)
             if spec is None:
                 raise ValueError("pass eval_env= for an environment that was not made by "
                                  "gymnasium.make (evaluation needs its own instance)")
-            eval_env = gym.make(spec)
+            eval_env = gym.make(spec, render_mode="rgb_array" if cfg.video else None)
+        elif cfg.video and eval_env.render_mode != "rgb_array":
+            raise ValueError("video needs an eval_env made with render_mode='rgb_array'")
         self.eval_env = make_env(eval_env, seed=cfg.seed + 10_000)
-        cfg = dataclasses.replace(cfg, env=env_id(self.env),
-                                  diffusion=for_task(cfg.diffusion, env_id(self.env)))
+        diffusion = for_task(cfg.diffusion, env_id(self.env))
+        if cfg.imagination.guidance == "cfg":  # the denoiser needs its advantage input
+            diffusion = dataclasses.replace(diffusion, advantage_conditioning=True)
+        cfg = dataclasses.replace(cfg, env=env_id(self.env), diffusion=diffusion)
         self.cfg = cfg
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
@@ -149,14 +225,34 @@ class AGDMBRL:
         space = self.env.action_space
         obs_dim, action_dim = self.env.observation_space.shape[0], space.shape[0]
         self.world_model = DiffusionWorldModel(obs_dim, action_dim, cfg.diffusion, cfg.device)
-        self.agent = ActorCriticAgent(obs_dim, space.low, space.high, cfg.agent, cfg.device)
-        self.imagination = Imagination(self.world_model, self.agent, cfg.imagination)
+        self.agent = ActorCriticAgent(obs_dim, space.low, space.high, cfg.agent, cfg.device,
+                                      learn_q=cfg.imagination.advantage == "qv")
+        self.reward_model = (RewardModel(obs_dim, action_dim, device=cfg.device)
+                             if cfg.imagination.guidance == "reward" else None)
+        self.imagination = Imagination(self.world_model, self.agent, cfg.imagination,
+                                       self.reward_model)
         self.buffer = new_buffer(self.env)
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.log = EvalLog(self.run_dir) if self.run_dir is not None else None
+        self.log = RunLog(self.run_dir, cfg) if self.run_dir is not None else None
         self.num_timesteps = 0
+        self.seconds: dict[str, float] = dict.fromkeys(PHASES, 0.0)
         self._obs, _ = self.env.reset(seed=cfg.seed)
         self.env.action_space.seed(cfg.seed)
+
+    @contextmanager
+    def _timed(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.seconds[phase] += time.perf_counter() - start
+
+    def time_profile(self) -> dict[str, float]:
+        """Wall-clock seconds spent so far in each phase of :meth:`learn`: environment (acting
+        and storing), model (diffusion and reward-model training), sampling and guidance (the
+        two parts of imagination), agent (actor-critic update), evaluation."""
+        out = dict(self.seconds)
+        out["guidance"] = self.imagination.guidance_seconds
+        out["sampling"] = out.pop("imagination") - out["guidance"]
+        return out
 
     # ------------------------------------------------------------------ acting
     def predict(self, obs: np.ndarray, deterministic: bool = True
@@ -168,17 +264,25 @@ class AGDMBRL:
                       else self.agent.actor.sample(states, self.generator))
         return action.cpu().numpy(), None
 
-    def evaluate(self, episodes: int | None = None) -> list[float]:
-        """Undiscounted returns of ``episodes`` deterministic episodes on the eval env."""
+    def evaluate(self, episodes: int | None = None, video_path: Path | None = None
+                 ) -> list[float]:
+        """Undiscounted returns of ``episodes`` deterministic episodes on the eval env; the
+        first episode is written to ``video_path`` (MP4) when given."""
         returns = []
-        for _ in range(episodes or self.cfg.eval_episodes):
+        for episode in range(episodes or self.cfg.eval_episodes):
             obs, _ = self.eval_env.reset()
+            frames = [self.eval_env.render()] if video_path is not None and episode == 0 \
+                else None
             done, total = False, 0.0
             while not done:
                 obs, reward, terminated, truncated, _ = self.eval_env.step(self.predict(obs)[0])
                 total += float(reward)
                 done = terminated or truncated
+                if frames is not None:
+                    frames.append(self.eval_env.render())
             returns.append(total)
+            if frames:
+                _write_video(video_path, frames, self.eval_env.metadata.get("render_fps", 30))
         return returns
 
     # ------------------------------------------------------------------ learning
@@ -190,22 +294,45 @@ class AGDMBRL:
         self.buffer.add(self._obs, action, float(reward), next_obs, terminated, truncated, sim)
         self.world_model.update_normalizers(self._obs[None], np.asarray(action)[None],
                                             np.asarray([reward]))
+        if self.reward_model is not None:
+            self.reward_model.update_normalizers(self._obs[None], np.asarray(action)[None],
+                                                 np.asarray([reward]))
         self.agent.update_normalizers(self._obs[None])
         self._obs = next_obs
         if terminated or truncated:
             self._obs, _ = self.env.reset()
 
     def _model_step(self) -> float:
+        """One diffusion step (with advantage labels from the current critic when the model
+        is advantage-conditioned) and one reward-model step when reward guidance needs it."""
         h = self.cfg.diffusion
         batch = self.buffer.sample_segments(h.batch_size, h.horizon, self.rng, pad=h.pad_segments)
-        return self.world_model.train_step(batch)
+        labels = None
+        if h.advantage_conditioning:
+            seg = Segment.from_numpy(batch.states, batch.actions, batch.rewards,
+                                     batch.terminals, self.agent.device)
+            labels = advantage_labels(self.agent.critic, seg,
+                                      torch.as_tensor(batch.mask, device=self.agent.device),
+                                      self.agent.cfg.gamma)
+        if self.reward_model is not None:
+            self.reward_model.train_step(self.buffer.sample_transitions(h.batch_size, self.rng))
+        return self.world_model.train_step(batch, self.generator, labels)
 
     def _agent_step(self) -> dict[str, float]:
         idx = self.rng.integers(0, self.buffer.size, self.cfg.imagination.batch_size)
         starts = torch.as_tensor(self.buffer.obs[idx])
-        seg, metrics = self.imagination(starts, self.generator)
-        metrics.update(self.agent.update(seg))
+        with self._timed("imagination"):
+            seg, metrics = self.imagination(starts, self.generator)
+        with self._timed("agent"):
+            metrics.update(self.agent.update(seg))
         return metrics
+
+    def _checkpoint(self) -> None:
+        """Save into the run directory's checkpoints/ and drop the oldest beyond the limit."""
+        folder = self.run_dir / "checkpoints"
+        self.save(folder / f"step_{self.num_timesteps:09d}")
+        for old in sorted(folder.glob("step_*"))[: -self.cfg.keep_checkpoints]:
+            shutil.rmtree(old)
 
     def learn(self, total_timesteps: int, progress_bar: bool = False,
               callback: Callable[[AGDMBRL], bool | None] | None = None) -> AGDMBRL:
@@ -223,25 +350,39 @@ class AGDMBRL:
         last_return, loss = float("nan"), float("nan")
         while self.num_timesteps < start + total_timesteps:
             prefill = self.num_timesteps < cfg.prefill_steps
-            self._step_env(random=prefill)
+            with self._timed("environment"):
+                self._step_env(random=prefill)
             self.num_timesteps += 1
             step = self.num_timesteps
-            if step == cfg.prefill_steps:
-                for _ in range(cfg.pretrain_steps):
-                    self._model_step()
-            if not prefill:
-                for _ in range(cfg.model_updates_per_step):
-                    loss = self._model_step()
-                if step % cfg.agent_update_every == 0:
-                    metrics = self._agent_step()
-                    if self.log is not None and step % (50 * cfg.agent_update_every) == 0:
-                        self.log.scalars(step, {**metrics, "diffusion_loss": loss}, "train")
-            if (cfg.eval_every and step % cfg.eval_every == 0) or \
-                    step == start + total_timesteps:
-                returns = self.evaluate()
+            with self._timed("model"):
+                if step == cfg.prefill_steps:
+                    for _ in range(cfg.pretrain_steps):
+                        self._model_step()
+                if not prefill:
+                    for _ in range(cfg.model_updates_per_step):
+                        loss = self._model_step()
+            if not prefill and step % cfg.agent_update_every == 0:
+                metrics = self._agent_step()
+                if self.log is not None and step % (50 * cfg.agent_update_every) == 0:
+                    seconds = self.time_profile()
+                    total = sum(seconds.values())
+                    self.log.train(step, {**metrics, "diffusion_loss": loss,
+                                          **{f"time_fraction_{k}": v / total
+                                             for k, v in seconds.items()},
+                                          "env_steps_per_s": (step - start)
+                                          / (time.perf_counter() - t0)})
+            last = step == start + total_timesteps
+            if (cfg.eval_every and step % cfg.eval_every == 0) or last:
+                with self._timed("evaluation"):
+                    video = (self.run_dir / "videos" / f"step_{step:09d}.mp4"
+                             if cfg.video and self.run_dir is not None else None)
+                    returns = self.evaluate(video_path=video)
                 last_return = float(np.mean(returns))
                 if self.log is not None:
                     self.log.evaluation(step, returns, time.perf_counter() - t0)
+            if self.run_dir is not None and (
+                    last or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)):
+                self._checkpoint()
             if bar is not None:
                 bar.update(1)
                 if step % 100 == 0:
@@ -252,7 +393,14 @@ class AGDMBRL:
                 break
         if bar is not None:
             bar.close()
+        if self.log is not None:
+            self.log.writer.flush()
         return self
+
+    def close(self) -> None:
+        """Close the run's logs (TensorBoard, Weights & Biases)."""
+        if self.log is not None:
+            self.log.close()
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
@@ -265,6 +413,9 @@ class AGDMBRL:
         self.world_model.save(path / "world_model.safetensors")
         save_module(self.agent, path / "agent.safetensors",
                     {"kind": "actor_critic", "updates": self.agent.updates})
+        if self.reward_model is not None:
+            save_module(self.reward_model, path / "reward_model.safetensors",
+                        {"kind": "reward_model"})
 
     @classmethod
     def load(cls, path: str | Path, env: str | gym.Env | None = None,
@@ -284,5 +435,8 @@ class AGDMBRL:
                              f"{(saved_wm.obs_dim, saved_wm.action_dim)}, the env {expected}")
         model.world_model.load_state_dict(saved_wm.state_dict())
         load_weights(model.agent, path / "agent.safetensors", cfg.device)
+        model.agent.updates = read_meta(path / "agent.safetensors", "actor_critic")["updates"]
+        if model.reward_model is not None:
+            load_weights(model.reward_model, path / "reward_model.safetensors", cfg.device)
         model.num_timesteps = saved["num_timesteps"]
         return model

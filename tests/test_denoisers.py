@@ -137,12 +137,17 @@ def test_label_input(kind: str):
     cfg = DenoiserConfig(kind=kind, width=16, depth=2, heads=2)
     net = make_denoiser(cfg, 6, 4, 2, 16, labelled=True)
     x, cond, k = torch.randn(3, 6, 4), torch.randn(3, 6, 2), torch.tensor([0.0, 5.0, 9.0])
+    plain = make_denoiser(cfg, 6, 4, 2, 16)
+    plain.load_state_dict(net.state_dict(), strict=False)
+    # the label layer starts at zero: the same function as the unlabelled network
+    torch.testing.assert_close(net(x, cond, k, torch.ones(3)), plain(x, cond, k))
+    nn.init.normal_(net.time.label.weight)
+    nn.init.normal_(net.time.label.bias)
     none = net(x, cond, k, None)
     torch.testing.assert_close(net(x, cond, k, torch.full((3,), float("nan"))), none)
     labels = torch.tensor([1.0, float("nan"), -2.0])
     mixed = net(x, cond, k, labels)
     torch.testing.assert_close(mixed[1], none[1])  # per-sample: only labelled rows change
     assert not torch.allclose(mixed[0], none[0]) and not torch.allclose(mixed[2], none[2])
-    plain = make_denoiser(cfg, 6, 4, 2, 16)
     with pytest.raises(ValueError, match="label"):
         plain(x, cond, k, labels)

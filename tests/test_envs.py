@@ -15,6 +15,7 @@ from agdrl.envs import (
     get_sim_state,
     has_sim_state,
     make_env,
+    replay_actions,
     set_sim_state,
 )
 
@@ -149,3 +150,26 @@ def test_falling_pole_is_termination_not_truncation() -> None:
         if terminated or truncated:
             break
     assert terminated and not truncated
+
+
+def test_replay_actions_reproduces_an_episode_and_stops_at_its_end() -> None:
+    """Replaying recorded actions from a stored state gives the recorded states and rewards;
+    the replay stops at termination and pads the rest."""
+    env = make_env("InvertedPendulum-v5", seed=3)
+    env.reset(seed=3)
+    sim, obs_seq, rewards = get_sim_state(env), [], []
+    actions = np.full((60, 1), 3.0, np.float32)  # full push: the pole falls within 60 steps
+    for a in actions:
+        obs, r, terminated, _, _ = env.step(a)
+        obs_seq.append(obs)
+        rewards.append(r)
+        if terminated:
+            break
+    n = len(obs_seq)
+    assert terminated and n < 60
+    states, replay_rewards, steps, ended = replay_actions(make_env("InvertedPendulum-v5"), sim,
+                                                         actions)
+    assert steps == n and ended
+    np.testing.assert_allclose(states[1 : n + 1], np.array(obs_seq), atol=1e-6)
+    np.testing.assert_allclose(replay_rewards[:n], rewards)
+    assert np.isnan(states[n + 1 :]).all() and not replay_rewards[n:].any()

@@ -114,6 +114,7 @@ def test_classifier_free_guidance_combines_the_two_predictions():
 
     torch.manual_seed(0)
     net = make_denoiser(DenoiserConfig(width=16, depth=1), 4, 3, 2, 8, labelled=True)
+    torch.nn.init.normal_(net.time.label.weight)  # as after training (it starts at zero)
     x, cond, k = torch.randn(5, 4, 3), torch.randn(5, 4, 2), torch.full((5,), 3.0)
     c = net(x, cond, k, torch.full((5,), 1.5))
     u = net(x, cond, k, None)

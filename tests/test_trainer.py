@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
+import time
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 from agdrl.cli import main
 from agdrl.config import ActorCriticConfig, DenoiserConfig, DiffusionConfig, ImaginationConfig
@@ -85,3 +88,95 @@ def test_agent_updates_without_per_step_model_updates(tmp_path: Path):
     model = AGDMBRL("InvertedPendulum-v5", cfg, run_dir=tmp_path).learn(300)
     assert model.agent.updates == 300 // 4 - 150 // 4
     assert model.world_model.train_steps == cfg.pretrain_steps
+
+
+@pytest.mark.parametrize(("guidance", "advantage", "metric"),
+                         [("cfg", "td", "policy_delta"), ("reward", "td", "guidance_grad_rms"),
+                          ("eag", "qv", "q_loss")])
+def test_every_guidance_trains_and_fills_the_run_directory(tmp_path: Path, guidance: str,
+                                                           advantage: str, metric: str):
+    cfg = dataclasses.replace(
+        TINY, total_steps=360, eval_every=0, checkpoint_every=120, agent_update_every=1,
+        imagination=dataclasses.replace(TINY.imagination, guidance=guidance,
+                                        advantage=advantage))
+    model = AGDMBRL("InvertedPendulum-v5", cfg, run_dir=tmp_path).learn(360)
+    assert model.world_model.cfg.advantage_conditioning == (guidance == "cfg")
+    assert (model.reward_model is not None) == (guidance == "reward")
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["imagination"]["guidance"] == guidance and saved["seed"] == 0
+    with open(tmp_path / "train_metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["env_step"]) for r in rows] == [200, 250, 300, 350]
+    assert all(np.isfinite(float(r[metric])) for r in rows)
+    assert sum(float(v) for k, v in rows[-1].items() if k.startswith("time_fraction")) == \
+        pytest.approx(1.0)
+    # checkpoints at 120, 240, 360; the two most recent are kept
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == \
+        ["step_000000240", "step_000000360"]
+    loaded = AGDMBRL.load(tmp_path / "checkpoints" / "step_000000360")
+    obs = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    np.testing.assert_array_equal(model.predict(obs)[0], loaded.predict(obs)[0])
+    assert loaded.agent.updates == model.agent.updates == 360 - 150
+    if guidance == "reward":
+        states, actions = torch.randn(7, 4), torch.rand(7, 1) * 6 - 3
+        torch.testing.assert_close(model.reward_model(states, actions),
+                                   loaded.reward_model(states, actions))
+
+
+def test_time_profile_accounts_for_the_run():
+    model = AGDMBRL("InvertedPendulum-v5", dataclasses.replace(TINY, eval_every=0))
+    start = time.perf_counter()
+    model.learn(300)
+    elapsed = time.perf_counter() - start
+    profile = model.time_profile()
+    assert set(profile) == {"environment", "model", "sampling", "guidance", "agent",
+                            "evaluation"}
+    assert all(v > 0 for v in profile.values())
+    assert 0.8 * elapsed < sum(profile.values()) <= elapsed
+
+
+def test_video_of_the_first_evaluation_episode(tmp_path: Path):
+    imageio = pytest.importorskip("imageio.v3")
+    pytest.importorskip("imageio_ffmpeg")
+    cfg = dataclasses.replace(TINY, total_steps=160, eval_every=0, eval_episodes=1, video=True)
+    model = AGDMBRL("InvertedPendulum-v5", cfg, run_dir=tmp_path).learn(160)
+    with open(tmp_path / "evaluations.csv") as f:
+        episode_return = float(next(csv.DictReader(f))["mean_return"])
+    frames = imageio.imread(tmp_path / "videos" / "step_000000160.mp4")
+    # the pendulum pays 1 per step and 0 on the step that ends it (it falls within 1000 steps
+    # here): 1 frame after reset + (return + 1) steps
+    assert episode_return < 999
+    assert frames.shape[0] == episode_return + 2 and frames.shape[-1] == 3
+    assert frames.std() > 0  # not a blank picture
+    model.close()
+
+
+def test_wandb_receives_the_logged_scalars(tmp_path: Path, monkeypatch):
+    """What the run sends (recorded through a stand-in for wandb.init), then a real offline
+    run that writes its log file."""
+    wandb = pytest.importorskip("wandb")
+    sent: list[tuple[dict, int]] = []
+
+    class Recorder:
+        def log(self, values: dict, step: int) -> None:
+            sent.append((values, step))
+
+        def finish(self) -> None:
+            pass
+
+    cfg = dataclasses.replace(TINY, total_steps=300, eval_every=0, wandb=True)
+    with monkeypatch.context() as patch:
+        patch.setattr(wandb, "init", lambda **kwargs: Recorder())
+        AGDMBRL("InvertedPendulum-v5", cfg, run_dir=tmp_path / "fake").learn(300).close()
+    with open(tmp_path / "fake" / "evaluations.csv") as f:
+        logged = float(next(csv.DictReader(f))["mean_return"])
+    assert ({"eval/mean_return": pytest.approx(logged)}, 300) in sent
+    train = [values for values, step in sent if step == 200]
+    assert len(train) == 1 and np.isfinite(train[0]["train/critic_loss"])
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = dataclasses.replace(cfg, total_steps=160)
+    AGDMBRL("InvertedPendulum-v5", cfg, run_dir=tmp_path / "real").learn(160).close()
+    runs = list((tmp_path / "real" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and sum(p.stat().st_size for p in runs[0].glob("*.wandb")) > 0

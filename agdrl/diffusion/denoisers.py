@@ -34,7 +34,9 @@ class SinusoidalTimeEmbedding(nn.Module):
 
     Steps are rescaled to a 0 … 1000 range so that any K gives comparable frequencies. The
     label enters as [y, 1] when given and [0, 0] when not (NaN or None), so "no label" is a
-    learned embedding of its own, the bias. k: (B,), label: (B,) or None -> (B, dim).
+    learned embedding of its own, the bias. The label layer starts at zero: adding it leaves
+    the network's function unchanged, so a trained unlabelled model can be fine-tuned with
+    labels. k: (B,), label: (B,) or None -> (B, dim).
     """
 
     def __init__(self, dim: int, num_steps: int, labelled: bool = False):
@@ -44,6 +46,9 @@ class SinusoidalTimeEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(2 * (dim // 2), dim * 2), nn.SiLU(),
                                  nn.Linear(dim * 2, dim))
         self.label = nn.Linear(2, dim) if labelled else None
+        if self.label is not None:
+            nn.init.zeros_(self.label.weight)
+            nn.init.zeros_(self.label.bias)
 
     def forward(self, k: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.mlp(sinusoidal_features(k.float() * self.scale, self.dim))
