@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
+
+import tyro
 
 DenoiserKind = Literal["mlp", "unet", "transformer"]
 Layout = Literal["polygrad", "joint"]
@@ -181,12 +183,14 @@ class ImaginationConfig:
     """Reverse-process sampler."""
     sampler_steps: int = 0
     """Denoising steps (0: all K training steps)."""
-    guidance: Literal["none", "sag", "eag", "reward", "cfg"] = "sag"
+    guidance: Annotated[Literal["none", "sag", "eag", "reward", "cfg"],
+                        tyro.conf.arg(aliases=("--guidance",))] = "sag"
     """Guidance on top of policy guidance: none (PolyGRAD), sigmoid or exponential advantage
     guidance on states (AGD), reward guidance (gradient of a learned reward model), or
     advantage-conditioned classifier-free guidance (trains the world model with advantage
     labels)."""
-    advantage: Literal["td", "gae", "qv"] = "td"
+    advantage: Annotated[Literal["td", "gae", "qv"],
+                         tyro.conf.arg(aliases=("--advantage",))] = "td"
     """Advantage estimator for SAG/EAG: one-step TD (the paper's), GAE over the segment, or
     Q − V with a learned Q."""
     guidance_scale: float = 4.0

@@ -202,13 +202,16 @@ class PolicyGuidance:
 
     At every step, in the policy's pre-squash space u (where π(· | ŝ_t) is N(μ, σ)) and at the
     predicted states ŝ_t: clamp u to μ ± clip_std·σ, move it up the log-likelihood,
-    u ← u + δ ∇_u log N(u; μ, σ) = u + δ (μ - u) / σ², squash back to an action, and add the
-    step's noise (``noise_std`` · ε in the world model's normalized action space; none at the
-    last step or under deterministic DDIM). The actor is evaluated without gradients, so the
-    imagined actions never carry a graph back into it (DESIGN §2.6, defect 5).
+    u ← u + min(δ / σ², 1) (μ - u) (a gradient step δ ∇_u log N(u; μ, σ), capped so that it
+    never overshoots μ), squash back to an action, and add the step's noise (``noise_std`` · ε
+    in the world model's normalized action space; none at the last step or under deterministic
+    DDIM). The actor is evaluated without gradients, so the imagined actions never carry a
+    graph back into it (DESIGN §2.6, defect 5).
 
     δ (``log_delta``) is tuned online by :meth:`adapt`: the final actions standardized by the
-    policy, z = (u - μ) / σ, should have unit spread, as on-policy samples do.
+    policy, z = (u - μ) / σ, should have unit spread, as on-policy samples do. The cap keeps
+    the spread decreasing in δ: an uncapped step with δ > 2σ² overshoots μ and amplifies z,
+    which the tuning would answer with a still larger δ until it overflowed.
     """
 
     model: DiffusionWorldModel
@@ -233,7 +236,7 @@ class PolicyGuidance:
         mean, std = self.actor(states)
         u = self.actor.unsquash(self.model.action_norm.unnormalize(state.cond))
         u = torch.maximum(torch.minimum(u, mean + self.clip_std * std), mean - self.clip_std * std)
-        u = u + math.exp(self.log_delta) * (mean - u) / std**2
+        u = u + (math.exp(self.log_delta) / std**2).clamp(max=1.0) * (mean - u)
         cond = self.model.action_norm.normalize(self.actor.squash(u))
         if state.k_prev >= 0:
             cond = cond + state.noise_std * randn(cond.shape, state.generator, cond.device)

@@ -263,7 +263,7 @@ def constant_actor(obs_dim: int, mean: float, std: float) -> Actor:
 
 def test_policy_guidance_step_closed_form(world_model_factory: Factory):
     """At the last step (no noise) the pre-squash action moves by δ (μ - u) / σ² after the
-    clamp to μ ± 3σ."""
+    clamp to μ ± 3σ (δ / σ² < 1 here, so the cap does not act)."""
     wm = world_model_factory(horizon=5, num_steps=16)
     actor = constant_actor(wm.obs_dim, mean=0.2, std=0.5)
     hook = PolicyGuidance(wm, actor, delta=0.1)
@@ -277,6 +277,24 @@ def test_policy_guidance_step_closed_form(world_model_factory: Factory):
     got = actor.unsquash(wm.action_norm.unnormalize(state.cond))
     torch.testing.assert_close(got, expected, atol=2e-4, rtol=1e-4)
     assert hook.last_spread == pytest.approx(float(((expected - 0.2) / 0.5).std()), rel=1e-3)
+
+
+def test_policy_guidance_never_overshoots_the_policy_mean(world_model_factory: Factory):
+    """With δ ≫ σ² the step lands on μ instead of past it, and δ's tuning then shrinks it
+    (a regression: the uncapped step diverged and log δ overflowed in training)."""
+    wm = world_model_factory(horizon=5, num_steps=16)
+    actor = constant_actor(wm.obs_dim, mean=0.2, std=0.1)
+    hook = PolicyGuidance(wm, actor, delta=1.0)  # δ / σ² = 100
+    u = torch.linspace(-0.1, 0.5, 5)[None, :, None].expand(1, 5, 2).clone()
+    state = step_state(wm, torch.zeros(1, 5, wm.x_dim),
+                       wm.action_norm.normalize(actor.squash(u)).float(), k=0, k_prev=-1)
+    hook(state)
+    got = actor.unsquash(wm.action_norm.unnormalize(state.cond))
+    torch.testing.assert_close(got, torch.full_like(got, 0.2), atol=2e-4, rtol=1e-4)
+    assert hook.last_spread < 0.01
+    before = hook.log_delta
+    hook.adapt()
+    assert hook.log_delta < before
 
 
 def test_policy_guided_sampling_matches_the_policy(world_model_factory: Factory):

@@ -1,0 +1,241 @@
+"""Guidance lift (DESIGN §4): do advantage-guided segments have higher value, and do their
+actions earn more in the real simulator, than unguided ones, and at what cost in dynamics error?
+
+Starts from an error-avalanche run's data and diffusion world model (run
+``benchmarks/avalanche.sh TASK`` first; it writes ``train_buffer.npz``, ``test_buffer.npz`` and
+``diffusion.safetensors``). Then, in one run:
+  1. the actor-critic is trained in imagination (policy guidance, no state guidance, the fast
+     preset's sampler) for ``--agent-updates`` updates, so there is a real critic and policy;
+  2. the world model gets an advantage input (zero-initialized, so its function is unchanged)
+     and is fine-tuned for ``--label-steps`` steps with advantage labels from that critic, so
+     classifier-free guidance can be measured with the same network (all other rows use its
+     unconditional prediction);
+  3. a reward model r(s, a) is fitted to the real transitions for reward guidance;
+  4. from the same held-out start states and the same sampling noise, each guidance variant
+     imagines one batch of segments; every segment's actions are replayed in the simulator from
+     the exact start state.
+Reported per variant and sampler: mean V over the imagined states, the imagined discounted
+return (Σ γ^t r̂_t + γ^{H-1} V(ŝ_{H-1})), the same quantity with the simulator's states and
+rewards under the imagined actions ("replayed"), and the normalized state MSE between imagined
+and replayed states; differences to the unguided row are paired per start state with a 95%
+normal-approximation confidence interval.
+
+    .venv/bin/python benchmarks/guidance_lift.py --env Hopper-v5 \\
+        --source results/avalanche/hopper-v5 --out results/guidance_lift/hopper-v5
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agdrl.a2c import ActorCriticAgent
+from agdrl.buffer import ReplayBuffer
+from agdrl.config import ActorCriticConfig, ImaginationConfig
+from agdrl.diffusion.world_model import DiffusionWorldModel
+from agdrl.envs import make_env, replay_actions
+from agdrl.guidance import advantage_labels
+from agdrl.imagination import Imagination
+from agdrl.reward_model import RewardModel
+from agdrl.segments import Segment
+
+VARIANTS = ("none", "reward", "sag", "eag", "cfg", "reward:normalized:1", "sag:normalized:1",
+            "eag:normalized:1")
+"""Guidance variants: NAME or NAME:MODE:SCALE for the state-guidance ones (default mode and
+scale from the command line, the paper's sigma4 and c = 4)."""
+
+
+def discounted_return(rewards: np.ndarray, last_value: np.ndarray, alive: np.ndarray,
+                      gamma: float) -> np.ndarray:
+    """Σ_{t<H-1} γ^t w_t r_t + γ^{H-1} w_{H-1} V_last; rewards (N, H-1), alive (N, H) the
+    weights w_t (0 from the step after a terminal)."""
+    discounts = gamma ** np.arange(rewards.shape[1])
+    return ((rewards * alive[:, :-1]) * discounts).sum(1) + \
+        gamma ** rewards.shape[1] * alive[:, -1] * last_value
+
+
+def paired(diff: np.ndarray) -> dict:
+    """Mean of paired differences with a 95% normal-approximation interval."""
+    diff = diff[np.isfinite(diff)]
+    half = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff))
+    return {"mean": float(diff.mean()), "ci95": [float(diff.mean() - half),
+                                                 float(diff.mean() + half)]}
+
+
+def evaluate_variant(model: DiffusionWorldModel, agent: ActorCriticAgent,
+                     imagination: Imagination, env, starts: np.ndarray, test: ReplayBuffer,
+                     state_std: np.ndarray, seed: int) -> tuple[dict, dict[str, np.ndarray]]:
+    gamma = agent.cfg.gamma
+    s0 = torch.as_tensor(test.obs[starts])
+    t0 = time.perf_counter()
+    seg, metrics = imagination(s0, torch.Generator().manual_seed(seed))
+    seconds = time.perf_counter() - t0
+    h = model.cfg.horizon
+    with torch.no_grad():
+        values = agent.critic(seg.states).numpy()  # (N, H)
+    continues = (seg.terminals.numpy() <= 0.5).astype(np.float32)
+    alive = np.cumprod(np.concatenate([np.ones((len(starts), 1)), continues[:, :-1]], 1), 1)
+    imagined_states, actions = seg.states.numpy(), seg.actions.numpy()
+    imagined = discounted_return(seg.rewards.numpy()[:, :-1], values[:, -1], alive, gamma)
+    replayed, errors, replay_rewards = [], [], []
+    for j, i in enumerate(starts):
+        states, rewards, steps, ended = replay_actions(env, test.sim_states[i], actions[j, :-1])
+        with torch.no_grad():
+            last = float(agent.critic(torch.as_tensor(states[-1]))) if steps == h - 1 else 0.0
+        real_alive = (np.arange(h) <= steps).astype(np.float32)
+        real_alive[-1] *= not ended
+        replayed.append(discounted_return(rewards[None], np.array([last]), real_alive[None],
+                                          gamma)[0])
+        replay_rewards.append(rewards[:steps].sum())
+        diff = (imagined_states[j, 1 : steps + 1] - states[1 : steps + 1]) / state_std
+        errors.append(float((diff**2).mean()) if steps else np.nan)
+    per_segment = {"imagined_return": imagined, "replayed_return": np.array(replayed),
+                   "mean_value": values.mean(1), "dynamics_error": np.array(errors)}
+    row = {k: float(np.nanmean(v)) for k, v in per_segment.items()}
+    row.update({"replayed_reward_sum": float(np.mean(replay_rewards)), "seconds": seconds,
+                **{f"imagination_{k}": v for k, v in metrics.items()}})
+    return row, per_segment
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env", required=True)
+    parser.add_argument("--source", type=Path, required=True,
+                        help="an error-avalanche output folder (data and world model)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--agent-updates", type=int, default=1000)
+    parser.add_argument("--label-steps", type=int, default=3000)
+    parser.add_argument("--reward-steps", type=int, default=3000)
+    parser.add_argument("--starts", type=int, default=256)
+    parser.add_argument("--samplers", nargs="+", default=["ddim:8", "ddpm:128"])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS),
+                        help="NAME or NAME:MODE:SCALE, NAME in none reward sag eag cfg")
+    parser.add_argument("--guidance-scale", type=float, default=4.0)
+    parser.add_argument("--guidance-mode", default="sigma4", choices=["sigma4", "normalized"])
+    parser.add_argument("--cfg-target", type=float, default=1.0)
+    parser.add_argument("--cfg-weight", type=float, default=2.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    train = ReplayBuffer.load(args.source / "train_buffer.npz")
+    test = ReplayBuffer.load(args.source / "test_buffer.npz")
+    base = DiffusionWorldModel.load(args.source / "diffusion.safetensors")
+    model = DiffusionWorldModel(base.obs_dim, base.action_dim, dataclasses.replace(
+        base.cfg, advantage_conditioning=True))
+    missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and all(".label." in k for k in missing), (missing, unexpected)
+    env = make_env(args.env, seed=args.seed)
+    space = env.action_space
+    agent = ActorCriticAgent(base.obs_dim, space.low, space.high, ActorCriticConfig())
+    n = train.size
+    agent.update_normalizers(train.obs[:n])
+    log: dict = {"agent": [], "labels": []}
+
+    # 1. actor-critic in imagination (policy guidance only), the fast preset's sampler
+    t0 = time.perf_counter()
+    trainer = Imagination(model, agent, ImaginationConfig(batch_size=256, sampler="ddim",
+                                                           sampler_steps=8, guidance="none"))
+    for u in range(args.agent_updates):
+        starts = torch.as_tensor(train.obs[rng.integers(0, n, 256)])
+        seg, metrics = trainer(starts, gen)
+        metrics.update(agent.update(seg))
+        if u % 100 == 0 or u == args.agent_updates - 1:
+            log["agent"].append({"update": u, **metrics})
+            print(f"agent update {u}: value {metrics['value']:.2f} return "
+                  f"{metrics['return']:.2f} δ {metrics['policy_delta']:.4f}", flush=True)
+    agent_seconds = time.perf_counter() - t0
+
+    # 2. advantage labels from that critic: fine-tune the (zero-initialized) label input
+    t0 = time.perf_counter()
+    for step in range(args.label_steps):
+        batch = train.sample_segments(model.cfg.batch_size, model.cfg.horizon, rng)
+        seg = Segment.from_numpy(batch.states, batch.actions, batch.rewards, batch.terminals)
+        labels = advantage_labels(agent.critic, seg, torch.as_tensor(batch.mask),
+                                  agent.cfg.gamma)
+        loss = model.train_step(batch, gen, labels)
+        if step % 500 == 0 or step == args.label_steps - 1:
+            log["labels"].append({"step": step, "loss": loss})
+    label_seconds = time.perf_counter() - t0
+
+    # 3. reward model for reward guidance
+    reward_model = RewardModel(base.obs_dim, base.action_dim)
+    reward_model.update_normalizers(train.obs[:n], train.actions[:n], train.rewards[:n])
+    for _ in range(args.reward_steps):
+        reward_loss = reward_model.train_step(train.sample_transitions(256, rng))
+
+    # 4. every variant from the same starts and noise, replayed in the simulator
+    starts = rng.choice(test.size, size=min(args.starts, test.size), replace=False)
+    state_std = train.obs[:n].std(0) + 1e-6
+    results: dict = {}
+    for spec in args.samplers:
+        kind, _, steps = spec.partition(":")
+        rows, per = {}, {}
+        for variant in args.variants:
+            name, _, rest = variant.partition(":")
+            mode, _, scale = rest.partition(":")
+            icfg = ImaginationConfig(batch_size=len(starts), sampler=kind,
+                                     sampler_steps=int(steps or 0), guidance=name,
+                                     guidance_scale=float(scale or args.guidance_scale),
+                                     guidance_mode=mode or args.guidance_mode,
+                                     cfg_target=args.cfg_target, cfg_weight=args.cfg_weight)
+            imagination = Imagination(model, agent, icfg, reward_model)
+            imagination.policy.log_delta = trainer.policy.log_delta  # δ as tuned in training
+            rows[variant], per[variant] = evaluate_variant(model, agent, imagination, env,
+                                                           starts, test, state_std, args.seed)
+        if "none" in per:
+            for variant in rows:
+                rows[variant]["vs_none"] = {
+                    k: paired(per[variant][k] - per["none"][k])
+                    for k in ("mean_value", "imagined_return", "replayed_return",
+                              "dynamics_error")}
+        results[spec] = rows
+        print(table(spec, rows), flush=True)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps({
+        "command": "benchmarks/guidance_lift.py " + " ".join(
+            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in vars(args).items()),
+        "machine": {"cpu": platform.processor() or platform.machine(),
+                    "threads": args.threads, "torch": torch.__version__},
+        "world_model": dataclasses.asdict(model.cfg), "agent_seconds": agent_seconds,
+        "label_seconds": label_seconds, "reward_model_final_loss": reward_loss,
+        "training_log": log, "results": results}, indent=1, default=str))
+    (args.out / "SUMMARY.md").write_text("\n\n".join(table(s, r) for s, r in results.items())
+                                         + "\n")
+
+
+def table(sampler: str, rows: dict) -> str:
+    """Markdown table of one sampler's rows, differences to 'none' with their 95% CI."""
+    lines = [f"sampler {sampler}", "",
+             "| guidance | mean V | imagined return | replayed return | Δ replayed vs none "
+             "(95% CI) | dynamics error | Δ V vs none (95% CI) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        d = r.get("vs_none", {})
+
+        def ci(key: str, d=d) -> str:
+            if key not in d:
+                return ""
+            lo, hi = d[key]["ci95"]
+            return f"{d[key]['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+        lines.append(f"| {name} | {r['mean_value']:.3f} | {r['imagined_return']:.3f} | "
+                     f"{r['replayed_return']:.3f} | {ci('replayed_return')} | "
+                     f"{r['dynamics_error']:.4f} | {ci('mean_value')} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
