@@ -18,8 +18,10 @@ from agdrl.avalanche import AvalancheConfig, run_avalanche
 USAGE = """usage: agdrl COMMAND [--preset NAME] [options]
 
 commands:
-  train       train AGD-MBRL online: agdrl train [--preset fast|paper] [--run-dir DIR] ...
-  eval        evaluate a trained run: agdrl eval RUN_DIR [--episodes N]
+  train       train AGD-MBRL online: agdrl train [--preset fast|paper|demo] [--run-dir DIR]
+              [--env ID] [--guidance sag|eag|none|reward|cfg] [--seed N] ...
+  eval        evaluate a run (its final model, else its latest checkpoint):
+              agdrl eval RUN_DIR [--episodes N]
   avalanche   error of the diffusion and autoregressive world models vs open-loop horizon
               presets: demo (about a minute on 2 cores), default, reference (paper-size model)
 
@@ -72,7 +74,10 @@ def _eval(args: list[str]) -> int:
     if len(rest) != 1 or not episodes.isdigit() or int(episodes) <= 0:
         raise SystemExit("agdrl: usage: agdrl eval RUN_DIR [--episodes N]")
     run = Path(rest[0])
-    model = AGDMBRL.load(run / "model" if (run / "model").is_dir() else run)
+    checkpoints = sorted((run / "checkpoints").glob("step_*"))
+    # the final model, else the latest checkpoint of a run that has not finished
+    path = run / "model" if (run / "model").is_dir() else checkpoints[-1] if checkpoints else run
+    model = AGDMBRL.load(path)
     returns = model.evaluate(int(episodes))
     print(f"{model.cfg.env}: mean return {np.mean(returns):.2f} ± {np.std(returns):.2f} over "
           f"{len(returns)} episodes ({model.num_timesteps} training steps)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -75,11 +76,20 @@ def test_cli_train_then_eval(tmp_path: Path, capsys):
             "--diffusion.num-steps", "8", "--diffusion.batch-size", "16",
             "--diffusion.denoiser.width", "16", "--diffusion.denoiser.depth", "1",
             "--imagination.batch-size", "16", "--imagination.sampler", "ddim",
-            "--imagination.sampler-steps", "2", "--agent.hidden", "8"]
+            "--imagination.sampler-steps", "2", "--agent.hidden", "8", "--guidance", "eag",
+            "--advantage", "gae", "--checkpoint-every", "100"]
     assert main(args) == 0
+    saved = json.loads((tmp_path / "config.json").read_text())["imagination"]
+    assert (saved["guidance"], saved["advantage"]) == ("eag", "gae")
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == \
+        ["step_000000100", "step_000000200"]
     assert main(["eval", str(tmp_path), "--episodes", "2"]) == 0
     out = capsys.readouterr().out
     assert "mean return" in out and "(200 training steps)" in out
+    shutil.rmtree(tmp_path / "model")  # an unfinished run: its latest checkpoint is evaluated
+    shutil.rmtree(tmp_path / "checkpoints" / "step_000000200")
+    assert main(["eval", str(tmp_path), "--episodes", "1"]) == 0
+    assert "(100 training steps)" in capsys.readouterr().out
 
 
 def test_agent_updates_without_per_step_model_updates(tmp_path: Path):
