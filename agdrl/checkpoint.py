@@ -1,8 +1,13 @@
-"""Saving and loading module weights as safetensors with a JSON header (never pickle)."""
+"""Checkpoint files: module weights and optimizer states as safetensors with a JSON header
+(never pickle), and directories written atomically."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,3 +42,102 @@ def load_weights(module: nn.Module, path: str | Path, device: torch.device | str
     except (SafetensorError, OSError) as err:
         raise ValueError(f"cannot read weights from {path}: {err}") from err
     module.load_state_dict(state)
+
+
+@contextmanager
+def atomic_directory(final: str | Path) -> Iterator[Path]:
+    """Write a whole directory or nothing: files go into a hidden temporary sibling
+    (``.tmp-NAME-PID``), are fsynced, and the folder is renamed into place, so a crash leaves
+    either the previous ``final`` or the new one, never a partial one. An existing ``final``
+    is moved aside first and removed after the rename. Readers skip ``.tmp-*`` folders."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+        for path in tmp.rglob("*"):
+            if path.is_file():
+                _fsync(path)
+        _fsync(tmp)
+        old = final.parent / f".tmp-old-{final.name}-{os.getpid()}"
+        if final.exists():
+            os.rename(final, old)
+        os.rename(tmp, final)
+        _fsync(final.parent)
+        if old.exists():
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_optimizers(optimizers: dict[str, torch.optim.Optimizer], path: str | Path) -> None:
+    """Optimizer states (Adam moments, step counts, hyper-parameters) as safetensors: tensors
+    under ``NAME/PARAM_INDEX/KEY``, everything else in the JSON header."""
+    tensors, meta = {}, {}
+    for name, opt in optimizers.items():
+        state = opt.state_dict()
+        scalars: dict[str, dict[str, Any]] = {}
+        for index, entries in state["state"].items():
+            for key, value in entries.items():
+                if torch.is_tensor(value):
+                    tensors[f"{name}/{index}/{key}"] = value.detach().contiguous().cpu()
+                else:
+                    scalars.setdefault(str(index), {})[key] = value
+        meta[name] = {"param_groups": state["param_groups"], "scalars": scalars}
+    save_file(tensors, str(path), metadata={"agdrl": json.dumps({"kind": "optimizers",
+                                                                 "optimizers": meta})})
+
+
+def load_optimizers(optimizers: dict[str, torch.optim.Optimizer], path: str | Path,
+                    device: torch.device | str) -> None:
+    """Restore the states written by :func:`save_optimizers` (names must match)."""
+    meta = read_meta(path, "optimizers")["optimizers"]
+    if set(meta) != set(optimizers):
+        raise ValueError(f"{path} holds optimizers {sorted(meta)}, expected "
+                         f"{sorted(optimizers)}")
+    try:
+        tensors = load_file(str(path), device=str(device))
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"cannot read optimizer states from {path}: {err}") from err
+    for name, opt in optimizers.items():
+        state: dict[int, dict[str, Any]] = {}
+        for key, value in tensors.items():
+            owner, index, entry = key.split("/", 2)
+            if owner == name:
+                state.setdefault(int(index), {})[entry] = value
+        for index, entries in meta[name]["scalars"].items():
+            state.setdefault(int(index), {}).update(entries)
+        opt.load_state_dict({"state": state, "param_groups": meta[name]["param_groups"]})
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, meta: dict[str, Any]
+                 ) -> None:
+    """Plain named tensors (e.g. random-generator states) with a JSON header."""
+    save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(path),
+              metadata={"agdrl": json.dumps(meta)})
+
+
+def load_tensors(path: str | Path, kind: str) -> dict[str, torch.Tensor]:
+    """Tensors written by :func:`save_tensors` whose header says ``kind``."""
+    read_meta(path, kind)
+    return load_file(str(path))
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete ``checkpoints/step_*`` of a run (temporary folders of an
+    interrupted write are never taken), or None."""
+    complete = [p for p in sorted(Path(run_dir, "checkpoints").glob("step_*"))
+                if (p / "training_state.json").is_file()]
+    return complete[-1] if complete else None

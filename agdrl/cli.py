@@ -20,6 +20,7 @@ USAGE = """usage: agdrl COMMAND [--preset NAME] [options]
 commands:
   train       train AGD-MBRL online: agdrl train [--preset fast|paper|demo] [--run-dir DIR]
               [--env ID] [--guidance sag|eag|none|reward|cfg] [--seed N] ...
+              agdrl train --resume RUN_DIR [--total-steps N]   continue a run
   eval        evaluate a run (its final model, else its latest checkpoint):
               agdrl eval RUN_DIR [--episodes N]
   avalanche   error of the diffusion and autoregressive world models vs open-loop horizon
@@ -53,16 +54,29 @@ def _split_preset(args: list[str], presets: dict, default: str) -> tuple[str, li
 def _train(args: list[str]) -> int:
     from agdrl.trainer import AGDMBRL, PRESETS, TrainConfig
 
-    run_dir, args = _take_option(args, "--run-dir", "")
-    name, rest = _split_preset(args, PRESETS, "fast")
-    cfg = tyro.cli(TrainConfig, args=rest, default=PRESETS[name],
-                   prog=f"agdrl train --preset {name} [--run-dir DIR]")
-    run = Path(run_dir or f"runs/{cfg.env}-seed{cfg.seed}")
-    model = AGDMBRL(cfg.env, cfg, run_dir=run)
-    model.learn(cfg.total_steps, progress_bar=True)
+    resume, args = _take_option(args, "--resume", "")
+    if resume:
+        total, rest = _take_option(args, "--total-steps", "")
+        if rest or (total and not total.isdigit()):
+            raise SystemExit("agdrl: usage: agdrl train --resume RUN_DIR [--total-steps N] "
+                             "(the rest of the configuration is the run's own)")
+        model = AGDMBRL.resume(resume)
+        run = Path(resume)
+        target = int(total) if total else model.cfg.total_steps
+    else:
+        run_dir, args = _take_option(args, "--run-dir", "")
+        name, rest = _split_preset(args, PRESETS, "fast")
+        cfg = tyro.cli(TrainConfig, args=rest, default=PRESETS[name],
+                       prog=f"agdrl train --preset {name} [--run-dir DIR]")
+        run = Path(run_dir or f"runs/{cfg.env}-seed{cfg.seed}")
+        model = AGDMBRL(cfg.env, cfg, run_dir=run)
+        target = cfg.total_steps
+    if model.num_timesteps < target:
+        model.learn(target - model.num_timesteps, progress_bar=True)
     model.save(run / "model")
     model.close()
-    print(f"run directory: {run}\n  evaluations: {run / 'evaluations.csv'}\n"
+    print(f"run directory: {run} ({model.num_timesteps} env steps)\n"
+          f"  evaluations: {run / 'evaluations.csv'}\n"
           f"  TensorBoard: tensorboard --logdir {run / 'tensorboard'}\n  model: {run / 'model'}")
     return 0
 

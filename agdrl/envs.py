@@ -108,3 +108,48 @@ def replay_actions(env: gym.Env, sim_state: np.ndarray, actions: np.ndarray
         if terminated:
             break
     return states, rewards, steps, bool(terminated)
+
+
+def get_env_state(env: gym.Env) -> dict:
+    """What continuing ``env`` exactly needs, as JSON-able data: the random streams of the env
+    and of its action space, the time-limit step count, and (MuJoCo) the full integration
+    state from ``mj_getState`` (time, qpos, qvel, actuator state, warm start, controls), so
+    an episode in progress resumes bit for bit. Restore with :func:`set_env_state`."""
+    state = {"np_random": env.unwrapped.np_random.bit_generator.state,
+             "action_space": env.action_space.np_random.bit_generator.state,
+             "elapsed_steps": _elapsed_steps(env)}
+    if has_sim_state(env):
+        import mujoco
+
+        unwrapped = env.unwrapped
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        full = np.empty(mujoco.mj_stateSize(unwrapped.model, spec))
+        mujoco.mj_getState(unwrapped.model, unwrapped.data, full, spec)
+        state["mujoco"] = full.tolist()
+    return state
+
+
+def set_env_state(env: gym.Env, state: dict) -> None:
+    """Restore what :func:`get_env_state` saved (resets the env first to arm its wrappers)."""
+    env.reset()
+    if "mujoco" in state:
+        import mujoco
+
+        unwrapped = env.unwrapped
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        full = np.asarray(state["mujoco"], dtype=np.float64)
+        if full.shape != (mujoco.mj_stateSize(unwrapped.model, spec),):
+            raise ValueError(f"saved simulator state has {full.size} numbers, "
+                             f"{env_id(env)} needs {mujoco.mj_stateSize(unwrapped.model, spec)}")
+        mujoco.mj_setState(unwrapped.model, unwrapped.data, full, spec)
+    if state["elapsed_steps"] is not None:
+        env.set_wrapper_attr("_elapsed_steps", state["elapsed_steps"])
+    env.unwrapped.np_random.bit_generator.state = state["np_random"]
+    env.action_space.np_random.bit_generator.state = state["action_space"]
+
+
+def _elapsed_steps(env: gym.Env) -> int | None:
+    try:
+        return int(env.get_wrapper_attr("_elapsed_steps"))
+    except AttributeError:
+        return None

@@ -25,7 +25,18 @@ import numpy as np
 import torch
 
 from agdrl.a2c import ActorCriticAgent
-from agdrl.checkpoint import load_weights, read_meta, save_module
+from agdrl.buffer import ReplayBuffer
+from agdrl.checkpoint import (
+    atomic_directory,
+    latest_checkpoint,
+    load_optimizers,
+    load_tensors,
+    load_weights,
+    read_meta,
+    save_module,
+    save_optimizers,
+    save_tensors,
+)
 from agdrl.collect import new_buffer
 from agdrl.config import (
     ActorCriticConfig,
@@ -37,7 +48,7 @@ from agdrl.config import (
     reference_denoiser,
 )
 from agdrl.diffusion.world_model import DiffusionWorldModel
-from agdrl.envs import env_id, get_sim_state, make_env
+from agdrl.envs import env_id, get_env_state, get_sim_state, make_env, set_env_state
 from agdrl.guidance import advantage_labels
 from agdrl.imagination import Imagination
 from agdrl.reward_model import RewardModel
@@ -117,6 +128,9 @@ PRESETS: dict[str, TrainConfig] = {
 PRESETS["demo"] = dataclasses.replace(PRESETS["fast"], total_steps=3_000, eval_every=500)
 
 
+CHECKPOINT_FORMAT = 1
+"""Version of the checkpoint layout (training_state.json and its companion files)."""
+
 PHASES = ("environment", "model", "imagination", "agent", "evaluation")
 """Phases of :meth:`AGDMBRL.learn` whose wall-clock time is accounted."""
 
@@ -136,18 +150,39 @@ def _write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
     imageio.mimsave(path, frames, fps=fps, macro_block_size=1)
 
 
+def _truncate_csv(path: Path, last_step: int) -> None:
+    """Keep the header and the rows with env_step ≤ last_step (rewritten atomically)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= last_step]
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows(kept)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 class RunLog:
     """The run directory's logs: ``config.json``, ``evaluations.csv``, ``train_metrics.csv``,
     TensorBoard event files, and (optionally) the same scalars in Weights & Biases."""
 
-    def __init__(self, run_dir: Path, cfg: TrainConfig):
+    def __init__(self, run_dir: Path, cfg: TrainConfig, resume_step: int | None = None):
+        """``resume_step``: continue a run whose last checkpoint is at that step, dropping what
+        was logged after it (so no step is logged twice)."""
         from torch.utils.tensorboard import SummaryWriter
 
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
         self.eval_path = run_dir / "evaluations.csv"
         self.train_path = run_dir / "train_metrics.csv"
-        self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+        if resume_step is not None:
+            for path in (self.eval_path, self.train_path):
+                _truncate_csv(path, resume_step)
+        self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=None
+                                    if resume_step is None else resume_step + 1)
         self.wandb = None
         if cfg.wandb:
             try:
@@ -331,11 +366,76 @@ class AGDMBRL:
         return metrics
 
     def _checkpoint(self) -> None:
-        """Save into the run directory's checkpoints/ and drop the oldest beyond the limit."""
+        """Write a full checkpoint into the run directory's checkpoints/ (atomically) and drop
+        the oldest beyond the limit."""
         folder = self.run_dir / "checkpoints"
-        self.save(folder / f"step_{self.num_timesteps:09d}")
+        with atomic_directory(folder / f"step_{self.num_timesteps:09d}") as tmp:
+            self._write_model(tmp)
+            self._write_training_state(tmp)
         for old in sorted(folder.glob("step_*"))[: -self.cfg.keep_checkpoints]:
             shutil.rmtree(old)
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        opts = {"world_model": self.world_model.optimizer, "actor": self.agent.actor_opt,
+                "critic": self.agent.critic_opt}
+        if self.agent.q_opt is not None:
+            opts["q_critic"] = self.agent.q_opt
+        if self.reward_model is not None:
+            opts["reward_model"] = self.reward_model.optimizer
+        return opts
+
+    def _write_training_state(self, folder: Path) -> None:
+        """Everything beyond the weights that continuing the run needs: optimizer states, the
+        replay buffer, every random stream, the env's episode in progress, counters."""
+        save_optimizers(self._optimizers(), folder / "optimizers.safetensors")
+        self.buffer.save(folder / "buffer.npz")
+        save_tensors({"generator": self.generator.get_state(),
+                      "torch_global": torch.get_rng_state()}, folder / "rng.safetensors",
+                     {"kind": "rng"})
+        (folder / "training_state.json").write_text(json.dumps({
+            "format_version": CHECKPOINT_FORMAT, "num_timesteps": self.num_timesteps,
+            "obs": np.asarray(self._obs).tolist(), "numpy_rng": self.rng.bit_generator.state,
+            "env": get_env_state(self.env), "eval_env": get_env_state(self.eval_env),
+            "policy_log_delta": self.imagination.policy.log_delta,
+            "seconds": self.seconds, "guidance_seconds": self.imagination.guidance_seconds}))
+
+    def _read_training_state(self, folder: Path) -> None:
+        try:
+            state = json.loads((folder / "training_state.json").read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"{folder} is not a complete agdrl checkpoint: {err}") from err
+        if state.get("format_version") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{folder}: unsupported checkpoint format "
+                             f"{state.get('format_version')}")
+        load_optimizers(self._optimizers(), folder / "optimizers.safetensors", self.cfg.device)
+        self.buffer = ReplayBuffer.load(folder / "buffer.npz")
+        rng = load_tensors(folder / "rng.safetensors", "rng")
+        self.generator.set_state(rng["generator"])
+        torch.set_rng_state(rng["torch_global"])
+        self.rng.bit_generator.state = state["numpy_rng"]
+        set_env_state(self.env, state["env"])
+        set_env_state(self.eval_env, state["eval_env"])
+        self._obs = np.asarray(state["obs"], dtype=self.env.observation_space.dtype)
+        self.imagination.policy.log_delta = state["policy_log_delta"]
+        self.seconds = state["seconds"]
+        self.imagination.guidance_seconds = state["guidance_seconds"]
+        self.num_timesteps = state["num_timesteps"]
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, env: str | gym.Env | None = None,
+               eval_env: gym.Env | None = None) -> AGDMBRL:
+        """Continue a run from its latest complete checkpoint: weights, optimizers, replay
+        buffer, random streams, the episode in progress and the logs (rows logged after the
+        checkpoint are dropped). Then call ``learn(remaining steps)``."""
+        run_dir = Path(run_dir)
+        checkpoint = latest_checkpoint(run_dir)
+        if checkpoint is None:
+            raise ValueError(f"{run_dir} has no complete checkpoint to resume from")
+        model = cls.load(checkpoint, env=env, eval_env=eval_env)
+        model._read_training_state(checkpoint)
+        model.run_dir = run_dir
+        model.log = RunLog(run_dir, model.cfg, resume_step=model.num_timesteps)
+        return model
 
     def learn(self, total_timesteps: int, progress_bar: bool = False,
               callback: Callable[[AGDMBRL], bool | None] | None = None) -> AGDMBRL:
@@ -407,9 +507,13 @@ class AGDMBRL:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
-        """A directory with ``config.json`` and the weights (safetensors, no pickle)."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+        """A directory with ``config.json`` and the weights (safetensors, no pickle), written
+        atomically. Enough to act and evaluate; a run directory's checkpoints also hold what
+        :meth:`resume` needs."""
+        with atomic_directory(path) as tmp:
+            self._write_model(tmp)
+
+    def _write_model(self, path: Path) -> None:
         (path / "config.json").write_text(json.dumps(
             {"config": dataclasses.asdict(self.cfg), "num_timesteps": self.num_timesteps},
             indent=1, default=str))
@@ -422,7 +526,7 @@ class AGDMBRL:
 
     @classmethod
     def load(cls, path: str | Path, env: str | gym.Env | None = None,
-             run_dir: str | Path | None = None) -> AGDMBRL:
+             run_dir: str | Path | None = None, eval_env: gym.Env | None = None) -> AGDMBRL:
         """Rebuild a saved agent (on ``env``, or a fresh instance of the saved task)."""
         path = Path(path)
         try:
@@ -430,7 +534,7 @@ class AGDMBRL:
         except (OSError, json.JSONDecodeError) as err:
             raise ValueError(f"{path} is not a saved agdrl agent: {err}") from err
         cfg = config_from_dict(TrainConfig, saved["config"])
-        model = cls(env if env is not None else cfg.env, cfg, run_dir)
+        model = cls(env if env is not None else cfg.env, cfg, run_dir, eval_env)
         expected = (model.world_model.obs_dim, model.world_model.action_dim)
         saved_wm = DiffusionWorldModel.load(path / "world_model.safetensors", cfg.device)
         if (saved_wm.obs_dim, saved_wm.action_dim) != expected:
