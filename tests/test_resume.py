@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import os
+import random
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +122,81 @@ def test_checkpoint_holds_the_whole_training_state(tmp_path: Path):
                 torch.testing.assert_close(sa[i][k], sb[i][k], rtol=0, atol=0)
     np.testing.assert_array_equal(model.buffer.obs[:200], loaded.buffer.obs[:200])
     assert loaded.imagination.policy.log_delta == model.imagination.policy.log_delta
+
+
+TINY_ARGS = ["--env", "InvertedPendulum-v5", "--total-steps", "600", "--prefill-steps", "120",
+             "--pretrain-steps", "10", "--eval-every", "200", "--eval-episodes", "2",
+             "--checkpoint-every", "40", "--keep-checkpoints", "2",
+             "--diffusion.num-steps", "8", "--diffusion.batch-size", "32",
+             "--diffusion.denoiser.width", "32", "--diffusion.denoiser.depth", "1",
+             "--agent.hidden", "16", "--imagination.batch-size", "32",
+             "--imagination.sampler", "ddim", "--imagination.sampler-steps", "2"]
+
+
+def run_agdrl(args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "agdrl", "train", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def kill_when(proc: subprocess.Popen, condition, timeout: float = 120.0) -> None:
+    """SIGKILL ``proc`` as soon as ``condition()`` holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"training ended before the kill: {proc.stderr.read()}"
+        assert time.monotonic() < deadline, "the kill condition never came"
+        time.sleep(0.0002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def checkpoint_steps(run: Path) -> list[int]:
+    return [int(p.name.split("_")[1]) for p in run.glob("checkpoints/step_*")]
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_resume(tmp_path: Path):
+    """A real training process is killed with SIGKILL three times (at random moments, one of
+    them while a checkpoint folder is being written) and resumed each time with
+    ``agdrl train --resume``. Each resume starts at the newest complete checkpoint, no step is
+    logged twice, and the final weights and evaluations equal those of a run never killed."""
+    run = tmp_path / "killed"
+    rng = random.Random(0)
+    for trial, after in enumerate((120, 280, 440)):
+        proc = run_agdrl(["--resume", str(run)] if trial else
+                         ["--run-dir", str(run), *TINY_ARGS])
+        if trial == 1:
+            kill_when(proc, lambda after=after: max(checkpoint_steps(run)) >= after
+                      and any(run.glob("checkpoints/.tmp-step_*")))
+            assert any(run.glob("checkpoints/.tmp-step_*"))  # a half-written folder is left
+        else:
+            pause = rng.uniform(0.0, 0.3)
+            seen: list[float] = []
+
+            def due(after=after, pause=pause, seen=seen) -> bool:
+                if not seen and checkpoint_steps(run) and max(checkpoint_steps(run)) >= after:
+                    seen.append(time.monotonic())
+                return bool(seen) and time.monotonic() - seen[0] > pause
+
+            kill_when(proc, due)
+        # the resume starts at the newest complete checkpoint: what is lost is the work since
+        # (under 40 steps, the checkpoint interval, plus a checkpoint that was being written)
+        newest = max(checkpoint_steps(run))
+        assert newest >= after
+        assert AGDMBRL.resume(run).num_timesteps == newest
+    done = subprocess.run([sys.executable, "-m", "agdrl", "train", "--resume", str(run)],
+                          capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert [int(r["env_step"]) for r in rows(run / "evaluations.csv")] == [200, 400, 600]
+    logged = [int(r["env_step"]) for r in rows(run / "train_metrics.csv")]
+    assert logged == sorted(set(logged)) and logged[-1] == 600  # nothing logged twice
+
+    clean = tmp_path / "clean"
+    subprocess.run([sys.executable, "-m", "agdrl", "train", "--run-dir", str(clean),
+                    *TINY_ARGS], check=True, capture_output=True,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+    a, b = AGDMBRL.load(run / "model"), AGDMBRL.load(clean / "model")
+    for p, q in zip(a.agent.state_dict().values(), b.agent.state_dict().values(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    assert rows(run / "evaluations.csv") == rows(clean / "evaluations.csv")
