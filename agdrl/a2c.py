@@ -30,9 +30,6 @@ class ActorCriticAgent(nn.Module):
                  cfg: ActorCriticConfig, device: torch.device | str = "cpu",
                  learn_q: bool = False):
         super().__init__()
-        if not (0 < cfg.gamma <= 1 and 0 <= cfg.lam <= 1):
-            raise ValueError(f"need 0 < gamma <= 1 and 0 <= lam <= 1, got {cfg.gamma}, "
-                             f"{cfg.lam}")
         self.cfg = cfg
         self.actor = Actor(obs_dim, action_low, action_high, cfg.hidden, cfg.layers,
                            cfg.min_std, cfg.init_std)

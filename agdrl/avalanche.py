@@ -32,6 +32,8 @@ from agdrl.config import (
     EnsembleConfig,
     for_task,
     reference_denoiser,
+    require,
+    require_positive,
 )
 from agdrl.diffusion.samplers import Sampler
 from agdrl.diffusion.world_model import DiffusionWorldModel
@@ -79,6 +81,12 @@ class AvalancheConfig:
     reevaluate: bool = False
     """Skip collection and training: load the datasets and models that an earlier run saved in
     out_dir and measure again (its training figures are carried over)."""
+
+    def __post_init__(self):
+        require_positive(self, "dataset_steps", "train_steps", "max_horizon", "num_starts",
+                         "test_episodes")
+        require(self.behavior_steps >= 0 and self.threads >= 0,
+                "behavior_steps and threads must be non-negative")
 
 
 PRESETS: dict[str, AvalancheConfig] = {
@@ -203,11 +211,6 @@ def run_avalanche(cfg: AvalancheConfig, log: Callable[[str], None] = print) -> d
     """Run the whole measurement; writes ``results.json`` and ``error_vs_horizon.png``."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    for name, value in (("dataset_steps", cfg.dataset_steps), ("train_steps", cfg.train_steps),
-                        ("max_horizon", cfg.max_horizon), ("num_starts", cfg.num_starts),
-                        ("test_episodes", cfg.test_episodes)):
-        if value <= 0:
-            raise ValueError(f"{name} must be positive, got {value}")
     samplers = {spec: parse_sampler(spec, cfg.diffusion) for spec in cfg.samplers}
     out = Path(cfg.out_dir)
     torch.manual_seed(cfg.seed)

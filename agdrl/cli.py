@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from gymnasium.error import Error as GymError
 
 from agdrl.avalanche import PRESETS as AVALANCHE_PRESETS
 from agdrl.avalanche import AvalancheConfig, run_avalanche
+from agdrl.config import ConfigError
 
 USAGE = """usage: agdrl COMMAND [--preset NAME] [options]
 
@@ -44,6 +47,25 @@ def _take_option(args: list[str], option: str, default: str) -> tuple[str, list[
     return value, rest
 
 
+def _parse(cls: type, args: list[str], default: object, prog: str):
+    """tyro parsing whose errors come out as one line: tyro draws a box on stderr and exits 2;
+    keep the box's first section (the error itself) and point to --help."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return tyro.cli(cls, args=args, default=default, prog=prog)
+    except SystemExit as exit_:
+        if not exit_.code:
+            raise
+        message = []
+        for line in captured.getvalue().splitlines()[1:]:  # below the box's title
+            text = line.strip().strip("│").strip()
+            if text.startswith(("─", "╰")):
+                break
+            message.append(text)
+        raise SystemExit(f"agdrl: {' '.join(message)} (see '{prog.split(' [')[0]} --help')") from None
+
+
 def _split_preset(args: list[str], presets: dict, default: str) -> tuple[str, list[str]]:
     name, rest = _take_option(args, "--preset", default)
     if name not in presets:
@@ -66,8 +88,8 @@ def _train(args: list[str]) -> int:
     else:
         run_dir, args = _take_option(args, "--run-dir", "")
         name, rest = _split_preset(args, PRESETS, "fast")
-        cfg = tyro.cli(TrainConfig, args=rest, default=PRESETS[name],
-                       prog=f"agdrl train --preset {name} [--run-dir DIR]")
+        cfg = _parse(TrainConfig, rest, PRESETS[name],
+                     f"agdrl train --preset {name} [--run-dir DIR]")
         run = Path(run_dir or f"runs/{cfg.env}-seed{cfg.seed}")
         model = AGDMBRL(cfg.env, cfg, run_dir=run)
         target = cfg.total_steps
@@ -107,15 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     if command in ("train", "eval"):
         try:
             return _train(rest) if command == "train" else _eval(rest)
-        except (ValueError, ImportError, GymError) as err:
+        except (ConfigError, ValueError, ImportError, GymError) as err:
             raise SystemExit(f"agdrl: {err}") from err
     if command == "avalanche":
-        name, rest = _split_preset(rest, AVALANCHE_PRESETS, "default")
-        cfg = tyro.cli(AvalancheConfig, args=rest, default=AVALANCHE_PRESETS[name],
-                       prog=f"agdrl avalanche --preset {name}")
         try:
+            name, rest = _split_preset(rest, AVALANCHE_PRESETS, "default")
+            cfg = _parse(AvalancheConfig, rest, AVALANCHE_PRESETS[name],
+                         f"agdrl avalanche --preset {name}")
             run_avalanche(cfg, log=lambda msg: print(msg, flush=True))
-        except (ValueError, ImportError, GymError) as err:
+        except (ConfigError, ValueError, ImportError, GymError) as err:
             raise SystemExit(f"agdrl: {err}") from err
         return 0
     raise SystemExit(f"agdrl: unknown command {command!r}\n{USAGE}")

@@ -13,6 +13,37 @@ from typing import Annotated, Literal
 
 import tyro
 
+
+class ConfigError(Exception):
+    """A configuration value that cannot work, raised when the config is built. (Not a
+    ValueError on purpose: tyro would catch that and print a multi-line box instead of letting
+    the CLI print one line.)"""
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise :class:`ConfigError` with ``message`` unless ``condition``."""
+    if not condition:
+        raise ConfigError(message)
+
+
+def require_positive(cfg: object, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        require(value > 0, f"{name} must be positive, got {value}")
+
+
+def require_fraction(cfg: object, name: str, closed: bool = True) -> None:
+    """0 ≤ value ≤ 1 (``closed``) or 0 ≤ value < 1."""
+    value = getattr(cfg, name)
+    ok = 0 <= value <= 1 if closed else 0 <= value < 1
+    require(ok, f"{name} must be in [0, 1{']' if closed else ')'}, got {value}")
+
+
+def require_choice(cfg: object, name: str, choices: tuple[str, ...]) -> None:
+    value = getattr(cfg, name)
+    require(value in choices, f"unknown {name} {value!r}; choose {', '.join(choices)}")
+
+
 DenoiserKind = Literal["mlp", "unet", "transformer"]
 Layout = Literal["polygrad", "joint"]
 Prediction = Literal["x0", "eps"]
@@ -33,6 +64,13 @@ class DenoiserConfig:
     """Size of the sinusoidal diffusion-time embedding."""
     heads: int = 4
     """Attention heads (transformer only)."""
+
+    def __post_init__(self):
+        require_choice(self, "kind", ("mlp", "unet", "transformer"))
+        require_positive(self, "width", "depth", "time_embed_dim", "heads")
+        require(self.kind != "transformer" or (self.width % self.heads == 0
+                                               and self.width % 2 == 0),
+                f"transformer width {self.width} must be even and divide by heads {self.heads}")
 
 
 @dataclass(frozen=True)
@@ -84,6 +122,23 @@ class DiffusionConfig:
     """Fraction of training segments whose advantage label is dropped, so the same network
     also learns the unconditional model."""
 
+    def __post_init__(self):
+        require_choice(self, "layout", ("polygrad", "joint"))
+        require_choice(self, "schedule", ("cosine", "linear"))
+        require_choice(self, "prediction", ("x0", "eps"))
+        require(self.horizon >= 2, f"horizon must be at least 2, got {self.horizon}")
+        require_positive(self, "num_steps", "batch_size", "lr", "clip_value")
+        require(self.schedule_tau is None or self.schedule_tau > 0,
+                f"schedule_tau must be positive, got {self.schedule_tau}")
+        for name in ("weight_decay", "grad_clip", "x0_bound"):
+            require(getattr(self, name) >= 0, f"{name} must be non-negative, got "
+                                              f"{getattr(self, name)}")
+        require(self.clip_max_step >= -1, f"clip_max_step must be ≥ -1, got "
+                                          f"{self.clip_max_step}")
+        require_fraction(self, "ema_decay", closed=False)
+        require_fraction(self, "condition_dropout", closed=False)
+        require_fraction(self, "joint_action_pin_prob")
+
 
 @dataclass(frozen=True)
 class EnsembleConfig:
@@ -103,6 +158,13 @@ class EnsembleConfig:
     """Adam learning rate."""
     weight_decay: float = 5e-5
     """L2 penalty on the weights."""
+
+    def __post_init__(self):
+        require_positive(self, "members", "width", "depth", "batch_size", "lr")
+        require(1 <= self.elites <= self.members,
+                f"elites must be in [1, members={self.members}], got {self.elites}")
+        require(self.weight_decay >= 0, f"weight_decay must be non-negative, got "
+                                        f"{self.weight_decay}")
 
 
 def config_from_dict(cls: type, raw: dict):
@@ -172,6 +234,18 @@ class ActorCriticConfig:
     linesearch_tolerance: float = 0.25
     """Line search: accepted relative deviation from that target."""
 
+    def __post_init__(self):
+        require_positive(self, "hidden", "layers", "min_std", "actor_lr", "critic_lr",
+                         "linesearch_tolerance")
+        require(self.init_std > self.min_std,
+                f"need 0 < min_std < init_std, got {self.min_std}, {self.init_std}")
+        require(0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}")
+        require_fraction(self, "lam")
+        require_fraction(self, "target_ema", closed=False)
+        for name in ("entropy_weight", "grad_clip", "target_logp_change"):
+            require(getattr(self, name) >= 0, f"{name} must be non-negative, got "
+                                              f"{getattr(self, name)}")
+
 
 @dataclass(frozen=True)
 class ImaginationConfig:
@@ -206,3 +280,17 @@ class ImaginationConfig:
     training labels."""
     cfg_weight: float = 2.0
     """Classifier-free guidance weight w (1: conditional model alone, > 1: extrapolate)."""
+
+    def __post_init__(self):
+        require_positive(self, "batch_size", "policy_delta")
+        require_choice(self, "sampler", ("ddpm", "ddim"))
+        require_choice(self, "guidance", ("none", "sag", "eag", "reward", "cfg"))
+        require_choice(self, "advantage", ("td", "gae", "qv"))
+        require_choice(self, "guidance_mode", ("sigma4", "normalized"))
+        require(self.sampler_steps >= 0, f"sampler_steps must be ≥ 0 (0: all), got "
+                                         f"{self.sampler_steps}")
+        require(self.guidance_max_step >= -1, f"guidance_max_step must be ≥ -1, got "
+                                              f"{self.guidance_max_step}")
+        for name in ("guidance_scale", "cfg_weight"):
+            require(getattr(self, name) >= 0, f"{name} must be non-negative, got "
+                                              f"{getattr(self, name)}")

@@ -76,10 +76,6 @@ class ProbabilisticEnsemble(nn.Module):
     def __init__(self, obs_dim: int, action_dim: int, cfg: EnsembleConfig,
                  device: torch.device | str = "cpu"):
         super().__init__()
-        if not 0 < cfg.elites <= cfg.members:
-            raise ValueError(f"elites must be in [1, members={cfg.members}], got {cfg.elites}")
-        if cfg.width <= 0 or cfg.depth <= 0:
-            raise ValueError("ensemble width and depth must be positive")
         self.cfg = cfg
         self.obs_dim, self.action_dim = obs_dim, action_dim
         self.out_dim = obs_dim + 1  # Gaussian over [Δs, r]

@@ -40,12 +40,15 @@ from agdrl.checkpoint import (
 from agdrl.collect import new_buffer
 from agdrl.config import (
     ActorCriticConfig,
+    ConfigError,
     DenoiserConfig,
     DiffusionConfig,
     ImaginationConfig,
     config_from_dict,
     for_task,
     reference_denoiser,
+    require,
+    require_positive,
 )
 from agdrl.diffusion.world_model import DiffusionWorldModel
 from agdrl.envs import env_id, get_env_state, get_sim_state, make_env, set_env_state
@@ -98,20 +101,21 @@ class TrainConfig:
     device: str = "cpu"
     """torch device."""
 
-    def check(self) -> None:
-        """Fail fast, with one clear message, on values that cannot work."""
-        for name in ("total_steps", "prefill_steps", "agent_update_every", "eval_episodes"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+    def __post_init__(self):
+        require_positive(self, "total_steps", "prefill_steps", "agent_update_every",
+                         "eval_episodes", "keep_checkpoints")
         for name in ("pretrain_steps", "model_updates_per_step", "eval_every",
                      "checkpoint_every"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
-        if self.keep_checkpoints <= 0:
-            raise ValueError(f"keep_checkpoints must be positive, got {self.keep_checkpoints}")
-        if self.diffusion.layout != "polygrad":
-            raise ValueError("the agent imagines with the 'polygrad' layout (actions as "
-                             "conditioning); 'joint' is for planning")
+            require(getattr(self, name) >= 0, f"{name} must be non-negative, got "
+                                              f"{getattr(self, name)}")
+        require(self.prefill_steps < self.total_steps,
+                f"prefill_steps ({self.prefill_steps}) ≥ total_steps ({self.total_steps}): "
+                "the agent would never train")
+        require(self.diffusion.layout == "polygrad", "the agent imagines with the 'polygrad' "
+                "layout (actions as conditioning); 'joint' is for planning")
+        require(self.imagination.sampler_steps <= self.diffusion.num_steps,
+                f"imagination.sampler_steps ({self.imagination.sampler_steps}) exceeds the "
+                f"world model's diffusion steps ({self.diffusion.num_steps})")
 
 
 PRESETS: dict[str, TrainConfig] = {
@@ -238,7 +242,8 @@ class AGDMBRL:
     def __init__(self, env: str | gym.Env, config: TrainConfig | None = None,
                  run_dir: str | Path | None = None, eval_env: gym.Env | None = None):
         cfg = config or PRESETS["fast"]
-        cfg.check()
+        if run_dir is None and (cfg.video or cfg.wandb):
+            raise ConfigError("video and wandb write into the run directory: pass run_dir=")
         if cfg.video:
             _require_video()
             os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from agdrl.a2c import ActorCriticAgent
-from agdrl.config import ActorCriticConfig
+from agdrl.config import ActorCriticConfig, ConfigError
 from agdrl.returns import gae, reality_weights, td_errors
 from agdrl.segments import Segment
 
@@ -100,7 +100,7 @@ def test_update_never_backpropagates_into_the_imagination():
 
 
 def test_bad_config_is_refused():
-    with pytest.raises(ValueError, match="gamma"):
+    with pytest.raises(ConfigError, match="gamma"):
         agent(gamma=0.0)
 
 

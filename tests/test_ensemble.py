@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from agdrl.buffer import ReplayBuffer
-from agdrl.config import EnsembleConfig
+from agdrl.config import ConfigError, EnsembleConfig
 from agdrl.ensemble import BootstrapSampler, ProbabilisticEnsemble
 
 CFG = EnsembleConfig(members=4, elites=2, width=64, depth=2, batch_size=64)
@@ -83,5 +83,5 @@ def test_save_load_round_trip(tmp_path: Path, linear_buffer: ReplayBuffer):
 
 
 def test_config_errors():
-    with pytest.raises(ValueError, match="elites"):
+    with pytest.raises(ConfigError, match="elites"):
         ProbabilisticEnsemble(3, 2, EnsembleConfig(members=2, elites=3))

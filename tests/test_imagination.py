@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from agdrl.a2c import ActorCriticAgent
-from agdrl.config import ActorCriticConfig, ImaginationConfig
+from agdrl.config import ActorCriticConfig, ConfigError, ImaginationConfig
 from agdrl.diffusion.world_model import DiffusionWorldModel
 from agdrl.guidance import OneStepAdvantage
 from agdrl.imagination import Imagination
@@ -57,13 +57,13 @@ def test_state_guidance_changes_the_imagined_states(world_model_factory: Factory
 def test_bad_options_are_refused(world_model_factory: Factory):
     with pytest.raises(ValueError, match="reward function"):
         setup(world_model_factory, guidance="reward")
-    with pytest.raises(ValueError, match="unknown guidance"):
+    with pytest.raises(ConfigError, match="unknown guidance"):
         setup(world_model_factory, guidance="bogus")
     with pytest.raises(ValueError, match="advantage_conditioning"):
         setup(world_model_factory, guidance="cfg")
     with pytest.raises(ValueError, match="learn_q"):
         setup(world_model_factory, guidance="sag", advantage="qv")
-    with pytest.raises(ValueError, match="unknown advantage"):
+    with pytest.raises(ConfigError, match="unknown advantage"):
         setup(world_model_factory, advantage="bogus")
     with pytest.raises(ValueError, match="polygrad"):
         wm = world_model_factory(layout="joint")

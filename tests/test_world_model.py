@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from agdrl.buffer import ReplayBuffer, SegmentBatch
+from agdrl.config import ConfigError
 from agdrl.diffusion.process import Inpainting
 from agdrl.diffusion.samplers import Sampler, StepState
 from agdrl.diffusion.schedules import strided_timesteps
@@ -137,7 +138,7 @@ def test_sample_rejects_wrongly_shaped_actions(world_model_factory: Factory) -> 
 @pytest.mark.parametrize("kwargs", [{"horizon": 1}, {"layout": "diffuser"}, {"num_steps": 0}])
 def test_constructor_rejects_bad_config(world_model_factory: Factory,
                                         kwargs: dict[str, object]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         world_model_factory(**kwargs)
 
 

@@ -194,9 +194,6 @@ class TransformerDenoiser(nn.Module):
     def __init__(self, x_dim: int, cond_dim: int, cfg: DenoiserConfig, num_steps: int,
                  labelled: bool = False):
         super().__init__()
-        if cfg.width % cfg.heads or cfg.width % 2:
-            raise ValueError(f"transformer width {cfg.width} must be even and divide by heads "
-                             f"{cfg.heads}")
         self.width = cfg.width
         self.inp = nn.Linear(x_dim + cond_dim, cfg.width)
         self.time = SinusoidalTimeEmbedding(cfg.width, num_steps, labelled)
@@ -217,12 +214,8 @@ class TransformerDenoiser(nn.Module):
 def make_denoiser(cfg: DenoiserConfig, horizon: int, x_dim: int, cond_dim: int,
                   num_steps: int, labelled: bool = False) -> nn.Module:
     """Build the denoiser named by ``cfg.kind`` (with a label input when ``labelled``)."""
-    if cfg.width <= 0 or cfg.depth <= 0:
-        raise ValueError(f"denoiser width and depth must be positive, got {cfg.width}, {cfg.depth}")
     if cfg.kind == "mlp":
         return ResidualMLPDenoiser(horizon, x_dim, cond_dim, cfg, num_steps, labelled)
     if cfg.kind == "unet":
         return TemporalUNetDenoiser(x_dim, cond_dim, cfg, num_steps, labelled)
-    if cfg.kind == "transformer":
-        return TransformerDenoiser(x_dim, cond_dim, cfg, num_steps, labelled)
-    raise ValueError(f"unknown denoiser {cfg.kind!r}; choose 'mlp', 'unet' or 'transformer'")
+    return TransformerDenoiser(x_dim, cond_dim, cfg, num_steps, labelled)

@@ -33,17 +33,9 @@ class DiffusionWorldModel(nn.Module):
     def __init__(self, obs_dim: int, action_dim: int, cfg: DiffusionConfig,
                  device: torch.device | str = "cpu"):
         super().__init__()
-        if cfg.horizon < 2:
-            raise ValueError(f"horizon must be at least 2, got {cfg.horizon}")
-        if cfg.num_steps <= 0 or cfg.batch_size <= 0:
-            raise ValueError("num_steps and batch_size must be positive")
-        if not 0.0 <= cfg.condition_dropout < 1.0:
-            raise ValueError(f"condition_dropout must be in [0, 1), got {cfg.condition_dropout}")
         self.cfg = cfg
         self.obs_dim, self.action_dim = obs_dim, action_dim
         self.joint = cfg.layout == "joint"
-        if cfg.layout not in ("polygrad", "joint"):
-            raise ValueError(f"unknown layout {cfg.layout!r}; choose 'polygrad' or 'joint'")
         self.x_dim = obs_dim + 2 + (action_dim if self.joint else 0)
         self.cond_dim = 0 if self.joint else action_dim
         self.state_norm = RunningNormalizer(obs_dim)

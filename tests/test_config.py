@@ -1,0 +1,145 @@
+"""Bad configuration values fail fast: a ConfigError naming the field when the config is
+built (API), one ``agdrl: …`` line and a non-zero exit at the command line. Property-based
+tests (hypothesis) over numeric values and over command lines."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agdrl.avalanche import AvalancheConfig
+from agdrl.cli import main
+from agdrl.config import (
+    ActorCriticConfig,
+    ConfigError,
+    DenoiserConfig,
+    DiffusionConfig,
+    EnsembleConfig,
+    ImaginationConfig,
+)
+from agdrl.trainer import AGDMBRL, TrainConfig
+
+INVALID = [
+    (DenoiserConfig, {"kind": "rnn"}, "unknown kind 'rnn'"),
+    (DenoiserConfig, {"width": 0}, "width must be positive"),
+    (DenoiserConfig, {"depth": -1}, "depth must be positive"),
+    (DenoiserConfig, {"kind": "transformer", "width": 30, "heads": 4}, "divide by heads"),
+    (DenoiserConfig, {"kind": "transformer", "width": 9, "heads": 3}, "even"),
+    (DiffusionConfig, {"horizon": 1}, "horizon must be at least 2"),
+    (DiffusionConfig, {"horizon": 0}, "horizon must be at least 2"),
+    (DiffusionConfig, {"num_steps": 0}, "num_steps must be positive"),
+    (DiffusionConfig, {"layout": "diffuser"}, "unknown layout"),
+    (DiffusionConfig, {"schedule": "sigmoid"}, "unknown schedule"),
+    (DiffusionConfig, {"prediction": "v"}, "unknown prediction"),
+    (DiffusionConfig, {"schedule_tau": 0.0}, "schedule_tau must be positive"),
+    (DiffusionConfig, {"lr": -1e-3}, "lr must be positive"),
+    (DiffusionConfig, {"ema_decay": 1.0}, "ema_decay must be in [0, 1)"),
+    (DiffusionConfig, {"condition_dropout": 1.0}, "condition_dropout"),
+    (DiffusionConfig, {"clip_value": 0.0}, "clip_value must be positive"),
+    (DiffusionConfig, {"x0_bound": -1.0}, "x0_bound must be non-negative"),
+    (EnsembleConfig, {"members": 2, "elites": 3}, "elites must be in [1, members=2]"),
+    (ActorCriticConfig, {"gamma": 0.0}, "gamma must be in (0, 1]"),
+    (ActorCriticConfig, {"lam": 1.5}, "lam must be in [0, 1]"),
+    (ActorCriticConfig, {"min_std": 0.5, "init_std": 0.2}, "min_std < init_std"),
+    (ActorCriticConfig, {"actor_lr": 0.0}, "actor_lr must be positive"),
+    (ImaginationConfig, {"batch_size": 0}, "batch_size must be positive"),
+    (ImaginationConfig, {"guidance": "magic"}, "unknown guidance 'magic'"),
+    (ImaginationConfig, {"advantage": "mc"}, "unknown advantage 'mc'"),
+    (ImaginationConfig, {"sampler": "euler"}, "unknown sampler 'euler'"),
+    (ImaginationConfig, {"sampler_steps": -2}, "sampler_steps must be ≥ 0"),
+    (ImaginationConfig, {"guidance_scale": -1.0}, "guidance_scale must be non-negative"),
+    (ImaginationConfig, {"guidance_mode": "sigma2"}, "unknown guidance_mode"),
+    (TrainConfig, {"total_steps": 0}, "total_steps must be positive"),
+    (TrainConfig, {"prefill_steps": 30_000}, "the agent would never train"),
+    (TrainConfig, {"eval_every": -1}, "eval_every must be non-negative"),
+    (TrainConfig, {"keep_checkpoints": 0}, "keep_checkpoints must be positive"),
+    (TrainConfig, {"diffusion": DiffusionConfig(layout="joint")}, "'polygrad' layout"),
+    (TrainConfig, {"imagination": ImaginationConfig(sampler_steps=500)},
+     "exceeds the world model's diffusion steps"),
+    (AvalancheConfig, {"train_steps": 0}, "train_steps must be positive"),
+]
+
+
+@pytest.mark.parametrize(("cls", "kwargs", "message"), INVALID,
+                         ids=[f"{c.__name__}-{next(iter(k))}" for c, k, _ in INVALID])
+def test_invalid_values_raise_a_config_error_naming_the_problem(cls, kwargs, message):
+    with pytest.raises(ConfigError) as err:
+        cls(**kwargs)
+    assert message in str(err.value)
+    with pytest.raises(ConfigError):  # dataclasses.replace validates too
+        dataclasses.replace(cls(), **kwargs)
+
+
+def test_contradictory_options_for_the_agent():
+    """Video and W&B need somewhere to write."""
+    with pytest.raises(ConfigError, match="run_dir"):
+        AGDMBRL("InvertedPendulum-v5", dataclasses.replace(TrainConfig(), video=True))
+
+
+POSITIVE_INTS = {
+    DiffusionConfig: ["num_steps", "batch_size"],
+    ImaginationConfig: ["batch_size"],
+    TrainConfig: ["agent_update_every", "eval_episodes", "keep_checkpoints"],
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from([(c, f) for c, fields in POSITIVE_INTS.items() for f in fields]),
+       st.integers(-10**9, 10**9))
+def test_count_fields_accept_exactly_the_positive_values(field, value):
+    cls, name = field
+    if value > 0:
+        assert getattr(cls(**{name: value}), name) == value
+    else:
+        with pytest.raises(ConfigError, match=name):
+            cls(**{name: value})
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(allow_nan=True, allow_infinity=True), st.floats(allow_nan=True))
+def test_discount_and_lambda_accept_exactly_their_ranges(gamma, lam):
+    ok = 0 < gamma <= 1 and 0 <= lam <= 1  # False for NaN
+    if ok:
+        ActorCriticConfig(gamma=gamma, lam=lam)
+    else:
+        with pytest.raises(ConfigError):
+            ActorCriticConfig(gamma=gamma, lam=lam)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(-5, 40), st.integers(-3, 300), st.integers(-3, 300))
+def test_horizon_and_step_counts(horizon, num_steps, sampler_steps):
+    """The world model's horizon and step counts, and the imagination's sampler steps
+    against them, are accepted exactly when they can work."""
+    ok = horizon >= 2 and num_steps > 0 and 0 <= sampler_steps <= max(num_steps, 0)
+    try:
+        TrainConfig(diffusion=DiffusionConfig(horizon=horizon, num_steps=num_steps),
+                    imagination=ImaginationConfig(sampler_steps=sampler_steps))
+    except ConfigError:
+        assert not ok
+    else:
+        assert ok
+
+
+OPTIONS = ["--total-steps", "--prefill-steps", "--eval-episodes", "--diffusion.horizon",
+           "--diffusion.num-steps", "--imagination.batch-size", "--agent.gamma", "--guidance",
+           "--advantage", "--imagination.sampler", "--bogus-option", "--preset", "--env"]
+VALUES = st.one_of(st.integers(-100, 0).map(str), st.sampled_from(
+    ["abc", "", "-", "1e400", "nan", "magic", "CartPole-v1", "NoSuchEnv-v9", "fast2"]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(OPTIONS), VALUES), min_size=1, max_size=3))
+def test_bad_command_lines_end_in_one_line(pairs):
+    """Any mix of bad values (out of range, wrong type, unknown choice, unknown option or env)
+    ends with SystemExit carrying one 'agdrl: …' line, before any training starts."""
+    args = ["train", "--run-dir", "/nonexistent/never-created"]
+    for option, value in pairs:
+        args += [option, value]
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    message = str(exc.value.code)
+    assert message.startswith("agdrl: ") and "\n" not in message.strip()
