@@ -18,6 +18,7 @@ from torch import nn
 
 from agdrl.actor_critic import ActionCritic, Actor, Critic
 from agdrl.config import ActorCriticConfig
+from agdrl.faults import check_finite
 from agdrl.returns import gae, reality_weights
 from agdrl.segments import Segment
 
@@ -57,8 +58,12 @@ class ActorCriticAgent(nn.Module):
         return float(torch.sqrt(sum((p.grad**2).sum() for p in params if p.grad is not None)))
 
     def update(self, seg: Segment) -> dict[str, float]:
-        """One actor and one critic step on imagined segments (raw units, no graph)."""
+        """One actor and one critic step on imagined segments (raw units, no graph). Non-finite
+        inputs, losses or gradients raise :class:`NonFiniteError` before the step they would
+        corrupt."""
         cfg = self.cfg
+        check_finite("the imagined segment", seg.states, seg.actions, seg.rewards,
+                     seg.terminals)
         states = seg.states.detach().to(self.device)
         actions = seg.actions.detach().to(self.device)
         rewards = seg.rewards.detach().to(self.device)
@@ -77,8 +82,10 @@ class ActorCriticAgent(nn.Module):
         values = self.critic(states[:, :-1])
         critic_loss = 0.5 * (weights * (values - returns) ** 2).sum() / weights.sum()
         self.critic_opt.zero_grad(set_to_none=True)
+        check_finite("the critic loss", critic_loss)
         critic_loss.backward()
         critic_grad = self._clip(list(self.critic.parameters()))
+        check_finite("the critic gradient", critic_grad)
         self.critic_opt.step()
         metrics = {}
         if self.q_critic is not None:  # Q(s_t, a_t) on the same λ-returns
@@ -98,8 +105,10 @@ class ActorCriticAgent(nn.Module):
         actor_loss = -(weights * (advantages * logp + cfg.entropy_weight * entropy)).sum()
         actor_loss = actor_loss / weights.sum()
         self.actor_opt.zero_grad(set_to_none=True)
+        check_finite("the actor loss", actor_loss)
         actor_loss.backward()
         actor_grad = self._clip(list(self.actor.parameters()))
+        check_finite("the actor gradient", actor_grad)
         before = [p.detach().clone() for p in self.actor.parameters()]
         self.actor_opt.step()
         scale, change = self._line_search(before, s, a, logp.detach(), weights)

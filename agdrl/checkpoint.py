@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -47,9 +48,10 @@ def load_weights(module: nn.Module, path: str | Path, device: torch.device | str
 @contextmanager
 def atomic_directory(final: str | Path) -> Iterator[Path]:
     """Write a whole directory or nothing: files go into a hidden temporary sibling
-    (``.tmp-NAME-PID``), are fsynced, and the folder is renamed into place, so a crash leaves
-    either the previous ``final`` or the new one, never a partial one. An existing ``final``
-    is moved aside first and removed after the rename. Readers skip ``.tmp-*`` folders."""
+    (``.tmp-NAME-PID``), get a ``manifest.json`` of their SHA-256 sums, are fsynced, and the
+    folder is renamed into place, so a crash leaves either the previous ``final`` or the new
+    one, never a partial one. An existing ``final`` is moved aside first and removed after the
+    rename. Readers skip ``.tmp-*`` folders; :func:`verify_manifest` detects later damage."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
@@ -58,6 +60,9 @@ def atomic_directory(final: str | Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        (tmp / MANIFEST).write_text(json.dumps(
+            {str(p.relative_to(tmp)): _sha256(p) for p in files}, indent=1))
         for path in tmp.rglob("*"):
             if path.is_file():
                 _fsync(path)
@@ -72,6 +77,37 @@ def atomic_directory(final: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_manifest(folder: str | Path) -> None:
+    """Check every file listed in ``folder``'s manifest against its SHA-256 sum; raise
+    ValueError naming the first missing or damaged file. Folders without a manifest (written
+    by hand) pass."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except FileNotFoundError:
+        return
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{folder}: unreadable {MANIFEST}: {err}") from err
+    for name, digest in manifest.items():
+        path = folder / name
+        if not path.is_file():
+            raise ValueError(f"{folder}: {name} is missing")
+        if _sha256(path) != digest:
+            raise ValueError(f"{folder}: {name} is damaged (its SHA-256 differs from the "
+                             "one recorded when it was written)")
 
 
 def _fsync(path: Path) -> None:
@@ -135,9 +171,14 @@ def load_tensors(path: str | Path, kind: str) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
+def complete_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The complete ``checkpoints/step_*`` of a run, oldest first (temporary folders of an
+    interrupted write are never taken)."""
+    return [p for p in sorted(Path(run_dir, "checkpoints").glob("step_*"))
+            if (p / "training_state.json").is_file()]
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete ``checkpoints/step_*`` of a run (temporary folders of an
-    interrupted write are never taken), or None."""
-    complete = [p for p in sorted(Path(run_dir, "checkpoints").glob("step_*"))
-                if (p / "training_state.json").is_file()]
+    """The newest complete checkpoint of a run, or None."""
+    complete = complete_checkpoints(run_dir)
     return complete[-1] if complete else None

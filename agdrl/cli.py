@@ -17,6 +17,7 @@ from gymnasium.error import Error as GymError
 from agdrl.avalanche import PRESETS as AVALANCHE_PRESETS
 from agdrl.avalanche import AvalancheConfig, run_avalanche
 from agdrl.config import ConfigError
+from agdrl.faults import NumericalFaultError, RunDirectoryError
 
 USAGE = """usage: agdrl COMMAND [--preset NAME] [options]
 
@@ -63,7 +64,8 @@ def _parse(cls: type, args: list[str], default: object, prog: str):
             if text.startswith(("─", "╰")):
                 break
             message.append(text)
-        raise SystemExit(f"agdrl: {' '.join(message)} (see '{prog.split(' [')[0]} --help')") from None
+        command = prog.split(" [")[0]
+        raise SystemExit(f"agdrl: {' '.join(message)} (see '{command} --help')") from None
 
 
 def _split_preset(args: list[str], presets: dict, default: str) -> tuple[str, list[str]]:
@@ -129,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     if command in ("train", "eval"):
         try:
             return _train(rest) if command == "train" else _eval(rest)
-        except (ConfigError, ValueError, ImportError, GymError) as err:
+        except (ConfigError, ValueError, ImportError, GymError, NumericalFaultError,
+                RunDirectoryError) as err:
             raise SystemExit(f"agdrl: {err}") from err
     if command == "avalanche":
         try:

@@ -45,6 +45,7 @@ from torch import nn
 from agdrl.actor_critic import Actor
 from agdrl.diffusion.samplers import DenoisingHook, StepState, randn
 from agdrl.diffusion.world_model import DiffusionWorldModel
+from agdrl.faults import check_finite
 from agdrl.returns import gae, td_errors
 from agdrl.segments import Segment
 
@@ -184,6 +185,7 @@ class StateGuidance:
         if state.k_prev < 0 or (self.max_step is not None and state.k > self.max_step):
             return
         grad, value = state_gradient(self.objective, self.model, state.x0, state.cond)
+        check_finite("the state-guidance gradient", grad)
         rms = grad.pow(2).mean(dim=(1, 2), keepdim=True).sqrt()
         if self.mode == "sigma4":
             shift = self.scale * state.sigma**4 * grad

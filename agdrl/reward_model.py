@@ -9,6 +9,7 @@ from torch import nn
 
 from agdrl.actor_critic import mlp
 from agdrl.buffer import TransitionBatch
+from agdrl.faults import check_finite
 from agdrl.normalization import RunningNormalizer
 
 
@@ -45,6 +46,7 @@ class RewardModel(nn.Module):
                                                             )[..., None].float())
         x = torch.cat([self.state_norm.normalize(states), self.action_norm.normalize(actions)], -1)
         loss = ((self.net(x.float()) - target) ** 2).mean()
+        check_finite("the reward-model loss", loss)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

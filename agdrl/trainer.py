@@ -15,10 +15,12 @@ import json
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -28,6 +30,7 @@ from agdrl.a2c import ActorCriticAgent
 from agdrl.buffer import ReplayBuffer
 from agdrl.checkpoint import (
     atomic_directory,
+    complete_checkpoints,
     latest_checkpoint,
     load_optimizers,
     load_tensors,
@@ -36,6 +39,7 @@ from agdrl.checkpoint import (
     save_module,
     save_optimizers,
     save_tensors,
+    verify_manifest,
 )
 from agdrl.collect import new_buffer
 from agdrl.config import (
@@ -48,10 +52,12 @@ from agdrl.config import (
     for_task,
     reference_denoiser,
     require,
+    require_choice,
     require_positive,
 )
 from agdrl.diffusion.world_model import DiffusionWorldModel
 from agdrl.envs import env_id, get_env_state, get_sim_state, make_env, set_env_state
+from agdrl.faults import NonFiniteError, NumericalFaultError, RunDirectoryError
 from agdrl.guidance import advantage_labels
 from agdrl.imagination import Imagination
 from agdrl.reward_model import RewardModel
@@ -98,6 +104,10 @@ class TrainConfig:
     works without an account)."""
     wandb_project: str = "agdrl"
     """Weights & Biases project name."""
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    """NaN or Inf in an observation, reward, loss, gradient or imagined segment: 'stop' saves
+    the last good state as a checkpoint and raises; 'skip' drops that transition or batch
+    (counted in train_metrics.csv as nonfinite_skipped) and goes on."""
     device: str = "cpu"
     """torch device."""
 
@@ -108,6 +118,7 @@ class TrainConfig:
                      "checkpoint_every"):
             require(getattr(self, name) >= 0, f"{name} must be non-negative, got "
                                               f"{getattr(self, name)}")
+        require_choice(self, "on_nonfinite", ("stop", "skip"))
         require(self.prefill_steps < self.total_steps,
                 f"prefill_steps ({self.prefill_steps}) ≥ total_steps ({self.total_steps}): "
                 "the agent would never train")
@@ -178,15 +189,19 @@ class RunLog:
         was logged after it (so no step is logged twice)."""
         from torch.utils.tensorboard import SummaryWriter
 
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
         self.eval_path = run_dir / "evaluations.csv"
         self.train_path = run_dir / "train_metrics.csv"
-        if resume_step is not None:
-            for path in (self.eval_path, self.train_path):
-                _truncate_csv(path, resume_step)
-        self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=None
-                                    if resume_step is None else resume_step + 1)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+            if resume_step is not None:
+                for path in (self.eval_path, self.train_path):
+                    _truncate_csv(path, resume_step)
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=None
+                                        if resume_step is None else resume_step + 1)
+        except OSError as err:
+            raise RunDirectoryError(f"cannot write to the run directory {run_dir}: "
+                                    f"{err}") from err
         self.wandb = None
         if cfg.wandb:
             try:
@@ -206,11 +221,15 @@ class RunLog:
     @staticmethod
     def _append(path: Path, row: dict[str, float]) -> None:
         new = not path.exists()
-        with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row), restval="", extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        try:
+            with open(path, "a", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(row), restval="",
+                                        extrasaction="ignore")
+                if new:
+                    writer.writeheader()
+                writer.writerow(row)
+        except OSError as err:
+            raise RunDirectoryError(f"cannot write {path}: {err}") from err
 
     def train(self, step: int, metrics: dict[str, float]) -> None:
         self.scalars(step, metrics, "train")
@@ -279,6 +298,7 @@ class AGDMBRL:
         self.log = RunLog(self.run_dir, cfg) if self.run_dir is not None else None
         self.num_timesteps = 0
         self.seconds: dict[str, float] = dict.fromkeys(PHASES, 0.0)
+        self.nonfinite_skipped = 0
         self._obs, _ = self.env.reset(seed=cfg.seed)
         self.env.action_space.seed(cfg.seed)
 
@@ -334,6 +354,9 @@ class AGDMBRL:
                   else self.predict(self._obs, deterministic=False)[0])
         sim = get_sim_state(self.env)
         next_obs, reward, terminated, truncated, _ = self.env.step(action)
+        if not (np.isfinite(next_obs).all() and np.isfinite(reward)):
+            self._obs, _ = self.env.reset()  # the episode's state is unreliable from here
+            raise NonFiniteError("the environment's observation or reward")
         self.buffer.add(self._obs, action, float(reward), next_obs, terminated, truncated, sim)
         self.world_model.update_normalizers(self._obs[None], np.asarray(action)[None],
                                             np.asarray([reward]))
@@ -374,9 +397,17 @@ class AGDMBRL:
         """Write a full checkpoint into the run directory's checkpoints/ (atomically) and drop
         the oldest beyond the limit."""
         folder = self.run_dir / "checkpoints"
-        with atomic_directory(folder / f"step_{self.num_timesteps:09d}") as tmp:
-            self._write_model(tmp)
-            self._write_training_state(tmp)
+        name = f"step_{self.num_timesteps:09d}"
+        try:
+            with atomic_directory(folder / name) as tmp:
+                self._write_model(tmp)
+                self._write_training_state(tmp)
+        except OSError as err:
+            previous = latest_checkpoint(self.run_dir)
+            raise RunDirectoryError(
+                f"writing checkpoint {name} into {folder} failed ({err}); "
+                + (f"{previous.name} is intact" if previous else "no earlier checkpoint")
+            ) from err
         for old in sorted(folder.glob("step_*"))[: -self.cfg.keep_checkpoints]:
             shutil.rmtree(old)
 
@@ -433,14 +464,41 @@ class AGDMBRL:
         buffer, random streams, the episode in progress and the logs (rows logged after the
         checkpoint are dropped). Then call ``learn(remaining steps)``."""
         run_dir = Path(run_dir)
-        checkpoint = latest_checkpoint(run_dir)
-        if checkpoint is None:
+        candidates = complete_checkpoints(run_dir)[::-1]
+        if not candidates:
             raise ValueError(f"{run_dir} has no complete checkpoint to resume from")
-        model = cls.load(checkpoint, env=env, eval_env=eval_env)
-        model._read_training_state(checkpoint)
+        for i, checkpoint in enumerate(candidates):
+            try:  # the newest checkpoint that verifies; a damaged one is reported and skipped
+                verify_manifest(checkpoint)
+                model = cls.load(checkpoint, env=env, eval_env=eval_env)
+                model._read_training_state(checkpoint)
+                break
+            except ValueError as err:
+                if i == len(candidates) - 1:
+                    raise
+                warnings.warn(f"skipping checkpoint {checkpoint.name}: {err}", stacklevel=2)
         model.run_dir = run_dir
         model.log = RunLog(run_dir, model.cfg, resume_step=model.num_timesteps)
         return model
+
+    def _guarded(self, fn: Callable, *args, default=None):
+        """``fn(*args)``, with a :class:`NonFiniteError` handled as ``on_nonfinite`` says:
+        'skip' counts it and returns ``default``; 'stop' checkpoints the last good state
+        (the bad values never reached the weights or the buffer) and raises
+        :class:`NumericalFaultError`."""
+        try:
+            return fn(*args)
+        except NonFiniteError as err:
+            if self.cfg.on_nonfinite == "skip":
+                self.nonfinite_skipped += 1
+                return default
+            saved = ""
+            if self.run_dir is not None:
+                self._checkpoint()
+                saved = f"; the last good state is saved in {latest_checkpoint(self.run_dir)}"
+            raise NumericalFaultError(
+                f"{err} at env step {self.num_timesteps}{saved} (on_nonfinite='skip' skips "
+                "such transitions and batches instead)") from err
 
     def learn(self, total_timesteps: int, progress_bar: bool = False,
               callback: Callable[[AGDMBRL], bool | None] | None = None) -> AGDMBRL:
@@ -459,22 +517,24 @@ class AGDMBRL:
         while self.num_timesteps < start + total_timesteps:
             prefill = self.num_timesteps < cfg.prefill_steps
             with self._timed("environment"):
-                self._step_env(random=prefill)
+                self._guarded(self._step_env, prefill)
             self.num_timesteps += 1
             step = self.num_timesteps
             with self._timed("model"):
                 if step == cfg.prefill_steps:
                     for _ in range(cfg.pretrain_steps):
-                        self._model_step()
+                        self._guarded(self._model_step)
                 if not prefill:
                     for _ in range(cfg.model_updates_per_step):
-                        loss = self._model_step()
+                        loss = self._guarded(self._model_step, default=loss)
             if not prefill and step % cfg.agent_update_every == 0:
-                metrics = self._agent_step()
-                if self.log is not None and step % (50 * cfg.agent_update_every) == 0:
+                metrics = self._guarded(self._agent_step)
+                if (metrics is not None and self.log is not None
+                        and step % (50 * cfg.agent_update_every) == 0):
                     seconds = self.time_profile()
                     total = sum(seconds.values())
                     self.log.train(step, {**metrics, "diffusion_loss": loss,
+                                          "nonfinite_skipped": self.nonfinite_skipped,
                                           **{f"time_fraction_{k}": v / total
                                              for k, v in seconds.items()},
                                           "env_steps_per_s": (step - start)
@@ -532,8 +592,10 @@ class AGDMBRL:
     @classmethod
     def load(cls, path: str | Path, env: str | gym.Env | None = None,
              run_dir: str | Path | None = None, eval_env: gym.Env | None = None) -> AGDMBRL:
-        """Rebuild a saved agent (on ``env``, or a fresh instance of the saved task)."""
+        """Rebuild a saved agent (on ``env``, or a fresh instance of the saved task). Files
+        whose checksum differs from the one written with them are refused."""
         path = Path(path)
+        verify_manifest(path)
         try:
             saved = json.loads((path / "config.json").read_text())
         except (OSError, json.JSONDecodeError) as err:

@@ -23,6 +23,7 @@ from agdrl.diffusion.denoisers import make_denoiser
 from agdrl.diffusion.process import GaussianDiffusion, Inpainting
 from agdrl.diffusion.samplers import DenoisingHook, Sampler, SamplerKind, randn
 from agdrl.ema import EMA
+from agdrl.faults import check_finite
 from agdrl.normalization import RunningNormalizer
 from agdrl.segments import Segment
 
@@ -104,7 +105,8 @@ class DiffusionWorldModel(nn.Module):
     # ------------------------------------------------------------------ training
     def train_step(self, batch: SegmentBatch, generator: torch.Generator | None = None,
                    labels: torch.Tensor | None = None) -> float:
-        """One gradient step of the denoising objective on a batch of real segments.
+        """One gradient step of the denoising objective on a batch of real segments; a
+        non-finite loss or gradient raises :class:`NonFiniteError` before any weight changes.
 
         labels: (B,) segment labels for an advantage-conditioned model (a random
         ``condition_dropout`` fraction is dropped; None drops all), None otherwise.
@@ -131,10 +133,12 @@ class DiffusionWorldModel(nn.Module):
             raise ValueError("labels given to a model built without advantage_conditioning")
         self.diffusion.train()
         loss = self.diffusion.loss(x0, cond, weight, pin, generator, label)
+        check_finite("the diffusion loss", loss)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.diffusion.denoiser.parameters(), self.cfg.grad_clip)
+        norm = nn.utils.clip_grad_norm_(self.diffusion.denoiser.parameters(),
+                                        self.cfg.grad_clip or float("inf"))
+        check_finite("the diffusion gradient", norm)
         self.optimizer.step()
         self.ema.update(self.diffusion.denoiser)
         self.train_steps += 1
