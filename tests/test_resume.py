@@ -111,7 +111,7 @@ def test_checkpoint_holds_the_whole_training_state(tmp_path: Path):
     files = {p.name for p in latest_checkpoint(tmp_path).iterdir()}
     assert files == {"config.json", "world_model.safetensors", "agent.safetensors",
                      "optimizers.safetensors", "buffer.npz", "rng.safetensors",
-                     "training_state.json"}
+                     "training_state.json", "manifest.json"}
     loaded = AGDMBRL.resume(tmp_path)
     for opt_a, opt_b in zip(model._optimizers().values(), loaded._optimizers().values(),
                             strict=True):
