@@ -26,7 +26,7 @@ import torch
 from agdrl.checkpoint import latest_checkpoint
 from agdrl.trainer import AGDMBRL
 
-ARGS = ["--env", "InvertedPendulum-v5", "--total-steps", "3000", "--prefill-steps", "200",
+ARGS = ["--env", "InvertedPendulum-v5", "--total-steps", "6000", "--prefill-steps", "200",
         "--pretrain-steps", "50", "--eval-every", "500", "--eval-episodes", "3",
         "--checkpoint-every", "100", "--keep-checkpoints", "2",
         "--diffusion.num-steps", "16", "--diffusion.batch-size", "64",
@@ -55,12 +55,19 @@ def main() -> None:
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="kill-resume-"))
     run, trials = work / "killed", []
+    resumed = 0
     for trial in range(args.trials):
         proc = train(["--resume", str(run)] if trial else ["--run-dir", str(run), *ARGS])
-        delay = rng.uniform(4.0, 12.0)  # a Python start with torch takes ~3 s
+        # wait for the first checkpoint after the resume point, then a random moment
+        while (latest_checkpoint(run) is None
+               or int(latest_checkpoint(run).name[5:]) <= resumed):
+            if proc.poll() is not None:
+                raise SystemExit("the run ended before all trials: raise --total-steps")
+            time.sleep(0.01)
+        delay = rng.uniform(0.0, 3.0)
         time.sleep(delay)
         if proc.poll() is not None:
-            raise SystemExit("the run finished before all trials: raise --total-steps")
+            raise SystemExit("the run ended before all trials: raise --total-steps")
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         killed_at = time.time()
@@ -68,7 +75,7 @@ def main() -> None:
         in_flight = [p.name for p in run.glob("checkpoints/.tmp-*")]
         resumed = AGDMBRL.resume(run).num_timesteps if newest else 0
         trials.append({
-            "trial": trial, "kill_after_s": round(delay, 2),
+            "trial": trial, "kill_s_after_a_new_checkpoint": round(delay, 2),
             "newest_checkpoint": newest.name if newest else None,
             "checkpoint_write_in_flight": bool(in_flight),
             "resumes_at_step": resumed,
