@@ -273,6 +273,9 @@ class ImaginationConfig:
     """c σ_k⁴ ∇J (the paper's) or c σ_k ∇J / rms(∇J) (schedule-independent size)."""
     guidance_max_step: int = -1
     """Guide only denoising steps with k ≤ this (−1: every step but the last)."""
+    guide_last_state: bool = False
+    """Also guide the segment's last state (the reference zeroes its gradient; for EAG that
+    leaves only interior terms, which lower V: see agdrl.guidance.state_gradient)."""
     policy_delta: float = 0.005
     """Initial policy-guidance step δ (tuned online toward unit standardized action spread)."""
     cfg_target: float = 1.0

@@ -140,11 +140,17 @@ Objective = Callable[[Segment], torch.Tensor]
 
 
 def state_gradient(objective: Objective, model: DiffusionWorldModel, x0: torch.Tensor,
-                   cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+                   cond: torch.Tensor | None, guide_last: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """∇_ŝ J with respect to the normalized predicted states inside x0: (B, H, Dx).
 
-    Returns (gradient (B, H, ds), J (B,)); the gradient is zeroed on s_0 and on s_{H-1}.
-    Everything but the states is detached.
+    Returns (gradient (B, H, ds), J (B,)); the gradient is zeroed on the pinned s_0 and, as in
+    the reference, on s_{H-1} unless ``guide_last``. Everything but the states is detached.
+
+    Why the last state matters: for any objective linear in one-step advantages (EAG with TD
+    or GAE), Σ_t A_t telescopes, and the gradient at an interior state is a *negative*
+    multiple of ∇V (−(1 − γ)∇V(ŝ_t) for EAG with TD): the only term that raises V is the one
+    on s_{H-1}, which the reference zeroes.
     """
     ds = model.obs_dim
     with torch.enable_grad():
@@ -155,7 +161,8 @@ def state_gradient(objective: Objective, model: DiffusionWorldModel, x0: torch.T
         (grad,) = torch.autograd.grad(value.sum(), states)
     grad = grad.clone()
     grad[:, 0] = 0.0
-    grad[:, -1] = 0.0
+    if not guide_last:
+        grad[:, -1] = 0.0
     return grad, value.detach()
 
 
@@ -164,8 +171,9 @@ class StateGuidance:
     """A denoising hook that shifts the predicted states up ∇J (see the module docstring).
 
     scale: c. mode: 'sigma4' (paper) or 'normalized'. max_step: guide only steps with
-    k ≤ max_step (None: all but the last). After each call ``last_grad_norm`` and
-    ``last_objective`` hold the batch means of |∇J| (RMS over entries) and J.
+    k ≤ max_step (None: all but the last). guide_last: also move the segment's last state
+    (see :func:`state_gradient`). After each call ``last_grad_norm`` and ``last_objective``
+    hold the batch means of |∇J| (RMS over entries) and J.
     """
 
     model: DiffusionWorldModel
@@ -173,6 +181,7 @@ class StateGuidance:
     scale: float = 4.0
     mode: Literal["sigma4", "normalized"] = "sigma4"
     max_step: int | None = None
+    guide_last: bool = False
     last_grad_norm: float = field(default=0.0, init=False)
     last_objective: float = field(default=0.0, init=False)
 
@@ -184,7 +193,8 @@ class StateGuidance:
     def __call__(self, state: StepState) -> None:
         if state.k_prev < 0 or (self.max_step is not None and state.k > self.max_step):
             return
-        grad, value = state_gradient(self.objective, self.model, state.x0, state.cond)
+        grad, value = state_gradient(self.objective, self.model, state.x0, state.cond,
+                                     self.guide_last)
         check_finite("the state-guidance gradient", grad)
         rms = grad.pow(2).mean(dim=(1, 2), keepdim=True).sqrt()
         if self.mode == "sigma4":

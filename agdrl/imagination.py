@@ -50,7 +50,7 @@ class Imagination:
                       "reward": lambda: RewardSum(self._need(reward_fn))}
         self.state = None if cfg.guidance in ("none", "cfg") else StateGuidance(
             model, objectives[cfg.guidance](), cfg.guidance_scale, cfg.guidance_mode,
-            None if cfg.guidance_max_step < 0 else cfg.guidance_max_step)
+            None if cfg.guidance_max_step < 0 else cfg.guidance_max_step, cfg.guide_last_state)
         self.wrap = None
         if cfg.guidance == "cfg":
             if not model.cfg.advantage_conditioning:

@@ -49,7 +49,8 @@ from agdrl.segments import Segment
 VARIANTS = ("none", "reward", "sag", "eag", "cfg", "reward:normalized:1", "sag:normalized:1",
             "eag:normalized:1")
 """Guidance variants: NAME or NAME:MODE:SCALE for the state-guidance ones (default mode and
-scale from the command line, the paper's sigma4 and c = 4)."""
+scale from the command line, the paper's sigma4 and c = 4); NAME+last also guides the
+segment's last state."""
 
 
 def discounted_return(rewards: np.ndarray, last_value: np.ndarray, alive: np.ndarray,
@@ -116,7 +117,7 @@ def main() -> None:
     parser.add_argument("--starts", type=int, default=256)
     parser.add_argument("--samplers", nargs="+", default=["ddim:8", "ddpm:128"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS),
-                        help="NAME or NAME:MODE:SCALE, NAME in none reward sag eag cfg")
+                        help="NAME[+last][:MODE:SCALE], NAME in none reward sag eag cfg")
     parser.add_argument("--guidance-scale", type=float, default=4.0)
     parser.add_argument("--guidance-mode", default="sigma4", choices=["sigma4", "normalized"])
     parser.add_argument("--cfg-target", type=float, default=1.0)
@@ -184,8 +185,10 @@ def main() -> None:
         for variant in args.variants:
             name, _, rest = variant.partition(":")
             mode, _, scale = rest.partition(":")
+            name, _, last = name.partition("+")
             icfg = ImaginationConfig(batch_size=len(starts), sampler=kind,
                                      sampler_steps=int(steps or 0), guidance=name,
+                                     guide_last_state=last == "last",
                                      guidance_scale=float(scale or args.guidance_scale),
                                      guidance_mode=mode or args.guidance_mode,
                                      cfg_target=args.cfg_target, cfg_weight=args.cfg_weight)

@@ -180,6 +180,12 @@ def test_eag_gradient_closed_form_with_a_linear_critic(world_model_factory: Fact
     for b, t in [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)]:
         cont_prev = 0.0 if (b == 0 and t - 1 == 1) else 1.0
         torch.testing.assert_close(grad[b, t], (GAMMA * cont_prev - 1) * w * std)
+    # interior shifts along ∇J lower V (γ < 1); only the last state, when guided, raises it
+    assert torch.all((grad[1, 1:4] * w * std).sum(-1) < 0)
+    with_last, _ = state_gradient(objective, wm, x0, cond, guide_last=True)
+    torch.testing.assert_close(with_last[:, :-1], grad[:, :-1])
+    torch.testing.assert_close(with_last[1, -1], GAMMA * w * std)
+    assert torch.all(grad[:, -1] == 0)
 
 
 def step_state(wm: DiffusionWorldModel, x0: torch.Tensor, cond: torch.Tensor,
