@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -209,8 +210,13 @@ class RunLog:
             except ImportError as err:
                 raise ImportError("--wandb needs the 'wandb' extra: pip install "
                                   "'agdrl[wandb]'") from err
-            self.wandb = wandb.init(project=cfg.wandb_project, dir=str(run_dir),
-                                    config=dataclasses.asdict(cfg), name=run_dir.name)
+            # a resumed run continues the same W&B run (its id is kept in the run directory)
+            id_file = run_dir / "wandb_run_id"
+            run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:12]
+            id_file.write_text(run_id)
+            self.wandb = wandb.init(project=cfg.wandb_project, dir=str(run_dir), id=run_id,
+                                    resume="allow", config=dataclasses.asdict(cfg),
+                                    name=run_dir.name)
 
     def scalars(self, step: int, values: dict[str, float], prefix: str) -> None:
         for k, v in values.items():
@@ -261,8 +267,6 @@ class AGDMBRL:
     def __init__(self, env: str | gym.Env, config: TrainConfig | None = None,
                  run_dir: str | Path | None = None, eval_env: gym.Env | None = None):
         cfg = config or PRESETS["fast"]
-        if run_dir is None and (cfg.video or cfg.wandb):
-            raise ConfigError("video and wandb write into the run directory: pass run_dir=")
         if cfg.video:
             _require_video()
             os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering
@@ -507,6 +511,8 @@ class AGDMBRL:
         if total_timesteps <= 0:
             raise ValueError(f"total_timesteps must be positive, got {total_timesteps}")
         cfg = self.cfg
+        if self.run_dir is None and (cfg.video or cfg.wandb):
+            raise ConfigError("video and wandb write into the run directory: pass run_dir=")
         start, t0 = self.num_timesteps, time.perf_counter()
         bar = None
         if progress_bar:

@@ -75,8 +75,10 @@ def test_invalid_values_raise_a_config_error_naming_the_problem(cls, kwargs, mes
 
 def test_contradictory_options_for_the_agent():
     """Video and W&B need somewhere to write."""
-    with pytest.raises(ConfigError, match="run_dir"):
-        AGDMBRL("InvertedPendulum-v5", dataclasses.replace(TrainConfig(), video=True))
+    model = AGDMBRL("InvertedPendulum-v5", dataclasses.replace(TrainConfig(), video=True))
+    with pytest.raises(ConfigError, match="run_dir"):  # before any step is taken
+        model.learn(10)
+    assert model.num_timesteps == 0
 
 
 POSITIVE_INTS = {

@@ -159,6 +159,8 @@ def test_wandb_receives_the_logged_scalars(tmp_path: Path, monkeypatch):
     wandb = pytest.importorskip("wandb")
     sent: list[tuple[dict, int]] = []
 
+    ids: list[str] = []
+
     class Recorder:
         def log(self, values: dict, step: int) -> None:
             sent.append((values, step))
@@ -168,11 +170,14 @@ def test_wandb_receives_the_logged_scalars(tmp_path: Path, monkeypatch):
 
     cfg = dataclasses.replace(TINY, total_steps=300, eval_every=0, wandb=True)
     with monkeypatch.context() as patch:
-        patch.setattr(wandb, "init", lambda **kwargs: Recorder())
-        AGDMBRL("InvertedPendulum-v5", cfg, run_dir=tmp_path / "fake").learn(300).close()
+        patch.setattr(wandb, "init", lambda **kwargs: ids.append(kwargs["id"]) or Recorder())
+        cfg = dataclasses.replace(cfg, checkpoint_every=100)
+        AGDMBRL("InvertedPendulum-v5", cfg, run_dir=tmp_path / "fake").learn(250).close()
+        AGDMBRL.resume(tmp_path / "fake").learn(100).close()
+    assert len(ids) == 2 and ids[0] == ids[1]  # the resumed run logs into the same W&B run
     with open(tmp_path / "fake" / "evaluations.csv") as f:
         logged = float(next(csv.DictReader(f))["mean_return"])
-    assert ({"eval/mean_return": pytest.approx(logged)}, 300) in sent
+    assert ({"eval/mean_return": pytest.approx(logged)}, 250) in sent
     train = [values for values, step in sent if step == 200]
     assert len(train) == 1 and np.isfinite(train[0]["train/critic_loss"])
 
