@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         except (ConfigError, ValueError, ImportError, GymError) as err:
             raise SystemExit(f"agdrl: {err}") from err
         return 0
-    raise SystemExit(f"agdrl: unknown command {command!r}\n{USAGE}")
+    raise SystemExit(f"agdrl: unknown command {command!r}; choose train, eval or avalanche "
+                     "(agdrl --help)")
 
 
 if __name__ == "__main__":
