@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,18 @@ class BootstrapSampler:
         self.subsets = [np.concatenate([s, new[self.rng.random(len(new)) < 1 - np.exp(-1)]])
                         for s in self.subsets]
         self.seen = size
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The members' subsets and the buffer size they cover (for checkpoints)."""
+        return {"seen": np.asarray(self.seen), **{f"member_{i}": s
+                                                   for i, s in enumerate(self.subsets)}}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        members = sum(k.startswith("member_") for k in state)
+        if members != self.members:
+            raise ValueError(f"bootstrap state has {members} members, expected {self.members}")
+        self.subsets = [np.asarray(state[f"member_{i}"], np.int64) for i in range(members)]
+        self.seen = int(state["seen"])
 
     def sample(self, buffer: ReplayBuffer, batch_size: int) -> TransitionBatch:
         """E·batch_size transitions, member by member (the layout ``train_step`` expects)."""
@@ -163,23 +176,34 @@ class ProbabilisticEnsemble(nn.Module):
         return mse
 
     @torch.no_grad()
-    def rollout(self, s0: torch.Tensor, actions: torch.Tensor,
-                generator: torch.Generator | None = None, sample: bool = True) -> Segment:
-        """Roll forward from s0: (B, ds) raw under actions: (B, H, da) raw, one step at a time.
+    def rollout(self, s0: torch.Tensor,
+                actions: torch.Tensor | Callable[[torch.Tensor], torch.Tensor],
+                generator: torch.Generator | None = None, sample: bool = True,
+                horizon: int | None = None) -> Segment:
+        """Roll forward from s0: (B, ds) raw, one step at a time, under actions: (B, H, da) raw,
+        or under a policy mapping raw states (B, ds) to raw actions (B, da) that is called at
+        every step for ``horizon`` steps.
 
         Returns a raw-unit Segment whose states are s_0 … s_{H-1} (the prediction after the last
-        action is dropped, matching the diffusion model's layout), rewards and terminal
-        probabilities r_t, d_t for t = 0 … H-1. Each sample uses a random elite at every step
-        and draws from its Gaussian (``sample=False``: the member's mean). Steps after a predicted
-        termination are not absorbed: consumers mask them with the terminal probabilities.
+        action is dropped, matching the diffusion model's layout), the actions taken, rewards
+        and terminal probabilities r_t, d_t for t = 0 … H-1. Each sample uses a random elite at
+        every step and draws from its Gaussian (``sample=False``: the member's mean). Steps
+        after a predicted termination are not absorbed: consumers mask them with the terminal
+        probabilities.
         """
-        actions = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
-        b, h, _ = actions.shape
         s = torch.as_tensor(s0, dtype=torch.float32, device=self.device)
+        if callable(actions):
+            if horizon is None or horizon < 1:
+                raise ValueError("a policy rollout needs a positive horizon")
+            policy, b, h = actions, s.shape[0], horizon
+        else:
+            actions = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
+            policy, (b, h, _) = None, actions.shape
         e = self.cfg.members
-        states, rewards, terminals = [s], [], []
+        states, taken, rewards, terminals = [s], [], [], []
         for t in range(h):
-            a = actions[:, t].to(self.device)
+            a = policy(s) if policy is not None else actions[:, t]
+            taken.append(a)
             mean, logvar, logit = self(s.expand(e, -1, -1), a.expand(e, -1, -1))
             gen_device = generator.device if generator is not None else self.device
             pick = self.elite_index[torch.randint(0, len(self.elite_index), (b,),
@@ -193,7 +217,7 @@ class ProbabilisticEnsemble(nn.Module):
             states.append(s)
             rewards.append(self.reward_norm.unnormalize(mean[:, self.obs_dim :])[:, 0])
             terminals.append(torch.sigmoid(logit))
-        return Segment(torch.stack(states[:h], 1), actions,
+        return Segment(torch.stack(states[:h], 1), torch.stack(taken, 1),
                        torch.stack(rewards, 1), torch.stack(terminals, 1))
 
     def save(self, path: str | Path) -> None:

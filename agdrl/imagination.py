@@ -1,4 +1,5 @@
-"""Imagination: guided segments from real start states, with per-batch diagnostics."""
+"""Imagination: guided segments from real start states (diffusion world model), or policy
+rollouts of the autoregressive ensemble (the classic-MBRL row), with per-batch diagnostics."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from agdrl.a2c import ActorCriticAgent
 from agdrl.config import ImaginationConfig
 from agdrl.diffusion.samplers import StepState
 from agdrl.diffusion.world_model import DiffusionWorldModel
+from agdrl.ensemble import ProbabilisticEnsemble
 from agdrl.guidance import (
     AdvantageEstimator,
     ClassifierFreeGuidance,
@@ -60,7 +62,6 @@ class Imagination:
                                                                 cfg.cfg_weight)
         self.hooks = compose(self.policy, self.state)
         self.sampler = model.default_sampler(cfg.sampler, cfg.sampler_steps or None)
-        self.advantage = OneStepAdvantage(agent.critic, agent.cfg.gamma)
 
     def _advantage_estimator(self) -> AdvantageEstimator:
         agent, name = self.agent, self.cfg.advantage
@@ -92,14 +93,38 @@ class Imagination:
                                 generator=generator, wrap_denoiser=self.wrap)
         self.policy.adapt()
         with torch.no_grad():
-            metrics = {
-                "action_spread": self.policy.last_spread,
-                "policy_delta": math.exp(self.policy.log_delta),
-                "mean_advantage": self.advantage(seg).mean().item(),
-                "mean_reward": seg.rewards.mean().item(),
-                "mean_value": self.agent.critic(seg.states).mean().item(),
-            }
+            metrics = {"action_spread": self.policy.last_spread,
+                       "policy_delta": math.exp(self.policy.log_delta),
+                       **segment_metrics(seg, self.agent)}
         if self.state is not None:
             metrics["guidance_grad_rms"] = self.state.last_grad_norm
             metrics["guidance_objective"] = self.state.last_objective
         return seg, metrics
+
+
+def segment_metrics(seg: Segment, agent: ActorCriticAgent) -> dict[str, float]:
+    """Mean one-step advantage, predicted reward and value of an imagined batch."""
+    with torch.no_grad():
+        return {"mean_advantage": OneStepAdvantage(agent.critic, agent.cfg.gamma)(seg)
+                .mean().item(),
+                "mean_reward": seg.rewards.mean().item(),
+                "mean_value": agent.critic(seg.states).mean().item()}
+
+
+class EnsembleImagination:
+    """The classic-MBRL row: on-policy rollouts of ``horizon`` steps in the autoregressive
+    ensemble (MBPO style: a random elite per step, sampled from its Gaussian), actions drawn
+    from the current policy at each predicted state. Same interface as :class:`Imagination`;
+    there is no guidance to time."""
+
+    def __init__(self, ensemble: ProbabilisticEnsemble, agent: ActorCriticAgent, horizon: int):
+        self.ensemble, self.agent, self.horizon = ensemble, agent, horizon
+        self.guidance_seconds = 0.0
+
+    def __call__(self, start_states: torch.Tensor, generator: torch.Generator | None = None
+                 ) -> tuple[Segment, dict[str, float]]:
+        """start_states: (B, ds) raw real states -> imagined Segment (B, horizon), metrics."""
+        seg = self.ensemble.rollout(start_states,
+                                    lambda s: self.agent.actor.sample(s, generator),
+                                    generator=generator, horizon=self.horizon)
+        return seg, segment_metrics(seg, self.agent)

@@ -48,6 +48,7 @@ from agdrl.config import (
     ConfigError,
     DenoiserConfig,
     DiffusionConfig,
+    EnsembleConfig,
     ImaginationConfig,
     config_from_dict,
     for_task,
@@ -57,10 +58,11 @@ from agdrl.config import (
     require_positive,
 )
 from agdrl.diffusion.world_model import DiffusionWorldModel
+from agdrl.ensemble import BootstrapSampler, ProbabilisticEnsemble
 from agdrl.envs import env_id, get_env_state, get_sim_state, make_env, set_env_state
 from agdrl.faults import NonFiniteError, NumericalFaultError, RunDirectoryError
 from agdrl.guidance import advantage_labels
-from agdrl.imagination import Imagination
+from agdrl.imagination import EnsembleImagination, Imagination
 from agdrl.reward_model import RewardModel
 from agdrl.segments import Segment
 
@@ -87,8 +89,18 @@ class TrainConfig:
     """Environment steps between evaluations (0: only at the end)."""
     eval_episodes: int = 20
     """Episodes per evaluation, deterministic action."""
+    world_model: Literal["diffusion", "ensemble"] = "diffusion"
+    """Imagine with the trajectory diffusion model (AGD-MBRL, PolyGRAD and the other guidance
+    rows) or with policy rollouts of the autoregressive ensemble (the classic-MBRL row)."""
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
-    """World model."""
+    """Diffusion world model (world_model='diffusion')."""
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    """Autoregressive ensemble (world_model='ensemble')."""
+    ensemble_horizon: int = 10
+    """Length of the ensemble's policy rollouts (the diffusion model's is diffusion.horizon)."""
+    elite_every: int = 1_000
+    """Ensemble: model steps between re-selections of the elites (on 2000 replayed
+    transitions)."""
     agent: ActorCriticConfig = field(default_factory=ActorCriticConfig)
     """Actor-critic."""
     imagination: ImaginationConfig = field(default_factory=ImaginationConfig)
@@ -120,6 +132,13 @@ class TrainConfig:
             require(getattr(self, name) >= 0, f"{name} must be non-negative, got "
                                               f"{getattr(self, name)}")
         require_choice(self, "on_nonfinite", ("stop", "skip"))
+        require_choice(self, "world_model", ("diffusion", "ensemble"))
+        require(self.ensemble_horizon >= 2, f"ensemble_horizon must be at least 2, got "
+                                            f"{self.ensemble_horizon}")
+        require_positive(self, "elite_every")
+        require(self.world_model == "diffusion" or self.imagination.guidance == "none",
+                f"guidance {self.imagination.guidance!r} acts on the diffusion model's "
+                "denoising; the ensemble row takes guidance 'none'")
         require(self.prefill_steps < self.total_steps,
                 f"prefill_steps ({self.prefill_steps}) ≥ total_steps ({self.total_steps}): "
                 "the agent would never train")
@@ -290,13 +309,23 @@ class AGDMBRL:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         space = self.env.action_space
         obs_dim, action_dim = self.env.observation_space.shape[0], space.shape[0]
-        self.world_model = DiffusionWorldModel(obs_dim, action_dim, cfg.diffusion, cfg.device)
+        self.world_model: DiffusionWorldModel | ProbabilisticEnsemble
+        self.bootstrap = None
+        if cfg.world_model == "diffusion":
+            self.world_model = DiffusionWorldModel(obs_dim, action_dim, cfg.diffusion,
+                                                   cfg.device)
+        else:
+            self.world_model = ProbabilisticEnsemble(obs_dim, action_dim, cfg.ensemble,
+                                                     cfg.device)
+            self.bootstrap = BootstrapSampler(cfg.ensemble.members, self.rng)
         self.agent = ActorCriticAgent(obs_dim, space.low, space.high, cfg.agent, cfg.device,
                                       learn_q=cfg.imagination.advantage == "qv")
         self.reward_model = (RewardModel(obs_dim, action_dim, device=cfg.device)
                              if cfg.imagination.guidance == "reward" else None)
-        self.imagination = Imagination(self.world_model, self.agent, cfg.imagination,
-                                       self.reward_model)
+        self.imagination = (
+            Imagination(self.world_model, self.agent, cfg.imagination, self.reward_model)
+            if cfg.world_model == "diffusion"
+            else EnsembleImagination(self.world_model, self.agent, cfg.ensemble_horizon))
         self.buffer = new_buffer(self.env)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.log = RunLog(self.run_dir, cfg) if self.run_dir is not None else None
@@ -362,8 +391,12 @@ class AGDMBRL:
             self._obs, _ = self.env.reset()  # the episode's state is unreliable from here
             raise NonFiniteError("the environment's observation or reward")
         self.buffer.add(self._obs, action, float(reward), next_obs, terminated, truncated, sim)
-        self.world_model.update_normalizers(self._obs[None], np.asarray(action)[None],
-                                            np.asarray([reward]))
+        if self.bootstrap is None:
+            self.world_model.update_normalizers(self._obs[None], np.asarray(action)[None],
+                                                np.asarray([reward]))
+        else:
+            self.world_model.update_normalizers(self._obs[None], np.asarray(action)[None],
+                                                np.asarray([reward]), next_obs[None])
         if self.reward_model is not None:
             self.reward_model.update_normalizers(self._obs[None], np.asarray(action)[None],
                                                  np.asarray([reward]))
@@ -373,8 +406,15 @@ class AGDMBRL:
             self._obs, _ = self.env.reset()
 
     def _model_step(self) -> float:
-        """One diffusion step (with advantage labels from the current critic when the model
-        is advantage-conditioned) and one reward-model step when reward guidance needs it."""
+        """One world-model step: diffusion (with advantage labels from the current critic when
+        the model is advantage-conditioned, and a reward-model step when reward guidance
+        needs it) or the ensemble (bootstrapped batches, elites re-selected now and then)."""
+        if self.bootstrap is not None:
+            e = self.cfg.ensemble
+            loss = self.world_model.train_step(self.bootstrap.sample(self.buffer, e.batch_size))
+            if self.world_model.train_steps % self.cfg.elite_every == 0:
+                self.world_model.select_elites(self.buffer.sample_transitions(2000, self.rng))
+            return loss
         h = self.cfg.diffusion
         batch = self.buffer.sample_segments(h.batch_size, h.horizon, self.rng, pad=h.pad_segments)
         labels = None
@@ -429,6 +469,8 @@ class AGDMBRL:
         replay buffer, every random stream, the env's episode in progress, counters."""
         save_optimizers(self._optimizers(), folder / "optimizers.safetensors")
         self.buffer.save(folder / "buffer.npz")
+        if self.bootstrap is not None:
+            np.savez(folder / "bootstrap.npz", **self.bootstrap.state())
         save_tensors({"generator": self.generator.get_state(),
                       "torch_global": torch.get_rng_state()}, folder / "rng.safetensors",
                      {"kind": "rng"})
@@ -436,7 +478,8 @@ class AGDMBRL:
             "format_version": CHECKPOINT_FORMAT, "num_timesteps": self.num_timesteps,
             "obs": np.asarray(self._obs).tolist(), "numpy_rng": self.rng.bit_generator.state,
             "env": get_env_state(self.env), "eval_env": get_env_state(self.eval_env),
-            "policy_log_delta": self.imagination.policy.log_delta,
+            "policy_log_delta": (self.imagination.policy.log_delta
+                                 if isinstance(self.imagination, Imagination) else None),
             "seconds": self.seconds, "guidance_seconds": self.imagination.guidance_seconds}))
 
     def _read_training_state(self, folder: Path) -> None:
@@ -456,7 +499,11 @@ class AGDMBRL:
         set_env_state(self.env, state["env"])
         set_env_state(self.eval_env, state["eval_env"])
         self._obs = np.asarray(state["obs"], dtype=self.env.observation_space.dtype)
-        self.imagination.policy.log_delta = state["policy_log_delta"]
+        if isinstance(self.imagination, Imagination):
+            self.imagination.policy.log_delta = state["policy_log_delta"]
+        if self.bootstrap is not None:
+            with np.load(folder / "bootstrap.npz", allow_pickle=False) as saved:
+                self.bootstrap.load_state(dict(saved))
         self.seconds = state["seconds"]
         self.imagination.guidance_seconds = state["guidance_seconds"]
         self.num_timesteps = state["num_timesteps"]
@@ -609,11 +656,13 @@ class AGDMBRL:
         cfg = config_from_dict(TrainConfig, saved["config"])
         model = cls(env if env is not None else cfg.env, cfg, run_dir, eval_env)
         expected = (model.world_model.obs_dim, model.world_model.action_dim)
-        saved_wm = DiffusionWorldModel.load(path / "world_model.safetensors", cfg.device)
+        kind = DiffusionWorldModel if cfg.world_model == "diffusion" else ProbabilisticEnsemble
+        saved_wm = kind.load(path / "world_model.safetensors", cfg.device)
         if (saved_wm.obs_dim, saved_wm.action_dim) != expected:
             raise ValueError(f"the saved agent has observation/action dims "
                              f"{(saved_wm.obs_dim, saved_wm.action_dim)}, the env {expected}")
         model.world_model.load_state_dict(saved_wm.state_dict())
+        model.world_model.train_steps = saved_wm.train_steps
         load_weights(model.agent, path / "agent.safetensors", cfg.device)
         model.agent.updates = read_meta(path / "agent.safetensors", "actor_critic")["updates"]
         if model.reward_model is not None:

@@ -85,3 +85,25 @@ def test_save_load_round_trip(tmp_path: Path, linear_buffer: ReplayBuffer):
 def test_config_errors():
     with pytest.raises(ConfigError, match="elites"):
         ProbabilisticEnsemble(3, 2, EnsembleConfig(members=2, elites=3))
+
+
+def test_policy_rollout_calls_the_policy_at_each_predicted_state(linear_buffer):
+    """With a policy instead of an action sequence, a_t = π(ŝ_t) at the state the rollout
+    reached, and the returned actions are the ones taken."""
+    torch.manual_seed(0)
+    model = ProbabilisticEnsemble(3, 2, EnsembleConfig(members=3, elites=2, width=16, depth=1))
+    seen: list[torch.Tensor] = []
+
+    def policy(states: torch.Tensor) -> torch.Tensor:
+        seen.append(states.clone())
+        return torch.tanh(states[:, :2])
+
+    s0 = torch.randn(5, 3)
+    seg = model.rollout(s0, policy, generator=torch.Generator().manual_seed(0), horizon=4)
+    assert seg.states.shape == (5, 4, 3) and seg.actions.shape == (5, 4, 2)
+    assert len(seen) == 4
+    for t in range(4):
+        torch.testing.assert_close(seen[t], seg.states[:, t])
+        torch.testing.assert_close(seg.actions[:, t], torch.tanh(seg.states[:, t, :2]))
+    with pytest.raises(ValueError, match="horizon"):
+        model.rollout(s0, policy)
