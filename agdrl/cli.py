@@ -27,6 +27,8 @@ commands:
               agdrl train --resume RUN_DIR [--total-steps N]   continue a run
   eval        evaluate a run (its final model, else its latest checkpoint):
               agdrl eval RUN_DIR [--episodes N]
+  baseline    a model-free reference row (Stable-Baselines3 SAC or PPO, default settings)
+              evaluated like the agent: agdrl baseline --algo sac --env ID --total-steps N
   avalanche   error of the diffusion and autoregressive world models vs open-loop horizon
               presets: demo (about a minute on 2 cores), default, reference (paper-size model)
 
@@ -105,6 +107,18 @@ def _train(args: list[str]) -> int:
     return 0
 
 
+def _baseline(args: list[str]) -> int:
+    from agdrl.baselines import BaselineConfig, train_baseline
+
+    run_dir, rest = _take_option(args, "--run-dir", "")
+    cfg = _parse(BaselineConfig, rest, BaselineConfig(), "agdrl baseline [--run-dir DIR]")
+    run = Path(run_dir or f"runs/{cfg.algo}-{cfg.env}-seed{cfg.seed}")
+    rows = train_baseline(cfg, run)
+    print(f"{cfg.algo} on {cfg.env}: final mean return {rows[-1]['mean_return']:.2f} "
+          f"({rows[-1]['env_step']} steps); evaluations: {run / 'evaluations.csv'}")
+    return 0
+
+
 def _eval(args: list[str]) -> int:
     from agdrl.trainer import AGDMBRL
 
@@ -128,9 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     command, rest = args[0], args[1:]
-    if command in ("train", "eval"):
+    if command in ("train", "eval", "baseline"):
         try:
-            return _train(rest) if command == "train" else _eval(rest)
+            return {"train": _train, "eval": _eval, "baseline": _baseline}[command](rest)
         except (ConfigError, ValueError, ImportError, GymError, NumericalFaultError,
                 RunDirectoryError) as err:
             raise SystemExit(f"agdrl: {err}") from err
@@ -143,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         except (ConfigError, ValueError, ImportError, GymError) as err:
             raise SystemExit(f"agdrl: {err}") from err
         return 0
-    raise SystemExit(f"agdrl: unknown command {command!r}; choose train, eval or avalanche "
-                     "(agdrl --help)")
+    raise SystemExit(f"agdrl: unknown command {command!r}; choose train, eval, baseline or "
+                     "avalanche (agdrl --help)")
 
 
 if __name__ == "__main__":

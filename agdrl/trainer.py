@@ -178,6 +178,28 @@ def _require_video() -> None:
         raise ImportError("video needs the 'video' extra: pip install 'agdrl[video]'") from err
 
 
+def evaluate_policy(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: int,
+                    video_path: Path | None = None) -> list[float]:
+    """Undiscounted returns of ``episodes`` episodes of ``act`` on ``env`` (each starts with a
+    reset that draws from the env's own seeded stream); the first episode is written to
+    ``video_path`` (MP4) when given. The one evaluation protocol of every row."""
+    returns = []
+    for episode in range(episodes):
+        obs, _ = env.reset()
+        frames = [env.render()] if video_path is not None and episode == 0 else None
+        done, total = False, 0.0
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(act(obs))
+            total += float(reward)
+            done = terminated or truncated
+            if frames is not None:
+                frames.append(env.render())
+        returns.append(total)
+        if frames:
+            _write_video(video_path, frames, env.metadata.get("render_fps", 30))
+    return returns
+
+
 def _write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
     import imageio
 
@@ -364,22 +386,8 @@ class AGDMBRL:
                  ) -> list[float]:
         """Undiscounted returns of ``episodes`` deterministic episodes on the eval env; the
         first episode is written to ``video_path`` (MP4) when given."""
-        returns = []
-        for episode in range(episodes or self.cfg.eval_episodes):
-            obs, _ = self.eval_env.reset()
-            frames = [self.eval_env.render()] if video_path is not None and episode == 0 \
-                else None
-            done, total = False, 0.0
-            while not done:
-                obs, reward, terminated, truncated, _ = self.eval_env.step(self.predict(obs)[0])
-                total += float(reward)
-                done = terminated or truncated
-                if frames is not None:
-                    frames.append(self.eval_env.render())
-            returns.append(total)
-            if frames:
-                _write_video(video_path, frames, self.eval_env.metadata.get("render_fps", 30))
-        return returns
+        return evaluate_policy(self.eval_env, lambda obs: self.predict(obs)[0],
+                               episodes or self.cfg.eval_episodes, video_path)
 
     # ------------------------------------------------------------------ learning
     def _step_env(self, random: bool) -> None:
