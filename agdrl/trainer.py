@@ -297,7 +297,9 @@ class RunLog:
 
 
 class AGDMBRL:
-    """Advantage-guided diffusion MBRL with a Stable-Baselines3-style interface.
+    """Advantage-guided diffusion MBRL with a Stable-Baselines3-style interface. By config the
+    same agent is also every other imagination-based row: PolyGRAD (guidance 'none'), reward
+    and classifier-free guidance, and the classic-MBRL ensemble (world_model='ensemble').
 
     >>> agent = AGDMBRL("InvertedPendulum-v5", PRESETS["fast"], run_dir="runs/ip")
     >>> agent.learn(20_000, progress_bar=True)
