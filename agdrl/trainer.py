@@ -596,7 +596,7 @@ class AGDMBRL:
                         and step % (50 * cfg.agent_update_every) == 0):
                     seconds = self.time_profile()
                     total = sum(seconds.values())
-                    self.log.train(step, {**metrics, "diffusion_loss": loss,
+                    self.log.train(step, {**metrics, "world_model_loss": loss,
                                           "nonfinite_skipped": self.nonfinite_skipped,
                                           **{f"time_fraction_{k}": v / total
                                              for k, v in seconds.items()},
