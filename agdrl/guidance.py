@@ -221,9 +221,15 @@ class PolicyGuidance:
     graph back into it (DESIGN §2.6, defect 5).
 
     δ (``log_delta``) is tuned online by :meth:`adapt`: the final actions standardized by the
-    policy, z = (u - μ) / σ, should have unit spread, as on-policy samples do. The cap keeps
-    the spread decreasing in δ: an uncapped step with δ > 2σ² overshoots μ and amplifies z,
-    which the tuning would answer with a still larger δ until it overflowed.
+    policy, z = (u - μ) / σ, should have unit root-mean-square, as on-policy samples do. The
+    RMS (not the standard deviation) is what makes a systematic offset from μ count: with few
+    denoising steps and a small δ the actions stay near their initialization (the data's
+    action distribution; an offset of ≈ 0.7σ was measured on Reacher). Under deterministic
+    DDIM (η = 0) no noise is added, the final z is a fixed contraction of the initial noise,
+    and no δ removes such an offset: the imagined actions are then not samples of π. The cap
+    keeps the spread decreasing in δ: an uncapped step with
+    δ > 2σ² overshoots μ and amplifies z, which the tuning would answer with a still larger δ
+    until it overflowed.
     """
 
     model: DiffusionWorldModel
@@ -253,12 +259,12 @@ class PolicyGuidance:
         if state.k_prev >= 0:
             cond = cond + state.noise_std * randn(cond.shape, state.generator, cond.device)
         else:
-            self.last_spread = float(((u - mean) / std).std())
+            self.last_spread = float(((u - mean) / std).pow(2).mean().sqrt())
         state.cond = cond
 
     def adapt(self) -> None:
-        """One SGD step on log δ toward unit spread of the standardized final actions:
-        a wider spread asks for a stronger pull toward the policy's mean."""
+        """One SGD step on log δ toward unit RMS of the standardized final actions: a wider
+        spread or an offset asks for a stronger pull toward the policy's mean."""
         if not math.isnan(self.last_spread):
             self.log_delta += self.adapt_lr * (self.last_spread - 1.0)
 
