@@ -32,6 +32,12 @@ def require_positive(cfg: object, *names: str) -> None:
         require(value > 0, f"{name} must be positive, got {value}")
 
 
+def require_non_negative(cfg: object, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        require(value >= 0, f"{name} must be non-negative, got {value}")
+
+
 def require_fraction(cfg: object, name: str, closed: bool = True) -> None:
     """0 ≤ value ≤ 1 (``closed``) or 0 ≤ value < 1."""
     value = getattr(cfg, name)
@@ -130,9 +136,7 @@ class DiffusionConfig:
         require_positive(self, "num_steps", "batch_size", "lr", "clip_value")
         require(self.schedule_tau is None or self.schedule_tau > 0,
                 f"schedule_tau must be positive, got {self.schedule_tau}")
-        for name in ("weight_decay", "grad_clip", "x0_bound"):
-            require(getattr(self, name) >= 0, f"{name} must be non-negative, got "
-                                              f"{getattr(self, name)}")
+        require_non_negative(self, "weight_decay", "grad_clip", "x0_bound")
         require(self.clip_max_step >= -1, f"clip_max_step must be ≥ -1, got "
                                           f"{self.clip_max_step}")
         require_fraction(self, "ema_decay", closed=False)
@@ -163,8 +167,7 @@ class EnsembleConfig:
         require_positive(self, "members", "width", "depth", "batch_size", "lr")
         require(1 <= self.elites <= self.members,
                 f"elites must be in [1, members={self.members}], got {self.elites}")
-        require(self.weight_decay >= 0, f"weight_decay must be non-negative, got "
-                                        f"{self.weight_decay}")
+        require_non_negative(self, "weight_decay")
 
 
 def config_from_dict(cls: type, raw: dict):
@@ -242,9 +245,7 @@ class ActorCriticConfig:
         require(0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}")
         require_fraction(self, "lam")
         require_fraction(self, "target_ema", closed=False)
-        for name in ("entropy_weight", "grad_clip", "target_logp_change"):
-            require(getattr(self, name) >= 0, f"{name} must be non-negative, got "
-                                              f"{getattr(self, name)}")
+        require_non_negative(self, "entropy_weight", "grad_clip", "target_logp_change")
 
 
 @dataclass(frozen=True)
@@ -294,6 +295,4 @@ class ImaginationConfig:
                                          f"{self.sampler_steps}")
         require(self.guidance_max_step >= -1, f"guidance_max_step must be ≥ -1, got "
                                               f"{self.guidance_max_step}")
-        for name in ("guidance_scale", "cfg_weight"):
-            require(getattr(self, name) >= 0, f"{name} must be non-negative, got "
-                                              f"{getattr(self, name)}")
+        require_non_negative(self, "guidance_scale", "cfg_weight")

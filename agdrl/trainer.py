@@ -55,6 +55,7 @@ from agdrl.config import (
     reference_denoiser,
     require,
     require_choice,
+    require_non_negative,
     require_positive,
 )
 from agdrl.diffusion.world_model import DiffusionWorldModel
@@ -127,10 +128,8 @@ class TrainConfig:
     def __post_init__(self):
         require_positive(self, "total_steps", "prefill_steps", "agent_update_every",
                          "eval_episodes", "keep_checkpoints")
-        for name in ("pretrain_steps", "model_updates_per_step", "eval_every",
-                     "checkpoint_every"):
-            require(getattr(self, name) >= 0, f"{name} must be non-negative, got "
-                                              f"{getattr(self, name)}")
+        require_non_negative(self, "pretrain_steps", "model_updates_per_step", "eval_every",
+                             "checkpoint_every")
         require_choice(self, "on_nonfinite", ("stop", "skip"))
         require_choice(self, "world_model", ("diffusion", "ensemble"))
         require(self.ensemble_horizon >= 2, f"ensemble_horizon must be at least 2, got "
