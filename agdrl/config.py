@@ -277,8 +277,15 @@ class ImaginationConfig:
     guide_last_state: bool = False
     """Also guide the segment's last state (the reference zeroes its gradient; for EAG that
     leaves only interior terms, which lower V: see agdrl.guidance.state_gradient)."""
+    policy_guidance: Literal["sample", "pull"] = "sample"
+    """How the imagined actions follow the policy: 'sample' makes them samples of π at the
+    predicted states (ε fixed over the chain; exact under any sampler), 'pull' is PolyGRAD's
+    original (noise pulled toward π by a step δ tuned online; not samples of π under
+    few-step or deterministic samplers, and the agent then fails to learn Reacher: see
+    results/diagnosis)."""
     policy_delta: float = 0.005
-    """Initial policy-guidance step δ (tuned online toward unit standardized action spread)."""
+    """Initial step δ of 'pull' policy guidance (tuned online toward unit RMS of the
+    standardized actions)."""
     cfg_target: float = 1.0
     """Classifier-free guidance: the advantage asked for, in standard deviations of the
     training labels."""
@@ -288,6 +295,7 @@ class ImaginationConfig:
     def __post_init__(self):
         require_positive(self, "batch_size", "policy_delta")
         require_choice(self, "sampler", ("ddpm", "ddim"))
+        require_choice(self, "policy_guidance", ("sample", "pull"))
         require_choice(self, "guidance", ("none", "sag", "eag", "reward", "cfg"))
         require_choice(self, "advantage", ("td", "gae", "qv"))
         require_choice(self, "guidance_mode", ("sigma4", "normalized"))

@@ -210,9 +210,15 @@ class StateGuidance:
 
 @dataclass
 class PolicyGuidance:
-    """A denoising hook that makes the imagined actions follow the current policy (PolyGRAD).
+    """A denoising hook that makes the imagined actions follow the current policy.
 
-    At every step, in the policy's pre-squash space u (where π(· | ŝ_t) is N(μ, σ)) and at the
+    mode 'sample': the imagined actions are samples of π at the predicted states,
+    a_t = squash(μ(ŝ_t) + σ(ŝ_t) ε_t), with ε: (B, H, da) ~ N(0, I) drawn once per chain and
+    re-evaluated at every step's predicted states. The chain settles on states and actions that
+    agree, and the standardized final actions z = ε are exactly those of on-policy samples
+    under any sampler, deterministic DDIM included. There is no δ to tune.
+
+    mode 'pull' (PolyGRAD's policy guidance): at every step, in the policy's pre-squash space u (where π(· | ŝ_t) is N(μ, σ)) and at the
     predicted states ŝ_t: clamp u to μ ± clip_std·σ, move it up the log-likelihood,
     u ← u + min(δ / σ², 1) (μ - u) (a gradient step δ ∇_u log N(u; μ, σ), capped so that it
     never overshoots μ), squash back to an action, and add the step's noise (``noise_std`` · ε
@@ -237,12 +243,17 @@ class PolicyGuidance:
     delta: float = 0.005
     clip_std: float = 3.0
     adapt_lr: float = 0.1
+    mode: Literal["sample", "pull"] = "pull"
     log_delta: float = field(init=False)
     last_spread: float = field(default=float("nan"), init=False)
+    _noise: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
         if self.delta <= 0 or self.clip_std <= 0:
             raise ValueError("policy guidance needs delta > 0 and clip_std > 0")
+        if self.mode not in ("sample", "pull"):
+            raise ValueError(f"unknown policy-guidance mode {self.mode!r}; choose 'sample' or "
+                             "'pull'")
         self.log_delta = math.log(self.delta)
 
     @torch.no_grad()
@@ -252,6 +263,14 @@ class PolicyGuidance:
                              "conditioning)")
         states = self.model.decode(state.x0, state.cond).states
         mean, std = self.actor(states)
+        if self.mode == "sample":
+            if state.index == 0:
+                self._noise = randn(mean.shape, state.generator, mean.device)
+            state.cond = self.model.action_norm.normalize(
+                self.actor.squash(mean + std * self._noise))
+            if state.k_prev < 0:
+                self.last_spread = float(self._noise.pow(2).mean().sqrt())
+            return
         u = self.actor.unsquash(self.model.action_norm.unnormalize(state.cond))
         u = torch.maximum(torch.minimum(u, mean + self.clip_std * std), mean - self.clip_std * std)
         u = u + (math.exp(self.log_delta) / std**2).clamp(max=1.0) * (mean - u)
@@ -264,8 +283,8 @@ class PolicyGuidance:
 
     def adapt(self) -> None:
         """One SGD step on log δ toward unit RMS of the standardized final actions: a wider
-        spread or an offset asks for a stronger pull toward the policy's mean."""
-        if not math.isnan(self.last_spread):
+        spread or an offset asks for a stronger pull toward the policy's mean ('pull' only)."""
+        if self.mode == "pull" and not math.isnan(self.last_spread):
             self.log_delta += self.adapt_lr * (self.last_spread - 1.0)
 
 

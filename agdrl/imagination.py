@@ -46,7 +46,8 @@ class Imagination:
             raise ValueError("imagination needs the 'polygrad' layout (actions as conditioning)")
         self.model, self.agent, self.cfg = model, agent, cfg
         self.guidance_seconds = 0.0
-        self.policy = PolicyGuidance(model, agent.actor, cfg.policy_delta)
+        self.policy = PolicyGuidance(model, agent.actor, cfg.policy_delta,
+                                     mode=cfg.policy_guidance)
         objectives = {"sag": lambda: SigmoidAdvantage(self._advantage_estimator()),
                       "eag": lambda: ExponentialAdvantage(self._advantage_estimator()),
                       "reward": lambda: RewardSum(self._need(reward_fn))}

@@ -334,7 +334,7 @@ def test_policy_guidance_removes_an_offset_from_the_policy(world_model_factory: 
     """Imagined actions start as noise around the *data's* action mean. With a stochastic
     sampler (8-step DDPM) and δ tuned toward unit RMS of z, they end centred on the policy's
     mean with unit spread. (Under deterministic DDIM the final z is a fixed contraction of
-    the initial noise, so no δ removes such an offset: see the closing note of this session.)"""
+    the initial noise, so no δ removes such an offset: the next test.)"""
     torch.manual_seed(0)
     wm = world_model_factory(horizon=5, num_steps=16)
     wm.action_norm.mean.fill_(0.6)  # the data's actions sit far from the policy's
@@ -347,3 +347,41 @@ def test_policy_guidance_removes_an_offset_from_the_policy(world_model_factory: 
     z = (actor.unsquash(seg.actions) - (-0.3)) / 0.3
     assert abs(z.mean().item()) < 0.3
     assert hook.last_spread == pytest.approx(1.0, abs=0.3)
+
+
+@pytest.mark.parametrize("mode", ["sample", "pull"])
+def test_sampled_actions_are_policy_samples_under_deterministic_ddim(
+        world_model_factory: Factory, mode: str):
+    """'sample' mode: the imagined actions standardized by the policy at the segment's own
+    states, z = (atanh(a) − μ(ŝ)) / σ(ŝ), are N(0, 1) under deterministic 8-step DDIM with a
+    state-dependent policy and the data's actions far from the policy's. 'pull' mode (PolyGRAD)
+    keeps an offset there, whatever δ: the defect the 'sample' mode removes."""
+    torch.manual_seed(0)
+    wm = world_model_factory(horizon=5, num_steps=16)
+    wm.action_norm.mean.fill_(0.6)
+    actor = Actor(wm.obs_dim, np.array([-1.0, -1.0]), np.array([1.0, 1.0]), hidden=16,
+                  min_std=0.05, init_std=0.3)
+    hook = PolicyGuidance(wm, actor, delta=0.005, adapt_lr=0.5, mode=mode)
+    for i in range(20):
+        seg = wm.sample(torch.randn(256, 3), Sampler("ddim", 8), hook=hook,
+                        generator=torch.Generator().manual_seed(i))
+        hook.adapt()
+    mean, std = actor(seg.states)
+    z = (actor.unsquash(seg.actions) - mean) / std
+    if mode == "sample":
+        assert abs(z.mean().item()) < 0.05
+        assert z.pow(2).mean().sqrt().item() == pytest.approx(1.0, abs=0.05)
+        assert hook.log_delta == pytest.approx(np.log(0.005))  # nothing to tune
+    else:
+        assert abs(z.mean().item()) > 0.3
+
+
+def test_sampled_actions_follow_the_generator(world_model_factory: Factory):
+    """The same generator seed gives the same segment; another seed other actions."""
+    wm = world_model_factory(horizon=5, num_steps=16)
+    actor = constant_actor(wm.obs_dim, mean=0.1, std=0.3)
+    hook = PolicyGuidance(wm, actor, mode="sample")
+    a, b, c = (wm.sample(torch.zeros(8, 3), Sampler("ddim", 4), hook=hook,
+                         generator=torch.Generator().manual_seed(seed)) for seed in (0, 0, 1))
+    torch.testing.assert_close(a.actions, b.actions, rtol=0, atol=0)
+    assert not torch.allclose(a.actions, c.actions)

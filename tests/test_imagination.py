@@ -33,7 +33,7 @@ def setup(world_model_factory: Factory, learn_q: bool = False, **overrides) -> I
 def test_segments_start_at_real_states_and_report_their_diagnostics(
         world_model_factory: Factory, guidance: str, advantage: str):
     imagine = setup(world_model_factory, learn_q=advantage == "qv", guidance=guidance,
-                    advantage=advantage)
+                    advantage=advantage, policy_guidance="pull")
     s0 = torch.randn(32, 3)
     seg, metrics = imagine(s0, torch.Generator().manual_seed(0))
     assert seg.states.shape == (32, 5, 3) and seg.actions.shape == (32, 5, 2)
@@ -44,6 +44,16 @@ def test_segments_start_at_real_states_and_report_their_diagnostics(
     assert metrics["policy_delta"] != pytest.approx(0.005)  # δ adapted after the batch
     assert ("guidance_grad_rms" in metrics) == (guidance != "none")
     assert not seg.states.requires_grad and not seg.actions.requires_grad
+
+
+def test_sampled_actions_need_no_delta(world_model_factory: Factory):
+    """The default 'sample' policy guidance has nothing to tune; its reported spread is the
+    RMS of the policy noise it drew (≈ 1 for 32 × 5 × 2 draws)."""
+    imagine = setup(world_model_factory)
+    assert imagine.cfg.policy_guidance == "sample"
+    _, metrics = imagine(torch.randn(32, 3), torch.Generator().manual_seed(0))
+    assert metrics["policy_delta"] == pytest.approx(0.005)
+    assert metrics["action_spread"] == pytest.approx(1.0, abs=0.15)
 
 
 def test_state_guidance_changes_the_imagined_states(world_model_factory: Factory):

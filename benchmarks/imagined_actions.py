@@ -1,0 +1,128 @@
+"""Are the imagined actions samples of the policy?
+
+The actor-critic's gradient is on-policy: it needs the actions of an imagined segment to be
+draws from π(· | ŝ_t) at the segment's own states. For actions a_t with pre-squash
+u_t = atanh(a_t), the standardized actions z = (u_t − μ(ŝ_t)) / σ(ŝ_t) of true samples are
+N(0, I): mean 0, RMS 1, and |z| > 2.5 for 1.2% of the entries. This script measures z on
+imagined segments from real start states for each policy-guidance mode ('sample', 'pull')
+and sampler, with the run's trained policy and with a freshly initialized one, together with
+the dynamics error of the segments against the simulator replaying their actions (so a mode
+that fixes the actions but breaks the dynamics would show).
+
+Starts from a training run with a checkpoint (``agdrl train … --checkpoint-every N``). The
+'pull' rows first tune δ online for ``--tune-batches`` batches, as training does.
+
+    .venv/bin/python benchmarks/imagined_actions.py --run-dir RUN_DIR \\
+        --out results/diagnosis/imagined-actions-reacher-v5.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agdrl.a2c import ActorCriticAgent
+from agdrl.imagination import Imagination
+from agdrl.segments import Segment
+from agdrl.trainer import AGDMBRL
+
+sys.path.insert(0, str(Path(__file__).parent))
+from guidance_lift import evaluate_variant  # noqa: E402  (a sibling benchmark script)
+
+NORMAL_TAIL_2_5 = 0.0124
+"""P(|z| > 2.5) for z ~ N(0, 1)."""
+
+
+def standardized_actions(seg: Segment, agent: ActorCriticAgent) -> torch.Tensor:
+    """z = (atanh(a_t) − μ(ŝ_t)) / σ(ŝ_t) for t < H − 1 (the actions that drive a
+    transition): (B, H − 1, da)."""
+    with torch.no_grad():
+        mean, std = agent.actor(seg.states[:, :-1])
+        return (agent.actor.unsquash(seg.actions[:, :-1]) - mean) / std
+
+
+def z_stats(z: torch.Tensor) -> dict:
+    return {"z_mean_per_dim": z.mean((0, 1)).tolist(), "z_rms": float(z.pow(2).mean().sqrt()),
+            "z_std": float(z.std()), "tail_fraction_2.5": float((z.abs() > 2.5).float().mean())}
+
+
+class Recorder:
+    """Wraps an Imagination and keeps the last segment it produced."""
+
+    def __init__(self, imagination: Imagination):
+        self.imagination, self.segment = imagination, None
+
+    def __call__(self, starts: torch.Tensor, generator: torch.Generator):
+        self.segment, metrics = self.imagination(starts, generator)
+        return self.segment, metrics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run-dir", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--samplers", nargs="+", default=["ddim:8", "ddpm:8", "ddpm:32"])
+    parser.add_argument("--modes", nargs="+", default=["sample", "pull"])
+    parser.add_argument("--starts", type=int, default=256)
+    parser.add_argument("--tune-batches", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    run = AGDMBRL.resume(args.run_dir)
+    model, buffer, cfg = run.world_model, run.buffer, run.cfg
+    fresh = ActorCriticAgent(model.obs_dim, run.env.action_space.low, run.env.action_space.high,
+                             cfg.agent)
+    fresh.load_state_dict({k: v for k, v in run.agent.state_dict().items()
+                           if "state_norm" in k}, strict=False)  # same input statistics
+    rng = np.random.default_rng(args.seed)
+    starts = rng.choice(buffer.size, size=min(args.starts, buffer.size), replace=False)
+    state_std = buffer.obs[: buffer.size].std(0) + 1e-6
+    rows = []
+    for policy_name, agent in (("trained", run.agent), ("fresh", fresh)):
+        for spec in args.samplers:
+            kind, _, steps = spec.partition(":")
+            for mode in args.modes:
+                icfg = dataclasses.replace(cfg.imagination, batch_size=len(starts),
+                                           sampler=kind, sampler_steps=int(steps or 0),
+                                           guidance="none", policy_guidance=mode)
+                imagination = Imagination(model, copy.deepcopy(agent), icfg)
+                if mode == "pull":  # tune δ as training would, from the run's δ
+                    imagination.policy.log_delta = run.imagination.policy.log_delta
+                    gen = torch.Generator().manual_seed(args.seed + 1)
+                    for _ in range(args.tune_batches):
+                        idx = rng.integers(0, buffer.size, len(starts))
+                        imagination(torch.as_tensor(buffer.obs[idx]), gen)
+                recorder = Recorder(imagination)
+                row, _ = evaluate_variant(model, imagination.agent, recorder, run.env, starts,
+                                          buffer, state_std, args.seed)
+                row = {"policy": policy_name, "sampler": spec, "mode": mode,
+                       **z_stats(standardized_actions(recorder.segment, imagination.agent)),
+                       "dynamics_error": row["dynamics_error"],
+                       "policy_delta": row["imagination_policy_delta"]}
+                rows.append(row)
+                print(f"{policy_name:8s} {spec:8s} {mode:7s} z mean "
+                      f"{np.round(row['z_mean_per_dim'], 3)} rms {row['z_rms']:.3f} "
+                      f"tail {row['tail_fraction_2.5']:.3f} dyn err {row['dynamics_error']:.4f}",
+                      flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "command": "benchmarks/imagined_actions.py " + " ".join(sys.argv[1:]),
+        "machine": {"cpu": platform.processor() or platform.machine(),
+                    "threads": args.threads, "torch": torch.__version__},
+        "run": {"env": cfg.env, "seed": cfg.seed, "env_steps": run.num_timesteps},
+        "on_policy_reference": {"z_mean": 0.0, "z_rms": 1.0,
+                                "tail_fraction_2.5": NORMAL_TAIL_2_5},
+        "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
