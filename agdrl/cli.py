@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import sys
 from pathlib import Path
@@ -29,6 +30,12 @@ commands:
               agdrl eval RUN_DIR [--episodes N]
   baseline    a model-free reference row (Stable-Baselines3 SAC or PPO, default settings)
               evaluated like the agent: agdrl baseline --algo sac --env ID --total-steps N
+  bench       a sweep of methods × tasks × seeds (resumable; local processes or Ray Tune):
+              agdrl bench [--spec FILE.json] [--tasks ID ...] [--methods agd-sag polygrad
+              mbrl-ensemble sac ...] [--seeds 0 1 2] [--total-steps N] [--runs-dir DIR]
+              [-- extra agdrl train options for the model-based rows]
+  report      aggregate a sweep: IQM with 95% bootstrap CIs, learning curves, a markdown
+              table: agdrl report --runs-dir DIR [--budgets N ...]
   avalanche   error of the diffusion and autoregressive world models vs open-loop horizon
               presets: demo (about a minute on 2 cores), default, reference (paper-size model)
 
@@ -62,9 +69,9 @@ def _parse(cls: type, args: list[str], default: object, prog: str):
             raise
         message = []
         for line in captured.getvalue().splitlines()[1:]:  # below the box's title
-            text = line.strip().strip("│").strip()
-            if text.startswith(("─", "╰")):
-                break
+            text = line.strip().strip("│|").strip()
+            if text.startswith(("─", "╰", "+")) or (text and set(text) <= set("-")):
+                break  # the rule under the error (unicode or ASCII box)
             message.append(text)
         command = prog.split(" [")[0]
         raise SystemExit(f"agdrl: {' '.join(message)} (see '{command} --help')") from None
@@ -119,6 +126,29 @@ def _baseline(args: list[str]) -> int:
     return 0
 
 
+def _bench(args: list[str]) -> int:
+    from agdrl.bench import BenchConfig, load_spec, run_sweep
+
+    extra = args[args.index("--") + 1 :] if "--" in args else None
+    args = args[: args.index("--")] if "--" in args else args
+    spec, rest = _take_option(args, "--spec", "")
+    default = load_spec(Path(spec)) if spec else BenchConfig()
+    cfg = _parse(BenchConfig, rest, default, "agdrl bench [--spec FILE.json]")
+    if extra is not None:
+        cfg = dataclasses.replace(cfg, agd_args=tuple(extra))
+    statuses = run_sweep(cfg, log=lambda msg: print(msg, flush=True))
+    return 0 if all(s.get("state") == "done" for s in statuses) else 1
+
+
+def _report(args: list[str]) -> int:
+    from agdrl.report import ReportConfig, write_report
+
+    cfg = _parse(ReportConfig, args, None, "agdrl report")
+    path = write_report(cfg, log=lambda msg: print(msg, flush=True))
+    print(f"report: {path}")
+    return 0
+
+
 def _eval(args: list[str]) -> int:
     from agdrl.trainer import AGDMBRL
 
@@ -142,9 +172,11 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     command, rest = args[0], args[1:]
-    if command in ("train", "eval", "baseline"):
+    commands = {"train": _train, "eval": _eval, "baseline": _baseline, "bench": _bench,
+                "report": _report}
+    if command in commands:
         try:
-            return {"train": _train, "eval": _eval, "baseline": _baseline}[command](rest)
+            return commands[command](rest)
         except (ConfigError, ValueError, ImportError, GymError, NumericalFaultError,
                 RunDirectoryError) as err:
             raise SystemExit(f"agdrl: {err}") from err
@@ -157,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         except (ConfigError, ValueError, ImportError, GymError) as err:
             raise SystemExit(f"agdrl: {err}") from err
         return 0
-    raise SystemExit(f"agdrl: unknown command {command!r}; choose train, eval, baseline or "
-                     "avalanche (agdrl --help)")
+    raise SystemExit(f"agdrl: unknown command {command!r}; choose train, eval, baseline, "
+                     "bench, report or avalanche (agdrl --help)")
 
 
 if __name__ == "__main__":

@@ -218,24 +218,23 @@ class PolicyGuidance:
     agree, and the standardized final actions z = ε are exactly those of on-policy samples
     under any sampler, deterministic DDIM included. There is no δ to tune.
 
-    mode 'pull' (PolyGRAD's policy guidance): at every step, in the policy's pre-squash space u (where π(· | ŝ_t) is N(μ, σ)) and at the
-    predicted states ŝ_t: clamp u to μ ± clip_std·σ, move it up the log-likelihood,
-    u ← u + min(δ / σ², 1) (μ - u) (a gradient step δ ∇_u log N(u; μ, σ), capped so that it
-    never overshoots μ), squash back to an action, and add the step's noise (``noise_std`` · ε
-    in the world model's normalized action space; none at the last step or under deterministic
-    DDIM). The actor is evaluated without gradients, so the imagined actions never carry a
-    graph back into it (DESIGN §2.6, defect 5).
+    mode 'pull' (PolyGRAD's policy guidance): at every step, in the policy's pre-squash space
+    u (where π(· | ŝ_t) is N(μ, σ)) and at the predicted states ŝ_t: clamp u to μ ± clip_std·σ,
+    move it up the log-likelihood, u ← u + min(δ / σ², 1) (μ - u) (a gradient step
+    δ ∇_u log N(u; μ, σ), capped so that it never overshoots μ), squash back to an action, and
+    add the step's noise (``noise_std`` · ε in the world model's normalized action space; none
+    at the last step or under deterministic DDIM). δ (``log_delta``) is tuned online by
+    :meth:`adapt` toward unit root-mean-square of the final z = (u - μ) / σ, as on-policy
+    samples have; the RMS, not the standard deviation, so that an offset from μ counts. The cap
+    keeps the spread decreasing in δ: an uncapped step with δ > 2σ² overshoots μ and amplifies
+    z, which the tuning would answer with a still larger δ until it overflowed.
 
-    δ (``log_delta``) is tuned online by :meth:`adapt`: the final actions standardized by the
-    policy, z = (u - μ) / σ, should have unit root-mean-square, as on-policy samples do. The
-    RMS (not the standard deviation) is what makes a systematic offset from μ count: with few
-    denoising steps and a small δ the actions stay near their initialization (the data's
-    action distribution; an offset of ≈ 0.7σ was measured on Reacher). Under deterministic
-    DDIM (η = 0) no noise is added, the final z is a fixed contraction of the initial noise,
-    and no δ removes such an offset: the imagined actions are then not samples of π. The cap
-    keeps the spread decreasing in δ: an uncapped step with
-    δ > 2σ² overshoots μ and amplifies z, which the tuning would answer with a still larger δ
-    until it overflowed.
+    Why 'sample' is the default: the pulled actions start as noise around the data's action
+    mean; with few denoising steps they are not samples of π, and under deterministic DDIM
+    (η = 0) the final z is a fixed contraction of the initial noise that no δ corrects. With
+    them the agent did not learn Reacher-v5 (return −12 → −71 in 3k steps; 'sample': −12 →
+    −8.4; results/diagnosis/reacher-v5). Both modes evaluate the actor without gradients, so
+    the imagined actions never carry a graph back into it (DESIGN §2.6, defect 5).
     """
 
     model: DiffusionWorldModel

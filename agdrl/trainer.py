@@ -160,6 +160,14 @@ PRESETS: dict[str, TrainConfig] = {
 }
 # the README's main job: the fast preset on InvertedPendulum for 3000 steps (minutes on 2 cores)
 PRESETS["demo"] = dataclasses.replace(PRESETS["fast"], total_steps=3_000, eval_every=500)
+# seconds-long runs with tiny models, for checking a pipeline end to end (tests, smoke sweeps);
+# not for results
+PRESETS["tiny"] = TrainConfig(
+    total_steps=300, prefill_steps=150, pretrain_steps=20, eval_every=150, eval_episodes=2,
+    diffusion=DiffusionConfig(num_steps=8, batch_size=32,
+                              denoiser=DenoiserConfig(width=32, depth=1)),
+    agent=ActorCriticConfig(hidden=16),
+    imagination=ImaginationConfig(batch_size=32, sampler="ddim", sampler_steps=2))
 
 
 CHECKPOINT_FORMAT = 1

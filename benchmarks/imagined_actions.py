@@ -35,7 +35,7 @@ from agdrl.segments import Segment
 from agdrl.trainer import AGDMBRL
 
 sys.path.insert(0, str(Path(__file__).parent))
-from guidance_lift import evaluate_variant  # noqa: E402  (a sibling benchmark script)
+from guidance_lift import evaluate_variant
 
 NORMAL_TAIL_2_5 = 0.0124
 """P(|z| > 2.5) for z ~ N(0, 1)."""

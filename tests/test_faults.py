@@ -17,19 +17,14 @@ from agdrl.a2c import ActorCriticAgent
 from agdrl.buffer import ReplayBuffer
 from agdrl.checkpoint import latest_checkpoint
 from agdrl.cli import main
-from agdrl.config import ActorCriticConfig, DenoiserConfig, DiffusionConfig, ImaginationConfig
+from agdrl.config import ActorCriticConfig
 from agdrl.faults import NonFiniteError, NumericalFaultError, RunDirectoryError
 from agdrl.guidance import OneStepAdvantage, SigmoidAdvantage, StateGuidance
 from agdrl.segments import Segment
-from agdrl.trainer import AGDMBRL, TrainConfig
+from agdrl.trainer import AGDMBRL, PRESETS
 
-TINY = TrainConfig(
-    total_steps=300, prefill_steps=120, pretrain_steps=10, eval_every=0, eval_episodes=2,
-    checkpoint_every=50,
-    diffusion=DiffusionConfig(num_steps=8, batch_size=32,
-                              denoiser=DenoiserConfig(width=32, depth=1)),
-    agent=ActorCriticConfig(hidden=16),
-    imagination=ImaginationConfig(batch_size=32, sampler="ddim", sampler_steps=2))
+TINY = dataclasses.replace(PRESETS["tiny"], prefill_steps=120, pretrain_steps=10, eval_every=0,
+                           checkpoint_every=50)
 
 
 class InjectNaN(gym.Wrapper):

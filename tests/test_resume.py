@@ -18,16 +18,10 @@ import pytest
 import torch
 
 from agdrl.checkpoint import atomic_directory, latest_checkpoint
-from agdrl.config import ActorCriticConfig, DenoiserConfig, DiffusionConfig, ImaginationConfig
-from agdrl.trainer import AGDMBRL, TrainConfig
+from agdrl.trainer import AGDMBRL, PRESETS
 
-TINY = TrainConfig(
-    total_steps=300, prefill_steps=120, pretrain_steps=10, eval_every=100, eval_episodes=2,
-    checkpoint_every=100, keep_checkpoints=3,
-    diffusion=DiffusionConfig(num_steps=8, batch_size=32,
-                              denoiser=DenoiserConfig(width=32, depth=1)),
-    agent=ActorCriticConfig(hidden=16),
-    imagination=ImaginationConfig(batch_size=32, sampler="ddim", sampler_steps=2))
+TINY = dataclasses.replace(PRESETS["tiny"], prefill_steps=120, pretrain_steps=10, eval_every=100,
+                           checkpoint_every=100, keep_checkpoints=3)
 
 TIMING = ("wall_s", "env_steps_per_s")
 

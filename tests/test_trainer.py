@@ -17,14 +17,9 @@ import torch
 
 from agdrl.cli import main
 from agdrl.config import ActorCriticConfig, DenoiserConfig, DiffusionConfig, ImaginationConfig
-from agdrl.trainer import AGDMBRL, TrainConfig
+from agdrl.trainer import AGDMBRL, PRESETS, TrainConfig
 
-TINY = TrainConfig(
-    total_steps=300, prefill_steps=150, pretrain_steps=20, eval_every=150, eval_episodes=2,
-    diffusion=DiffusionConfig(num_steps=8, batch_size=32,
-                              denoiser=DenoiserConfig(width=32, depth=1)),
-    agent=ActorCriticConfig(hidden=16),
-    imagination=ImaginationConfig(batch_size=32, sampler="ddim", sampler_steps=2))
+TINY = PRESETS["tiny"]
 
 
 def test_learn_logs_evaluations_and_round_trips(tmp_path: Path):

@@ -1,0 +1,280 @@
+"""Benchmark sweeps: methods × tasks × seeds, each run a separate ``agdrl`` process.
+
+Every row of the comparison (DESIGN §3) is a named method: AGD-MBRL and the diffusion
+baselines are configurations of ``agdrl train``, the model-free references are
+``agdrl baseline`` runs. All rows share the task, seed, env-step budget and evaluation
+protocol (``eval_every``, ``eval_episodes``), and get no per-row tuning: the AGD rows run the
+chosen preset as it is, the Stable-Baselines3 rows their library defaults.
+
+Runs land in ``RUNS_DIR/TASK/METHOD/seedS`` with their log (``log.txt``) and status
+(``bench_run.json``). A sweep is resumable: finished runs are skipped, an AGD run that stopped
+part-way continues from its newest checkpoint, other unfinished runs restart. A run that fails
+is reported and the sweep goes on. Runs execute as local processes (``parallel`` at a time,
+``threads`` torch threads each) or as Ray Tune trials on a Ray cluster (``ray_address``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Annotated
+
+import tyro
+
+from agdrl.config import ConfigError, require, require_positive
+
+METHODS: dict[str, tuple[str, ...]] = {
+    "agd-sag": ("train", "--guidance", "sag"),
+    "agd-eag": ("train", "--guidance", "eag"),
+    "agd-cfg": ("train", "--guidance", "cfg"),
+    "polygrad": ("train", "--guidance", "none"),
+    "reward-diffusion": ("train", "--guidance", "reward"),
+    "mbrl-ensemble": ("train", "--guidance", "none", "--world-model", "ensemble"),
+    "mbrl-ensemble-h30": ("train", "--guidance", "none", "--world-model", "ensemble",
+                          "--ensemble-horizon", "30"),
+    "sac": ("baseline", "--algo", "sac"),
+    "ppo": ("baseline", "--algo", "ppo"),
+}
+"""The rows of the comparison and the ``agdrl`` command line that makes each one:
+AGD-MBRL with sigmoid / exponential / classifier-free advantage guidance; unguided PolyGRAD
+and reward-guided diffusion (the basic diffusion rows); the classic MBRL row (the same
+actor-critic on policy rollouts of the autoregressive ensemble, of the diffusion segments'
+length H = 10 and of 30 steps); Stable-Baselines3 SAC and PPO."""
+
+
+def method_of(config: dict) -> str:
+    """The method name of a run from its config.json (for runs not made by a sweep); a run
+    whose settings differ from the named row's gets a suffix saying how."""
+    if "algo" in config:
+        return config["algo"]
+    imagination = config["imagination"]
+    if config.get("world_model") == "ensemble":
+        horizon = config["ensemble_horizon"]
+        return "mbrl-ensemble" if horizon == 10 else f"mbrl-ensemble-h{horizon}"
+    name = {"sag": "agd-sag", "eag": "agd-eag", "cfg": "agd-cfg", "none": "polygrad",
+            "reward": "reward-diffusion"}[imagination["guidance"]]
+    if imagination.get("policy_guidance", "pull") == "pull":  # runs made before 'sample'
+        name += "-pull"
+    return name
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """A sweep of methods × tasks × seeds at one env-step budget."""
+
+    tasks: tuple[str, ...] = ("InvertedPendulum-v5",)
+    """Gymnasium task ids."""
+    methods: tuple[str, ...] = ("agd-sag", "polygrad", "sac")
+    """Rows to run; see ``agdrl.bench.METHODS``."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """Seeds; each run seeds its algorithm and both environments with it."""
+    total_steps: int = 10_000
+    """Real environment steps per run."""
+    eval_every: int = 1_000
+    """Environment steps between evaluations (every row)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation, deterministic action (every row)."""
+    preset: str = "fast"
+    """The ``agdrl train`` preset of the model-based rows."""
+    agd_args: Annotated[tuple[str, ...], tyro.conf.Suppress] = ()
+    """Extra ``agdrl train`` options for the model-based rows (on the command line: after
+    ``--``). Anything here is tuning that the model-free rows do not get: say so when
+    reporting."""
+    checkpoint_every: int = 5_000
+    """Checkpoint interval of the model-based rows (an interrupted run resumes from it)."""
+    runs_dir: Path = Path("runs/bench")
+    """Where the runs go: RUNS_DIR/TASK/METHOD/seedS."""
+    parallel: int = 2
+    """Runs at a time."""
+    threads: int = 1
+    """Torch threads per run (parallel × threads should not exceed the cores)."""
+    ray_address: str = ""
+    """Run through Ray Tune on this cluster ('auto': the running one; 'local': start one on
+    this machine with ``parallel`` × ``threads`` CPUs); empty: local processes."""
+
+    def __post_init__(self):
+        require(bool(self.tasks and self.methods and self.seeds),
+                "a sweep needs at least one task, method and seed")
+        unknown = [m for m in self.methods if m not in METHODS]
+        require(not unknown, f"unknown method(s) {', '.join(unknown)}; choose from "
+                             f"{', '.join(METHODS)}")
+        require_positive(self, "total_steps", "eval_every", "eval_episodes", "parallel",
+                         "threads")
+        require(self.checkpoint_every >= 0, "checkpoint_every must be ≥ 0")
+
+
+def load_spec(path: Path) -> BenchConfig:
+    """A sweep from a JSON file holding any of :class:`BenchConfig`'s fields (lists for the
+    tuples); the others keep their defaults."""
+    try:
+        spec = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"cannot read the sweep spec {path}: {err}") from err
+    if not isinstance(spec, dict):
+        raise ConfigError(f"the sweep spec {path} must hold a JSON object")
+    unknown = set(spec) - {f.name for f in fields(BenchConfig)}
+    if unknown:
+        raise ConfigError(f"unknown field(s) in {path}: {', '.join(sorted(unknown))}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
+    if "runs_dir" in values:
+        values["runs_dir"] = Path(values["runs_dir"])
+    return BenchConfig(**values)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a sweep."""
+
+    task: str
+    method: str
+    seed: int
+    folder: Path = field(compare=False)
+
+    @property
+    def status_path(self) -> Path:
+        return self.folder / "bench_run.json"
+
+    def status(self) -> dict:
+        try:
+            return json.loads(self.status_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def command(self, cfg: BenchConfig) -> list[str]:
+        """The ``agdrl`` arguments of this run (a resume if it stopped with a checkpoint)."""
+        kind, *options = METHODS[self.method]
+        if kind == "train" and any((self.folder / "checkpoints").glob("step_*")):
+            return ["train", "--resume", str(self.folder), "--total-steps", str(cfg.total_steps)]
+        common = ["--env", self.task, "--seed", str(self.seed), "--total-steps",
+                  str(cfg.total_steps), "--eval-every", str(cfg.eval_every),
+                  "--eval-episodes", str(cfg.eval_episodes), "--run-dir", str(self.folder)]
+        if kind == "baseline":
+            return [kind, *options, *common]
+        return [kind, "--preset", cfg.preset, *options, *common, "--checkpoint-every",
+                str(cfg.checkpoint_every), *cfg.agd_args]
+
+
+def plan(cfg: BenchConfig) -> list[Run]:
+    """Every run of the sweep, task-major."""
+    return [Run(task, method, seed, cfg.runs_dir / task / method / f"seed{seed}")
+            for task in cfg.tasks for method in cfg.methods for seed in cfg.seeds]
+
+
+def execute(run: Run, cfg: BenchConfig) -> dict:
+    """Run one ``agdrl`` process to completion; returns (and writes) the run's status. Never
+    raises for a failed run: the status says what went wrong."""
+    run.folder.mkdir(parents=True, exist_ok=True)
+    argv = run.command(cfg)
+    status = {"task": run.task, "method": run.method, "seed": run.seed,
+              "command": "agdrl " + " ".join(argv), "state": "running",
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    run.status_path.write_text(json.dumps(status, indent=1))
+    env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads),
+           "MKL_NUM_THREADS": str(cfg.threads)}
+    start = time.perf_counter()
+    with open(run.folder / "log.txt", "a") as log:
+        try:
+            code = subprocess.run([sys.executable, "-m", "agdrl", *argv], stdout=log,
+                                  stderr=subprocess.STDOUT, env=env, check=False).returncode
+        except OSError as err:
+            code, status["error"] = -1, str(err)
+    status.update(seconds=round(time.perf_counter() - start, 1), returncode=code,
+                  state="done" if code == 0 else "failed")
+    if code != 0 and "error" not in status:
+        status["error"] = last_line(run.folder / "log.txt")
+    run.status_path.write_text(json.dumps(status, indent=1))
+    return status
+
+
+def last_line(path: Path) -> str:
+    """The last non-empty line of a log (where a failing command says why)."""
+    try:
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines()]
+    except OSError:
+        return ""
+    lines = [ln for ln in lines if ln]
+    return lines[-1] if lines else ""
+
+
+def run_sweep(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[dict]:
+    """Run every unfinished run of the sweep; returns the status of every run (the finished
+    ones included) and writes them to RUNS_DIR/bench.json."""
+    runs = plan(cfg)
+    todo = [r for r in runs if r.status().get("state") != "done"]
+    log(f"{len(runs)} runs, {len(runs) - len(todo)} finished already, {len(todo)} to run "
+        f"({'Ray Tune at ' + cfg.ray_address if cfg.ray_address else 'local processes'}, "
+        f"{cfg.parallel} at a time)")
+    if todo:
+        if cfg.ray_address:
+            _run_with_ray(todo, cfg, log)
+        else:
+            with ThreadPoolExecutor(cfg.parallel) as pool:
+                for status in pool.map(lambda r: execute(r, cfg), todo):
+                    log(_describe(status))
+    statuses = [r.status() or {"task": r.task, "method": r.method, "seed": r.seed,
+                               "state": "missing"} for r in runs]
+    cfg.runs_dir.mkdir(parents=True, exist_ok=True)
+    (cfg.runs_dir / "bench.json").write_text(json.dumps(
+        {"config": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path)
+                        else v) for k, v in asdict(cfg).items()},
+         "runs": statuses}, indent=1))
+    failed = [s for s in statuses if s.get("state") != "done"]
+    log(f"{len(statuses) - len(failed)} of {len(statuses)} runs done"
+        + "".join(f"\n  NOT DONE {_describe(s)}" for s in failed))
+    return statuses
+
+
+def _describe(status: dict) -> str:
+    where = f"{status['task']} {status['method']} seed {status['seed']}"
+    if status.get("state") == "done":
+        return f"done: {where} ({status.get('seconds', 0):.0f} s)"
+    return f"{status.get('state', 'missing')}: {where}: {status.get('error', '')}"
+
+
+def _run_with_ray(runs: list[Run], cfg: BenchConfig, log: Callable[[str], None]) -> None:
+    """One Ray Tune trial per run, ``threads`` CPUs each; a trial runs the same process as the
+    local mode, so a failed run is a finished trial with state 'failed'."""
+    try:
+        import ray
+        from ray import tune
+    except ImportError as err:
+        raise ImportError("sweeps on Ray need Ray Tune: pip install 'agdrl[ray]'") from err
+    started = not ray.is_initialized()
+    if started:
+        if cfg.ray_address == "local":
+            ray.init(num_cpus=cfg.parallel * cfg.threads, include_dashboard=False,
+                     log_to_driver=False)
+        else:
+            ray.init(address=cfg.ray_address, log_to_driver=False)
+    by_key = {f"{r.task}/{r.method}/seed{r.seed}": r for r in runs}
+    runs_dir = cfg.runs_dir.resolve()
+
+    def trial(params: dict) -> dict:
+        run = by_key[params["run"]]
+        run = replace(run, folder=runs_dir / run.folder.relative_to(cfg.runs_dir))
+        status = execute(run, replace(cfg, runs_dir=runs_dir))
+        return {"state": status["state"], "returncode": status["returncode"]}
+
+    try:
+        tuner = tune.Tuner(
+            tune.with_resources(trial, {"cpu": cfg.threads}),
+            param_space={"run": tune.grid_search(list(by_key))},
+            tune_config=tune.TuneConfig(max_concurrent_trials=cfg.parallel),
+            run_config=tune.RunConfig(name="bench", storage_path=str(runs_dir / "ray"),
+                                      verbose=0))
+        for result in tuner.fit():
+            if result.error is not None:
+                log(f"Ray trial {result.config.get('run')} raised: {result.error}")
+    finally:
+        if started:
+            ray.shutdown()
+    for run in runs:
+        log(_describe(run.status() or {"task": run.task, "method": run.method,
+                                       "seed": run.seed, "state": "missing"}))

@@ -1,0 +1,87 @@
+"""agdrl report on runs with known returns: IQM, intervals, budgets, normalized scores, the
+files it writes, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agdrl.cli import main
+from agdrl.config import ConfigError
+from agdrl.report import ReportConfig, find_runs, write_report
+
+TASK = "InvertedPendulum-v5"  # Gymnasium's reward_threshold: 950
+FINAL = {"fast-learner": [100.0, 200.0, 300.0, 1000.0], "slow-learner": [10.0, 20.0, 30.0, 40.0]}
+
+
+def make_runs(root: Path) -> None:
+    """Four seeds per method, evaluated at 500 and 1000 steps; the 500-step return is a tenth
+    of the final one; each run took 2 s per 1000 steps."""
+    for method, finals in FINAL.items():
+        for seed, final in enumerate(finals):
+            folder = root / TASK / method / f"seed{seed}"
+            folder.mkdir(parents=True)
+            (folder / "config.json").write_text(json.dumps({"env": TASK, "seed": seed}))
+            (folder / "bench_run.json").write_text(json.dumps({"method": method}))
+            with open(folder / "evaluations.csv", "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["env_step", "mean_return", "std_return", "episodes", "wall_s"])
+                writer.writerow([500, final / 10, 0.0, 10, 1.0])
+                writer.writerow([1000, final, 0.0, 10, 2.0])
+
+
+def iqm(x: list[float]) -> float:
+    """Mean of the middle half (4 values: the middle two)."""
+    x = sorted(x)
+    return float(np.mean(x[1:-1]))
+
+
+def test_report_statistics_match_hand_computed_values(tmp_path: Path):
+    make_runs(tmp_path)
+    path = write_report(ReportConfig(runs_dir=tmp_path, budgets=(700, 1000), reps=500))
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    for method, finals in FINAL.items():
+        at_final = report["raw"][f"{TASK}@1000"][method]
+        assert at_final["iqm"] == pytest.approx(iqm(finals))
+        lo, hi = at_final["ci95"]
+        assert min(finals) <= lo <= at_final["iqm"] <= hi <= max(finals)
+        # budget 700 has no evaluation of its own: the one at 500 stands for it
+        assert report["raw"][f"{TASK}@700"][method]["iqm"] == pytest.approx(iqm(finals) / 10)
+    # normalized by the measured random policy and the task's threshold
+    random_return = report["anchors"][TASK]["random"]
+    assert report["anchors"][TASK]["threshold"] == 950.0
+    assert 0 < random_return < 100  # the pendulum falls within a few dozen steps
+    expected = iqm([(r - random_return) / (950.0 - random_return)
+                    for r in FINAL["fast-learner"]])
+    assert report["normalized"]["fast-learner"][0] == pytest.approx(expected)
+    text = path.read_text()
+    assert "| fast-learner | 4 | 250.0 |" in text and "| slow-learner | 4 | 25.0 |" in text
+    assert "0.002 |" in text  # 2 s over 1000 steps, per env step
+    png = (tmp_path / "report" / f"curves_{TASK}.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_methods_are_read_from_run_configs_without_a_sweep(tmp_path: Path):
+    make_runs(tmp_path)
+    for status in tmp_path.rglob("bench_run.json"):
+        status.unlink()
+    config = tmp_path / TASK / "slow-learner" / "seed0" / "config.json"
+    config.write_text(json.dumps({"env": TASK, "seed": 0, "algo": "ppo"}))
+    with pytest.raises(ConfigError, match="cannot tell which method"):  # no 'imagination'
+        find_runs(tmp_path)
+    for path in tmp_path.rglob("config.json"):
+        path.write_text(json.dumps({"env": TASK, "seed": 0, "algo": "ppo"}))
+    assert {r.method for r in find_runs(tmp_path)} == {"ppo"}
+
+
+def test_report_refuses_an_empty_folder(tmp_path: Path):
+    with pytest.raises(ConfigError, match="no runs"):
+        write_report(ReportConfig(runs_dir=tmp_path))
+    with pytest.raises(SystemExit, match=r"^agdrl: no runs"):
+        main(["report", "--runs-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="budgets must be positive"):
+        main(["report", "--runs-dir", str(tmp_path), "--budgets", "0"])
