@@ -6,6 +6,10 @@ direction Δθ is computed once, then scaled by η so that the mean change of lo
 batch lands within ``tolerance`` of ``target_logp_change`` (η ≤ 1, so the step never exceeds
 the configured learning rate). Scaling the parameter change, instead of re-running the
 optimizer, leaves Adam's moment estimates as one step left them.
+
+Under torchrun (:mod:`agdrl.distributed`) each rank updates on its own segments; gradients,
+the advantage statistics and the line search's log-prob change are averaged over ranks, so
+the update equals one process's on all ranks' segments together.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from torch import nn
 
 from agdrl.actor_critic import ActionCritic, Actor, Critic
 from agdrl.config import ActorCriticConfig
+from agdrl.distributed import average_gradients, mean_over_ranks, mean_std_over_ranks
 from agdrl.faults import check_finite
 from agdrl.returns import gae, reality_weights
 from agdrl.segments import Segment
@@ -75,8 +80,8 @@ class ActorCriticAgent(nn.Module):
             returns = advantages + target_values[:, :-1]
             if cfg.normalize_advantages:
                 valid = weights > 0
-                adv = advantages[valid]
-                advantages = (advantages - adv.mean()) / (adv.std() + 1e-8)
+                mean, std = mean_std_over_ranks(advantages[valid])
+                advantages = (advantages - mean) / (std + 1e-8)
 
         # critic: regress V(s_t) on the λ-returns of the target critic
         values = self.critic(states[:, :-1])
@@ -84,6 +89,7 @@ class ActorCriticAgent(nn.Module):
         self.critic_opt.zero_grad(set_to_none=True)
         check_finite("the critic loss", critic_loss)
         critic_loss.backward()
+        average_gradients(self.critic.parameters())
         critic_grad = self._clip(list(self.critic.parameters()))
         check_finite("the critic gradient", critic_grad)
         self.critic_opt.step()
@@ -93,6 +99,7 @@ class ActorCriticAgent(nn.Module):
             q_loss = 0.5 * (weights * (q_values - returns) ** 2).sum() / weights.sum()
             self.q_opt.zero_grad(set_to_none=True)
             q_loss.backward()
+            average_gradients(self.q_critic.parameters())
             self._clip(list(self.q_critic.parameters()))
             self.q_opt.step()
             metrics["q_loss"] = q_loss.item()
@@ -107,6 +114,7 @@ class ActorCriticAgent(nn.Module):
         self.actor_opt.zero_grad(set_to_none=True)
         check_finite("the actor loss", actor_loss)
         actor_loss.backward()
+        average_gradients(self.actor.parameters())
         actor_grad = self._clip(list(self.actor.parameters()))
         check_finite("the actor gradient", actor_grad)
         before = [p.detach().clone() for p in self.actor.parameters()]
@@ -137,7 +145,7 @@ class ActorCriticAgent(nn.Module):
             for p, b, d in zip(params, before, step, strict=True):
                 p.copy_(b + eta * d)
             diff = (self.actor.log_prob(states, actions) - old_logp).abs()
-            return float((weights * diff).sum() / weights.sum())
+            return float(mean_over_ranks((weights * diff).sum() / weights.sum()))
 
         eta, change = 1.0, change_at(1.0)
         if cfg.target_logp_change <= 0:

@@ -85,7 +85,10 @@ def _split_preset(args: list[str], presets: dict, default: str) -> tuple[str, li
 
 
 def _train(args: list[str]) -> int:
+    from agdrl import distributed
     from agdrl.trainer import AGDMBRL, PRESETS, TrainConfig
+
+    distributed.init_from_env()  # under torchrun: join the process group
 
     resume, args = _take_option(args, "--resume", "")
     if resume:
@@ -106,11 +109,14 @@ def _train(args: list[str]) -> int:
         target = cfg.total_steps
     if model.num_timesteps < target:
         model.learn(target - model.num_timesteps, progress_bar=True)
-    model.save(run / "model")
     model.close()
-    print(f"run directory: {run} ({model.num_timesteps} env steps)\n"
-          f"  evaluations: {run / 'evaluations.csv'}\n"
-          f"  TensorBoard: tensorboard --logdir {run / 'tensorboard'}\n  model: {run / 'model'}")
+    if distributed.is_main():
+        model.save(run / "model")
+        print(f"run directory: {run} ({model.num_timesteps} env steps)\n"
+              f"  evaluations: {run / 'evaluations.csv'}\n"
+              f"  TensorBoard: tensorboard --logdir {run / 'tensorboard'}\n"
+              f"  model: {run / 'model'}")
+    distributed.finish()
     return 0
 
 

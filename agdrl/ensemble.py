@@ -22,6 +22,7 @@ from agdrl.buffer import ReplayBuffer, TransitionBatch
 from agdrl.checkpoint import load_weights, read_meta, save_module
 from agdrl.config import EnsembleConfig
 from agdrl.diffusion.samplers import randn
+from agdrl.distributed import average_gradients
 from agdrl.normalization import RunningNormalizer
 from agdrl.segments import Segment
 
@@ -159,6 +160,7 @@ class ProbabilisticEnsemble(nn.Module):
         loss = nll + bce + bound + decay
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        average_gradients(self.parameters())
         self.optimizer.step()
         self.train_steps += 1
         return float(loss.detach())

@@ -9,6 +9,7 @@ from torch import nn
 
 from agdrl.actor_critic import mlp
 from agdrl.buffer import TransitionBatch
+from agdrl.distributed import average_gradients
 from agdrl.faults import check_finite
 from agdrl.normalization import RunningNormalizer
 
@@ -49,5 +50,6 @@ class RewardModel(nn.Module):
         check_finite("the reward-model loss", loss)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        average_gradients(self.net.parameters())
         self.optimizer.step()
         return loss.item()

@@ -27,6 +27,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from agdrl import distributed
 from agdrl.a2c import ActorCriticAgent
 from agdrl.buffer import ReplayBuffer
 from agdrl.checkpoint import (
@@ -335,9 +336,8 @@ class AGDMBRL:
             diffusion = dataclasses.replace(diffusion, advantage_conditioning=True)
         cfg = dataclasses.replace(cfg, env=env_id(self.env), diffusion=diffusion)
         self.cfg = cfg
-        torch.manual_seed(cfg.seed)
-        self.rng = np.random.default_rng(cfg.seed)
-        self.generator = torch.Generator().manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+        self._seed_streams(step=0)
         space = self.env.action_space
         obs_dim, action_dim = self.env.observation_space.shape[0], space.shape[0]
         self.world_model: DiffusionWorldModel | ProbabilisticEnsemble
@@ -358,13 +358,32 @@ class AGDMBRL:
             if cfg.world_model == "diffusion"
             else EnsembleImagination(self.world_model, self.agent, cfg.ensemble_horizon))
         self.buffer = new_buffer(self.env)
-        self.run_dir = Path(run_dir) if run_dir is not None else None
+        # under torchrun only rank 0 writes (logs, checkpoints, videos) and evaluates
+        self.run_dir = Path(run_dir) if run_dir is not None and distributed.is_main() else None
         self.log = RunLog(self.run_dir, cfg) if self.run_dir is not None else None
         self.num_timesteps = 0
         self.seconds: dict[str, float] = dict.fromkeys(PHASES, 0.0)
         self.nonfinite_skipped = 0
         self._obs, _ = self.env.reset(seed=cfg.seed)
         self.env.action_space.seed(cfg.seed)
+
+    def _seed_streams(self, step: int) -> None:
+        """The random streams. One process: one numpy and one torch stream from the seed
+        (acting shares the torch one). Under torchrun every rank draws its own minibatches and
+        imagination noise, while the acting noise is common to all ranks, whose copies of the
+        environment must stay identical; ``step`` keys the streams of a resumed run."""
+        seed = self.cfg.seed
+        if distributed.world_size() == 1:
+            self.rng = np.random.default_rng(seed)
+            self.generator = self.act_generator = torch.Generator().manual_seed(seed)
+        else:
+            own = np.random.SeedSequence([seed, distributed.rank(), step])
+            self.rng = np.random.default_rng(own)
+            self.generator = torch.Generator().manual_seed(int(own.generate_state(1)[0]))
+            common = np.random.SeedSequence([seed, step])
+            self.act_generator = torch.Generator().manual_seed(int(common.generate_state(1)[0]))
+        if getattr(self, "bootstrap", None) is not None:
+            self.bootstrap.rng = self.rng
 
     @contextmanager
     def _timed(self, phase: str) -> Iterator[None]:
@@ -388,7 +407,7 @@ class AGDMBRL:
         states = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.agent.device)
         with torch.no_grad():
             action = (self.agent.actor.mode(states) if deterministic
-                      else self.agent.actor.sample(states, self.generator))
+                      else self.agent.actor.sample(states, self.act_generator))
         return action.cpu().numpy(), None
 
     def evaluate(self, episodes: int | None = None, video_path: Path | None = None
@@ -545,8 +564,11 @@ class AGDMBRL:
                 if i == len(candidates) - 1:
                     raise
                 warnings.warn(f"skipping checkpoint {checkpoint.name}: {err}", stacklevel=2)
-        model.run_dir = run_dir
-        model.log = RunLog(run_dir, model.cfg, resume_step=model.num_timesteps)
+        if distributed.world_size() > 1:  # rank 0's streams were saved: give each rank its own
+            model._seed_streams(model.num_timesteps)
+        if distributed.is_main():
+            model.run_dir = run_dir
+            model.log = RunLog(run_dir, model.cfg, resume_step=model.num_timesteps)
         return model
 
     def _guarded(self, fn: Callable, *args, default=None):
@@ -579,7 +601,7 @@ class AGDMBRL:
             raise ConfigError("video and wandb write into the run directory: pass run_dir=")
         start, t0 = self.num_timesteps, time.perf_counter()
         bar = None
-        if progress_bar:
+        if progress_bar and distributed.is_main():
             from tqdm import tqdm
 
             bar = tqdm(total=total_timesteps, unit="step", mininterval=1.0)
@@ -610,7 +632,8 @@ class AGDMBRL:
                                           "env_steps_per_s": (step - start)
                                           / (time.perf_counter() - t0)})
             last = step == start + total_timesteps
-            if (cfg.eval_every and step % cfg.eval_every == 0) or last:
+            if distributed.is_main() and ((cfg.eval_every and step % cfg.eval_every == 0)
+                                          or last):
                 with self._timed("evaluation"):
                     video = (self.run_dir / "videos" / f"step_{step:09d}.mp4"
                              if cfg.video and self.run_dir is not None else None)
@@ -618,9 +641,11 @@ class AGDMBRL:
                 last_return = float(np.mean(returns))
                 if self.log is not None:
                     self.log.evaluation(step, returns, time.perf_counter() - t0)
-            if self.run_dir is not None and (
-                    last or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)):
-                self._checkpoint()
+            if last or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+                distributed.check_in_sync(self.world_model, "the world model")
+                distributed.check_in_sync(self.agent, "the agent")
+                if self.run_dir is not None:
+                    self._checkpoint()
             if bar is not None:
                 bar.update(1)
                 if step % 100 == 0:

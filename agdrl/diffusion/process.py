@@ -95,11 +95,13 @@ class GaussianDiffusion(nn.Module):
 
     def loss(self, x0: torch.Tensor, cond: torch.Tensor | None, weight: torch.Tensor,
              inpainting: Inpainting | None = None, generator: torch.Generator | None = None,
-             label: torch.Tensor | None = None) -> torch.Tensor:
+             label: torch.Tensor | None = None, denoiser: nn.Module | None = None
+             ) -> torch.Tensor:
         """Mean squared error of the denoiser's target under ``weight`` (B, H, Dx) in [0, 1].
 
         Known (inpainted) entries are set clean in x_k, as at sampling time, and should carry
-        zero weight. The target is x_0 or ε according to ``prediction``.
+        zero weight. The target is x_0 or ε according to ``prediction``. ``denoiser``
+        overrides the network (e.g. its data-parallel wrapper).
         """
         b = x0.shape[0]
         k = torch.randint(0, self.num_steps, (b,), device=x0.device, generator=generator)
@@ -107,6 +109,6 @@ class GaussianDiffusion(nn.Module):
         x_k = self.q_sample(x0, k, noise)
         if inpainting is not None:
             x_k = inpainting.apply(x_k)
-        out = self.denoiser(x_k, cond, k.float(), label)
+        out = (denoiser or self.denoiser)(x_k, cond, k.float(), label)
         target = x0 if self.prediction == "x0" else noise
         return ((out - target) ** 2 * weight).sum() / weight.sum().clamp(min=1.0)

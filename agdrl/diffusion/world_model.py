@@ -22,6 +22,7 @@ from agdrl.config import DiffusionConfig, config_from_dict
 from agdrl.diffusion.denoisers import make_denoiser
 from agdrl.diffusion.process import GaussianDiffusion, Inpainting
 from agdrl.diffusion.samplers import DenoisingHook, Sampler, SamplerKind, randn
+from agdrl.distributed import data_parallel
 from agdrl.ema import EMA
 from agdrl.faults import check_finite
 from agdrl.normalization import RunningNormalizer
@@ -132,7 +133,8 @@ class DiffusionWorldModel(nn.Module):
         elif labels is not None:
             raise ValueError("labels given to a model built without advantage_conditioning")
         self.diffusion.train()
-        loss = self.diffusion.loss(x0, cond, weight, pin, generator, label)
+        loss = self.diffusion.loss(x0, cond, weight, pin, generator, label,
+                                   denoiser=data_parallel(self.diffusion.denoiser))
         check_finite("the diffusion loss", loss)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
