@@ -162,9 +162,10 @@ class Run:
 
 
 def plan(cfg: BenchConfig) -> list[Run]:
-    """Every run of the sweep, task-major."""
+    """Every run of the sweep: task by task, and within a task seed by seed (so a sweep
+    stopped part-way has about as many seeds of every method)."""
     return [Run(task, method, seed, cfg.runs_dir / task / method / f"seed{seed}")
-            for task in cfg.tasks for method in cfg.methods for seed in cfg.seeds]
+            for task in cfg.tasks for seed in cfg.seeds for method in cfg.methods]
 
 
 def execute(run: Run, cfg: BenchConfig) -> dict:

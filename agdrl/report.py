@@ -3,7 +3,8 @@ bootstrap confidence intervals (rliable), learning curves with CI bands, a markd
 
 A run is any folder below ``runs_dir`` with a ``config.json`` and an ``evaluations.csv``
 (``agdrl bench`` runs, and hand-made ``agdrl train`` / ``agdrl baseline`` runs alike); its
-method is read from its ``bench_run.json`` or, failing that, from its config.
+method is read from its ``bench_run.json`` or, failing that, from its config. Sweep runs that
+have not finished (their ``bench_run.json`` does not say 'done') are listed, not scored.
 
 Scores are reported twice, and labelled:
 - **raw**: the mean evaluation return of a run at a budget (the evaluation at that env step,
@@ -75,9 +76,10 @@ class RunCurve:
         return float(self.returns[before[-1]]) if len(before) else float("nan")
 
 
-def find_runs(runs_dir: Path) -> list[RunCurve]:
-    """Every run below ``runs_dir`` that has evaluations."""
-    runs = []
+def find_runs(runs_dir: Path) -> tuple[list[RunCurve], list[Path]]:
+    """Every finished run below ``runs_dir`` that has evaluations, and the folders of sweep
+    runs that have not finished."""
+    runs, unfinished = [], []
     for config_path in sorted(Path(runs_dir).rglob("config.json")):
         folder = config_path.parent
         evaluations = folder / "evaluations.csv"
@@ -92,17 +94,20 @@ def find_runs(runs_dir: Path) -> list[RunCurve]:
             continue  # not a training run (e.g. a world-model benchmark's config)
         status_path = folder / "bench_run.json"
         try:
-            method = (json.loads(status_path.read_text())["method"] if status_path.is_file()
-                      else method_of(config))
+            status = json.loads(status_path.read_text()) if status_path.is_file() else None
+            method = status["method"] if status else method_of(config)
         except (KeyError, json.JSONDecodeError) as err:
             raise ConfigError(f"cannot tell which method made the run in {folder}: "
                               f"{err!r}") from err
+        if status and status.get("state") != "done":
+            unfinished.append(folder)
+            continue
         runs.append(RunCurve(
             task=config["env"], method=method, seed=int(config["seed"]),
             steps=np.array([int(r["env_step"]) for r in rows]),
             returns=np.array([float(r["mean_return"]) for r in rows]),
             wall_s=float(rows[-1].get("wall_s") or "nan"), folder=folder))
-    return runs
+    return runs, unfinished
 
 
 def random_policy_return(task: str, episodes: int, seed: int) -> float:
@@ -145,7 +150,7 @@ def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
         import rliable  # noqa: F401
     except ImportError as err:
         raise ImportError("agdrl report needs rliable: pip install 'agdrl[report]'") from err
-    runs = find_runs(cfg.runs_dir)
+    runs, unfinished = find_runs(cfg.runs_dir)
     if not runs:
         raise ConfigError(f"no runs (config.json + evaluations.csv) below {cfg.runs_dir}")
     out = cfg.out or cfg.runs_dir / "report"
@@ -192,6 +197,9 @@ def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
              f"stratified bootstrap interval ({cfg.reps} resamples, rliable). Wall-clock per env "
              "step includes evaluation and is only comparable between runs made the same way "
              "(same machine, same number of parallel runs).", "",
+             *([f"Not finished, not scored: "
+                f"{', '.join(str(f.relative_to(cfg.runs_dir)) for f in unfinished)}.", ""]
+               if unfinished else []),
              "## Raw returns", "", *tables]
     if normalized:
         lines += ["## Normalized scores", "",

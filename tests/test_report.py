@@ -26,7 +26,7 @@ def make_runs(root: Path) -> None:
             folder = root / TASK / method / f"seed{seed}"
             folder.mkdir(parents=True)
             (folder / "config.json").write_text(json.dumps({"env": TASK, "seed": seed}))
-            (folder / "bench_run.json").write_text(json.dumps({"method": method}))
+            (folder / "bench_run.json").write_text(json.dumps({"method": method, "state": "done"}))
             with open(folder / "evaluations.csv", "w", newline="") as f:
                 writer = csv.writer(f)
                 writer.writerow(["env_step", "mean_return", "std_return", "episodes", "wall_s"])
@@ -75,7 +75,17 @@ def test_methods_are_read_from_run_configs_without_a_sweep(tmp_path: Path):
         find_runs(tmp_path)
     for path in tmp_path.rglob("config.json"):
         path.write_text(json.dumps({"env": TASK, "seed": 0, "algo": "ppo"}))
-    assert {r.method for r in find_runs(tmp_path)} == {"ppo"}
+    assert {r.method for r in find_runs(tmp_path)[0]} == {"ppo"}
+
+
+def test_unfinished_sweep_runs_are_listed_not_scored(tmp_path: Path):
+    make_runs(tmp_path)
+    status = tmp_path / TASK / "fast-learner" / "seed3" / "bench_run.json"
+    status.write_text(json.dumps({"method": "fast-learner", "state": "running"}))
+    path = write_report(ReportConfig(runs_dir=tmp_path, reps=200))
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["raw"][f"{TASK}@1000"]["fast-learner"]["returns"] == [100.0, 200.0, 300.0]
+    assert f"Not finished, not scored: {TASK}/fast-learner/seed3." in path.read_text()
 
 
 def test_report_refuses_an_empty_folder(tmp_path: Path):
