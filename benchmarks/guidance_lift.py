@@ -105,6 +105,24 @@ def evaluate_variant(model: DiffusionWorldModel, agent: ActorCriticAgent,
     return row, per_segment
 
 
+def train_agent_in_imagination(model: DiffusionWorldModel, agent: ActorCriticAgent,
+                               train: ReplayBuffer, updates: int, rng: np.random.Generator,
+                               gen: torch.Generator, log: list[dict]) -> Imagination:
+    """``updates`` actor-critic updates on 256 imagined segments each (policy guidance only,
+    the fast preset's 8-step DDIM) from real start states; returns the imagination used."""
+    trainer = Imagination(model, agent, ImaginationConfig(batch_size=256, sampler="ddim",
+                                                           sampler_steps=8, guidance="none"))
+    for u in range(updates):
+        starts = torch.as_tensor(train.obs[rng.integers(0, train.size, 256)])
+        seg, metrics = trainer(starts, gen)
+        metrics.update(agent.update(seg))
+        if u % 100 == 0 or u == updates - 1:
+            log.append({"update": u, **metrics})
+            print(f"agent update {u}: value {metrics['value']:.2f} return "
+                  f"{metrics['return']:.2f}", flush=True)
+    return trainer
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", required=True)
@@ -145,16 +163,8 @@ def main() -> None:
 
     # 1. actor-critic in imagination (policy guidance only), the fast preset's sampler
     t0 = time.perf_counter()
-    trainer = Imagination(model, agent, ImaginationConfig(batch_size=256, sampler="ddim",
-                                                           sampler_steps=8, guidance="none"))
-    for u in range(args.agent_updates):
-        starts = torch.as_tensor(train.obs[rng.integers(0, n, 256)])
-        seg, metrics = trainer(starts, gen)
-        metrics.update(agent.update(seg))
-        if u % 100 == 0 or u == args.agent_updates - 1:
-            log["agent"].append({"update": u, **metrics})
-            print(f"agent update {u}: value {metrics['value']:.2f} return "
-                  f"{metrics['return']:.2f} δ {metrics['policy_delta']:.4f}", flush=True)
+    trainer = train_agent_in_imagination(model, agent, train, args.agent_updates, rng, gen,
+                                         log["agent"])
     agent_seconds = time.perf_counter() - t0
 
     # 2. advantage labels from that critic: fine-tune the (zero-initialized) label input

@@ -1,0 +1,231 @@
+"""Guided-imagination speed with its accuracy alongside (issue: fast imagination).
+
+For each configuration ("row"), in one run:
+  (a) throughput: imagined transitions per second of one guided imagination batch
+      (``--batch`` segments of the world model's H, SAG with policy guidance);
+  (b) latency: seconds for one guided trajectory of the H = 50 world model (batch 1);
+  (c) accuracy: the normalized state MSE between the imagined segments and the simulator
+      replaying their actions from the same start states, and the guided mean value V;
+  (d) peak memory: the peak resident memory of the row's process, which holds the models,
+      the data and the imagination (CPU; each row runs in its own process, so peaks do not
+      mix), or the peak CUDA memory allocated during the timed calls.
+
+Rows: NAME = ARCH/SAMPLER:STEPS/POLICY, e.g. ``ours/ddim:8/sample`` (the fast preset) or
+``reference/ddpm:128/pull`` (the reference: a 1024 × 6 residual MLP, 128 ancestral steps,
+PolyGRAD's policy guidance). ARCH ``ours`` is the 512 × 4 MLP of ``--source``; ``reference``
+loads ``--reference-model`` when given, else its weights are random and its accuracy columns
+are left empty (its speed does not depend on the weights). Every row uses the same critic and
+policy, trained for ``--agent-updates`` updates in imagination on the ``ours`` model.
+
+    .venv/bin/python benchmarks/sampling.py --source results/avalanche/hopper-v5 \\
+        --source-h50 results/avalanche/hopper-v5-h50 --env Hopper-v5 \\
+        --out results/speed/sampling_hopper_cpu.json
+
+Throughput and latency are medians over ``--repeats`` timed calls after one warm-up call; run
+nothing else on the machine meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agdrl.a2c import ActorCriticAgent
+from agdrl.buffer import ReplayBuffer
+from agdrl.config import ActorCriticConfig, ImaginationConfig, reference_denoiser
+from agdrl.diffusion.world_model import DiffusionWorldModel
+from agdrl.envs import make_env
+from agdrl.imagination import Imagination
+
+sys.path.insert(0, str(Path(__file__).parent))
+from guidance_lift import evaluate_variant, train_agent_in_imagination
+
+ROWS = ("reference/ddpm:128/pull", "ours/ddpm:128/pull", "ours/ddim:8/pull",
+        "ours/ddim:8/sample", "ours/ddim:4/sample", "ours/ddim:2/sample")
+
+
+def load_model(source: Path, arch: str, reference: Path | None, device: str
+               ) -> tuple[DiffusionWorldModel, bool]:
+    """The world model of a row on ``device`` and whether its weights are trained."""
+    ours = DiffusionWorldModel.load(source / "diffusion.safetensors", device)
+    if arch == "ours":
+        return ours, True
+    if reference is not None:
+        return DiffusionWorldModel.load(reference, device), True
+    cfg = dataclasses.replace(ours.cfg, denoiser=reference_denoiser())
+    model = DiffusionWorldModel(ours.obs_dim, ours.action_dim, cfg, device)
+    for name in ("state_norm", "action_norm", "reward_norm"):  # same units as the trained one
+        getattr(model, name).load_state_dict(getattr(ours, name).state_dict())
+    return model, False
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def timed(fn, repeats: int) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run_row(args: argparse.Namespace) -> dict:
+    """Measure one row in this process (called through ``--row``)."""
+    torch.set_num_threads(args.threads)
+    arch, sampler, mode = args.row.split("/")
+    kind, _, steps = sampler.partition(":")
+    device = torch.device(args.device)
+    train = ReplayBuffer.load(args.source / "train_buffer.npz")
+    test = ReplayBuffer.load(args.source / "test_buffer.npz")
+    agent = load_agent(args.agent_path, args.device)
+    model, trained = load_model(args.source, arch, args.reference_model, args.device)
+    model_h50, _ = load_model(args.source_h50, arch, None, args.device)
+    icfg = ImaginationConfig(batch_size=args.batch, sampler=kind, sampler_steps=int(steps),
+                             guidance="sag", policy_guidance=mode)
+    imagination = Imagination(model, agent, icfg)
+    imagination_h50 = Imagination(model_h50, agent, dataclasses.replace(icfg, batch_size=1))
+    rng = np.random.default_rng(args.seed)
+    starts = torch.as_tensor(test.obs[rng.integers(0, test.size, args.batch)], device=device)
+    one = starts[:1]
+    gen = torch.Generator().manual_seed(args.seed)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    if mode == "pull":  # δ tuned as training would before it is timed
+        for _ in range(args.tune_batches):
+            imagination(starts, gen)
+
+    def batch() -> None:
+        imagination(starts, gen)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def single() -> None:
+        imagination_h50(one, gen)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    seconds = timed(batch, args.repeats)
+    latency = timed(single, args.latency_repeats)
+    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
+            else peak_rss_bytes())
+    row = {"row": args.row, "trained_weights": trained,
+           "denoiser_parameters": sum(p.numel() for p in model.diffusion.denoiser.parameters()),
+           "batch_seconds": seconds,
+           "transitions_per_s": args.batch * (model.cfg.horizon - 1) / seconds,
+           "latency_h50_s": latency, "peak_memory_bytes": int(peak)}
+    if trained and device.type == "cpu":  # the same arithmetic on any device: measured once
+        env = make_env(args.env, seed=args.seed)
+        accuracy_starts = rng.choice(test.size, size=args.accuracy_starts, replace=False)
+        icfg_acc = dataclasses.replace(icfg, batch_size=len(accuracy_starts))
+        acc, _ = evaluate_variant(model, agent, Imagination(model, agent, icfg_acc), env,
+                                  accuracy_starts, test, train.obs[: train.size].std(0) + 1e-6,
+                                  args.seed)
+        row.update(dynamics_error=acc["dynamics_error"], mean_value=acc["mean_value"])
+    return row
+
+
+def load_agent(path: Path, device: str) -> ActorCriticAgent:
+    """The critic and policy written by :func:`prepare_agent`."""
+    meta = json.loads(path.with_suffix(".json").read_text())
+    agent = ActorCriticAgent(meta["obs_dim"], np.array(meta["low"]), np.array(meta["high"]),
+                             ActorCriticConfig(), device)
+    with np.load(path, allow_pickle=False) as saved:
+        agent.load_state_dict({k: torch.as_tensor(saved[k]) for k in saved.files})
+    return agent
+
+
+def prepare_agent(args: argparse.Namespace) -> Path:
+    """Train the critic and policy every row shares; saved as npz + json in ``--out``'s
+    folder (weights only, no pickle)."""
+    train = ReplayBuffer.load(args.source / "train_buffer.npz")
+    model = DiffusionWorldModel.load(args.source / "diffusion.safetensors")
+    space = make_env(args.env).action_space
+    torch.manual_seed(args.seed)
+    agent = ActorCriticAgent(model.obs_dim, space.low, space.high, ActorCriticConfig())
+    agent.update_normalizers(train.obs[: train.size])
+    train_agent_in_imagination(model, agent, train, args.agent_updates,
+                               np.random.default_rng(args.seed),
+                               torch.Generator().manual_seed(args.seed), [])
+    path = args.out.with_name(args.out.stem + "_agent.npz")
+    np.savez(path, **{k: v.numpy() for k, v in agent.state_dict().items()})
+    path.with_suffix(".json").write_text(json.dumps(
+        {"obs_dim": model.obs_dim, "low": space.low.tolist(), "high": space.high.tolist(),
+         "agent_updates": args.agent_updates}))
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", type=Path, required=True)
+    parser.add_argument("--source-h50", type=Path, required=True)
+    parser.add_argument("--env", required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--rows", nargs="+", default=list(ROWS))
+    parser.add_argument("--reference-model", type=Path, default=None)
+    parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--latency-repeats", type=int, default=10)
+    parser.add_argument("--tune-batches", type=int, default=5)
+    parser.add_argument("--accuracy-starts", type=int, default=128)
+    parser.add_argument("--agent-updates", type=int, default=300)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--row", help=argparse.SUPPRESS)
+    parser.add_argument("--agent-path", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.row:
+        print(json.dumps(run_row(args)))
+        return
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    agent_path = prepare_agent(args)
+    rows = []
+    for name in args.rows:
+        done = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--row", name,
+                               "--agent-path", str(agent_path)],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"row {name} failed:\n{done.stderr[-3000:]}")
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(table_line(rows[-1], rows[0]), flush=True)
+    first = rows[0]
+    for row in rows:
+        row["speedup_vs_first_row"] = row["transitions_per_s"] / first["transitions_per_s"]
+        row["latency_ratio_vs_first_row"] = row["latency_h50_s"] / first["latency_h50_s"]
+    args.out.write_text(json.dumps({
+        "command": "benchmarks/sampling.py " + " ".join(sys.argv[1:]),
+        "machine": {"cpu": platform.processor() or platform.machine(),
+                    "threads": args.threads, "torch": torch.__version__,
+                    "device": torch.cuda.get_device_name() if args.device.startswith("cuda")
+                    else "cpu"},
+        "rows": rows}, indent=1))
+
+
+def table_line(row: dict, first: dict) -> str:
+    acc = (f"dyn err {row['dynamics_error']:.4f}  V {row['mean_value']:.2f}"
+           if "dynamics_error" in row else "accuracy: untrained weights")
+    return (f"{row['row']:26s} {row['transitions_per_s']:9.0f} transitions/s "
+            f"(×{row['transitions_per_s'] / first['transitions_per_s']:.1f})  "
+            f"H=50 latency {1000 * row['latency_h50_s']:8.1f} ms  "
+            f"peak {row['peak_memory_bytes'] / 2**20:7.1f} MiB  {acc}")
+
+
+if __name__ == "__main__":
+    main()
