@@ -225,13 +225,14 @@ def _raw_table(task: str, budget: int, scores: dict[str, np.ndarray],
                runs: dict[str, list[RunCurve]], anchor: dict) -> str:
     lines = [f"### {task} at {budget} env steps (raw return; random policy "
              f"{anchor['random']:.1f})", "",
-             "| method | seeds | IQM | 95% CI | per seed | s per env step |",
+             "| method | seeds | IQM | 95% CI | per seed | ms per env step |",
              "|---|---|---|---|---|---|"]
     for m in sorted(scores, key=lambda m: -stats[m][0]):
         iqm, lo, hi = stats[m]
         per_step = np.median([r.wall_s / r.steps[-1] for r in runs[m]])
         lines.append(f"| {m} | {len(scores[m])} | {iqm:.1f} | [{lo:.1f}, {hi:.1f}] | "
-                     f"{', '.join(f'{x:.1f}' for x in scores[m][:, 0])} | {per_step:.3f} |")
+                     f"{', '.join(f'{x:.1f}' for x in scores[m][:, 0])} | "
+                     f"{1000 * per_step:.1f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -60,7 +60,7 @@ def test_report_statistics_match_hand_computed_values(tmp_path: Path):
     assert report["normalized"]["fast-learner"][0] == pytest.approx(expected)
     text = path.read_text()
     assert "| fast-learner | 4 | 250.0 |" in text and "| slow-learner | 4 | 25.0 |" in text
-    assert "0.002 |" in text  # 2 s over 1000 steps, per env step
+    assert "| 2.0 |" in text  # 2 s over 1000 steps: 2 ms per env step
     png = (tmp_path / "report" / f"curves_{TASK}.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
