@@ -254,8 +254,9 @@ class ImaginationConfig:
 
     batch_size: int = 512
     """Segments per imagination batch (reference: 512 for AGD, 1024 for PolyGRAD)."""
-    sampler: Literal["ddpm", "ddim"] = "ddpm"
-    """Reverse-process sampler."""
+    sampler: Literal["ddpm", "ddim", "heun", "dpm2m"] = "ddpm"
+    """Reverse-process sampler: ancestral DDPM, DDIM (η = 0), second-order Heun (two network
+    calls per step) or DPM-Solver++(2M) (one)."""
     sampler_steps: int = 0
     """Denoising steps (0: all K training steps)."""
     guidance: Annotated[Literal["none", "sag", "eag", "reward", "cfg"],
@@ -294,7 +295,7 @@ class ImaginationConfig:
 
     def __post_init__(self):
         require_positive(self, "batch_size", "policy_delta")
-        require_choice(self, "sampler", ("ddpm", "ddim"))
+        require_choice(self, "sampler", ("ddpm", "ddim", "heun", "dpm2m"))
         require_choice(self, "policy_guidance", ("sample", "pull"))
         require_choice(self, "guidance", ("none", "sag", "eag", "reward", "cfg"))
         require_choice(self, "advantage", ("td", "gae", "qv"))

@@ -376,6 +376,24 @@ def test_sampled_actions_are_policy_samples_under_deterministic_ddim(
         assert abs(z.mean().item()) > 0.3
 
 
+@pytest.mark.parametrize("kind", ["heun", "dpm2m"])
+def test_sampled_actions_are_exact_policy_samples_under_ode_samplers(
+        world_model_factory: Factory, kind: str):
+    """Under the second-order samplers too, the final actions are the policy's samples at the
+    final states: z equals the chain's fixed noise ε exactly (without the near-end clip, which
+    moves the final states after the actions are drawn)."""
+    torch.manual_seed(0)
+    wm = world_model_factory(horizon=5, num_steps=16)
+    actor = Actor(wm.obs_dim, np.array([-1.0, -1.0]), np.array([1.0, 1.0]), hidden=16,
+                  min_std=0.05, init_std=0.3)
+    hook = PolicyGuidance(wm, actor, mode="sample")
+    seg = wm.sample(torch.randn(64, 3), Sampler(kind, 4, clip_max_step=-1), hook=hook,
+                    generator=torch.Generator().manual_seed(0))
+    mean, std = actor(seg.states)
+    z = (actor.unsquash(seg.actions) - mean) / std
+    torch.testing.assert_close(z, hook._noise, atol=2e-3, rtol=0)
+
+
 def test_sampled_actions_follow_the_generator(world_model_factory: Factory):
     """The same generator seed gives the same segment; another seed other actions."""
     wm = world_model_factory(horizon=5, num_steps=16)

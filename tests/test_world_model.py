@@ -98,11 +98,12 @@ def test_predicts_rewards_of_the_linear_system(trained: DiffusionWorldModel,
 
 
 # ---------------------------------------------------------------------- pinning
-SAMPLERS = [Sampler(kind="ddpm", steps=16), Sampler(kind="ddim", steps=4)]
+SAMPLERS = [Sampler(kind="ddpm", steps=16), Sampler(kind="ddim", steps=4),
+            Sampler(kind="heun", steps=4), Sampler(kind="dpm2m", steps=4)]
 
 
 @pytest.mark.parametrize("layout", ["polygrad", "joint"])
-@pytest.mark.parametrize("sampler", SAMPLERS, ids=["ddpm-all", "ddim-4"])
+@pytest.mark.parametrize("sampler", SAMPLERS, ids=["ddpm-all", "ddim-4", "heun-4", "dpm2m-4"])
 def test_start_state_and_given_actions_are_pinned(world_model_factory: Factory,
                                                   linear_buffer: ReplayBuffer, layout: str,
                                                   sampler: Sampler) -> None:
@@ -246,8 +247,10 @@ def test_hook_sees_every_step_in_order(world_model_factory: Factory, sampler: Sa
 
 
 @pytest.mark.parametrize("sampler", [Sampler("ddim", steps=4, clip_max_step=-1),
-                                     Sampler("ddpm", steps=16, clip_max_step=-1)],
-                         ids=["ddim", "ddpm"])
+                                     Sampler("ddpm", steps=16, clip_max_step=-1),
+                                     Sampler("heun", steps=4, clip_max_step=-1),
+                                     Sampler("dpm2m", steps=4, clip_max_step=-1)],
+                         ids=["ddim", "ddpm", "heun", "dpm2m"])
 def test_hook_editing_x0_steers_the_sample(world_model_factory: Factory,
                                            linear_buffer: ReplayBuffer,
                                            sampler: Sampler) -> None:

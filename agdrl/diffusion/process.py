@@ -11,7 +11,11 @@ import torch
 from torch import nn
 
 from agdrl.config import Prediction, Schedule
-from agdrl.diffusion.schedules import make_alpha_bar, posterior_coefficients
+from agdrl.diffusion.schedules import (
+    exponential_integrator_coefficients,
+    make_alpha_bar,
+    posterior_coefficients,
+)
 
 
 class Inpainting:
@@ -86,6 +90,16 @@ class GaussianDiffusion(nn.Module):
         c0, ct, var = posterior_coefficients(self.alpha_bar_ext[k + 1],
                                              self.alpha_bar_ext[k_prev + 1])
         return c0.float(), ct.float(), var.clamp(min=0).sqrt().float()
+
+    def integrator_coefficients(self, k: int, k_prev: int
+                                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(cx, ca, cl, h) of an exponential-integrator ODE step k -> k_prev ≥ 0 (see
+        :func:`exponential_integrator_coefficients`), in float64, returned as 0-d float32."""
+        if k_prev < 0:
+            raise ValueError("the exponential-integrator step needs a noisy target (k_prev ≥ 0)")
+        coefficients = exponential_integrator_coefficients(self.alpha_bar_ext[k + 1],
+                                                           self.alpha_bar_ext[k_prev + 1])
+        return tuple(c.float() for c in coefficients)
 
     def posterior(self, x_k: torch.Tensor, x0: torch.Tensor, k: int, k_prev: int
                   ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,10 +1,21 @@
 """Reverse-process samplers with a per-step hook for guidance.
 
 Each step k -> k_prev: predict x̂_0, pin known entries, let the hook edit x̂_0 and the
-conditioning, recompute the step's mean from the (edited) x̂_0, clip the change near the end
-of the chain (after guidance, so it is never lost), add noise. Samplers differ only in the
-mean and noise of the step: ancestral DDPM uses the exact posterior (any stride), DDIM its
-deterministic update (η = 0) or a partially stochastic one.
+conditioning, recompute the step from the (edited) x̂_0, clip the change near the end of the
+chain (after guidance, so it is never lost), add noise. Samplers differ only in how the step
+is computed from x̂_0:
+- ``ddpm``: ancestral, the exact posterior q(x_{k_prev} | x_k, x̂_0) (any stride);
+- ``ddim``: DDIM's update, deterministic (η = 0) or partially stochastic;
+- ``heun``: second-order Heun (EDM's predictor-corrector): a DDIM step, x̂_0 evaluated again
+  at its end, and the step redone with x̂_0 taken linear between the two (two network calls
+  per step, one at the last); deterministic;
+- ``dpm2m``: DPM-Solver++(2M), second order from the previous step's x̂_0 (one network call
+  per step); deterministic.
+The two second-order samplers integrate the probability-flow ODE in its exponential-integrator
+form (:func:`~agdrl.diffusion.schedules.exponential_integrator_coefficients`) and take a
+first-order step to the clean sample. Guidance edits x̂_0 once per step; Heun's second
+evaluation keeps that edit (the guidance shift is held over the step instead of paying a
+second guidance gradient).
 """
 
 from __future__ import annotations
@@ -18,7 +29,8 @@ from torch import nn
 from agdrl.diffusion.process import GaussianDiffusion, Inpainting
 from agdrl.diffusion.schedules import strided_timesteps
 
-SamplerKind = Literal["ddpm", "ddim"]
+SamplerKind = Literal["ddpm", "ddim", "heun", "dpm2m"]
+SAMPLER_KINDS: tuple[str, ...] = ("ddpm", "ddim", "heun", "dpm2m")
 
 
 def randn(shape: tuple[int, ...], generator: torch.Generator | None,
@@ -70,9 +82,9 @@ class DenoisingHook(Protocol):
 class Sampler:
     """A reverse-process sampler.
 
-    kind: 'ddpm' (ancestral, exact strided posterior) or 'ddim'.
+    kind: 'ddpm', 'ddim', 'heun' or 'dpm2m' (see the module docstring).
     steps: number of denoising steps (≤ K); evenly strided over the K training steps.
-    eta: DDIM stochasticity (0 deterministic, 1 ≈ ancestral); ignored by DDPM.
+    eta: DDIM stochasticity (0 deterministic, 1 ≈ ancestral); used by DDIM only.
     clip_max_step / clip_value: clip |mean − x_k| ≤ clip_value at steps whose training index
     k ≤ clip_max_step (the end of the chain; −1 = never). Counting in training indices keeps
     the clip's meaning when a few-step sampler strides over the chain.
@@ -85,8 +97,9 @@ class Sampler:
     clip_value: float = 0.25
 
     def __post_init__(self):
-        if self.kind not in ("ddpm", "ddim"):
-            raise ValueError(f"unknown sampler {self.kind!r}; choose 'ddpm' or 'ddim'")
+        if self.kind not in SAMPLER_KINDS:
+            raise ValueError(f"unknown sampler {self.kind!r}; choose one of "
+                             f"{', '.join(SAMPLER_KINDS)}")
         if self.steps <= 0:
             raise ValueError(f"sampler steps must be positive, got {self.steps}")
         if not 0.0 <= self.eta <= 1.0:
@@ -106,8 +119,17 @@ class Sampler:
         return ab_prev.sqrt() * x0 + (1 - ab_prev - noise_std**2).clamp(min=0).sqrt() * eps
 
     def _noise_std(self, posterior_std: torch.Tensor) -> torch.Tensor:
-        """DDPM adds the posterior std; DDIM's sigma(eta) is eta times it."""
-        return posterior_std if self.kind == "ddpm" else self.eta * posterior_std
+        """DDPM adds the posterior std, DDIM's sigma(eta) is eta times it; the ODE samplers
+        add none."""
+        if self.kind == "ddpm":
+            return posterior_std
+        return self.eta * posterior_std if self.kind == "ddim" else torch.zeros_like(posterior_std)
+
+    def network_calls(self, num_train_steps: int) -> int:
+        """Denoiser evaluations per sample from a K-step model: one per step, plus Heun's
+        second evaluation at all but the last."""
+        steps = min(self.steps, num_train_steps)
+        return 2 * steps - 1 if self.kind == "heun" else steps
 
     @torch.no_grad()
     def sample(self, diffusion: GaussianDiffusion, shape: tuple[int, int, int],
@@ -126,11 +148,13 @@ class Sampler:
         if inpainting is not None:
             x = inpainting.apply(x)
         n = len(ks)
+        x0_last, h_last = None, None  # DPM-Solver++(2M)'s history
         for i, (k, k_prev) in enumerate(zip(ks, ks_prev, strict=True)):
             k_batch = torch.full((shape[0],), k, device=x.device, dtype=torch.long)
             x0 = diffusion.predict_x0(x, cond, k_batch, denoiser)
             if inpainting is not None:
                 x0 = inpainting.apply(x0)
+            x0_net = x0
             c0, ct, posterior_std = diffusion.step_coefficients(k, k_prev)
             noise_std = self._noise_std(posterior_std)
             if hook is not None:
@@ -144,7 +168,23 @@ class Sampler:
                 cond = None if state.cond is None else state.cond.detach()
                 if inpainting is not None:
                     x0 = inpainting.apply(x0)
-            mean = self._mean(diffusion, x, x0, k, k_prev, c0, ct, noise_std)
+            if self.kind in ("ddpm", "ddim") or k_prev < 0:
+                mean = self._mean(diffusion, x, x0, k, k_prev, c0, ct, noise_std)
+            else:
+                cx, ca, cl, h = diffusion.integrator_coefficients(k, k_prev)
+                if self.kind == "heun":
+                    euler = cx * x + ca * x0
+                    if inpainting is not None:
+                        euler = inpainting.apply(euler)
+                    k_next = torch.full_like(k_batch, k_prev)
+                    x0_end = diffusion.predict_x0(euler, cond, k_next, denoiser) + (x0 - x0_net)
+                    if inpainting is not None:
+                        x0_end = inpainting.apply(x0_end)
+                    mean = euler + cl * (x0_end - x0)
+                else:  # DPM-Solver++(2M): x̂_0 extrapolated from the previous step's
+                    data = x0 if x0_last is None else x0 + (x0 - x0_last) * (h / (2 * h_last))
+                    mean = cx * x + ca * data
+                    x0_last, h_last = x0, h
             if k <= self.clip_max_step:  # after guidance, so the clip is never undone
                 mean = x + (mean - x).clamp(-self.clip_value, self.clip_value)
             x = mean + noise_std * randn(x.shape, generator, x.device) if k_prev >= 0 else mean

@@ -63,6 +63,30 @@ def posterior_coefficients(alpha_bar_t: torch.Tensor, alpha_bar_prev: torch.Tens
     return c0, ct, var
 
 
+def exponential_integrator_coefficients(alpha_bar_t: torch.Tensor, alpha_bar_prev: torch.Tensor
+                                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                   torch.Tensor]:
+    """Coefficients of one step t -> prev of the probability-flow ODE in its exponential-
+    integrator form with data (x̂_0) prediction (DPM-Solver++, Lu et al. 2022).
+
+    With α = sqrt(ab), σ = sqrt(1 - ab) and log-SNR λ = log(α / σ), h = λ_prev - λ_t > 0, the
+    exact solution is x_prev = (σ_prev / σ_t) x_t + σ_prev ∫ e^λ x̂_0(λ) dλ. Integrating e^λ
+    exactly against x̂_0 taken linear in λ between the step's ends (x̂_0 = a at t, b at prev):
+
+        x_prev = cx · x_t + ca · a + cl · (b - a),
+        cx = σ_prev / σ_t,  ca = α_prev (1 - e^{-h}),  cl = α_prev (h - 1 + e^{-h}) / h.
+
+    cl = 0 gives the first-order step, which is exactly DDIM (η = 0). Because the linear part
+    is integrated exactly, the coefficients stay bounded however large h is (the first step out
+    of nearly pure noise). Returns ``(cx, ca, cl, h)``; prev must be noisy (ab_prev < 1).
+    """
+    a_t, a_p = alpha_bar_t.sqrt(), alpha_bar_prev.sqrt()
+    s_t, s_p = (1 - alpha_bar_t).sqrt(), (1 - alpha_bar_prev).sqrt()
+    decay = a_t * s_p / (s_t * a_p)  # e^{-h}
+    h = -torch.log(decay)
+    return s_p / s_t, a_p * (1 - decay), a_p * (h - 1 + decay) / h, h
+
+
 def strided_timesteps(num_train_steps: int, num_sample_steps: int) -> list[int]:
     """Evenly spaced training indices from K-1 down to 0, ``num_sample_steps`` of them."""
     if not 1 <= num_sample_steps <= num_train_steps:
