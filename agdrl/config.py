@@ -127,6 +127,15 @@ class DiffusionConfig:
     condition_dropout: float = 0.25
     """Fraction of training segments whose advantage label is dropped, so the same network
     also learns the unconditional model."""
+    student_steps: int = 0
+    """Distil the model, as it trains, into a student that samples in this many DDIM steps
+    (1–4; 0: no student); imagination then samples with the student, and the imagination
+    sampler settings are not used (agdrl.diffusion.distillation)."""
+    student_teacher_steps: int = 8
+    """Steps of the teacher's chain that the student learns to reproduce (a multiple of
+    student_steps)."""
+    student_teacher_sampler: Literal["ddim", "heun"] = "ddim"
+    """Deterministic sampler of the teacher's chain."""
 
     def __post_init__(self):
         require_choice(self, "layout", ("polygrad", "joint"))
@@ -142,6 +151,18 @@ class DiffusionConfig:
         require_fraction(self, "ema_decay", closed=False)
         require_fraction(self, "condition_dropout", closed=False)
         require_fraction(self, "joint_action_pin_prob")
+        require_non_negative(self, "student_steps")
+        if self.student_steps:
+            require_choice(self, "student_teacher_sampler", ("ddim", "heun"))
+            require(self.student_teacher_steps % self.student_steps == 0
+                    and self.student_teacher_steps >= self.student_steps,
+                    f"student_teacher_steps {self.student_teacher_steps} must be a multiple "
+                    f"of student_steps {self.student_steps}")
+            require(self.student_teacher_steps <= self.num_steps,
+                    f"student_teacher_steps {self.student_teacher_steps} exceeds the "
+                    f"{self.num_steps} training steps")
+            require(not self.advantage_conditioning,
+                    "a distilled student does not support advantage conditioning (cfg)")
 
 
 @dataclass(frozen=True)

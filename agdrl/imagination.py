@@ -62,7 +62,9 @@ class Imagination:
             self.wrap = lambda denoiser: ClassifierFreeGuidance(denoiser, cfg.cfg_target,
                                                                 cfg.cfg_weight)
         self.hooks = compose(self.policy, self.state)
-        self.sampler = model.default_sampler(cfg.sampler, cfg.sampler_steps or None)
+        self.use_student = model.student is not None
+        self.sampler = (model.student_sampler() if self.use_student
+                        else model.default_sampler(cfg.sampler, cfg.sampler_steps or None))
 
     def _advantage_estimator(self) -> AdvantageEstimator:
         agent, name = self.agent, self.cfg.advantage
@@ -91,7 +93,8 @@ class Imagination:
         standardized action spread, policy-guidance δ, state-guidance gradient RMS and
         objective, mean one-step advantage, predicted reward and value."""
         seg = self.model.sample(start_states, self.sampler, hook=self._timed_hooks,
-                                generator=generator, wrap_denoiser=self.wrap)
+                                generator=generator, wrap_denoiser=self.wrap,
+                                student=self.use_student)
         self.policy.adapt()
         with torch.no_grad():
             metrics = {"action_spread": self.policy.last_spread,

@@ -498,6 +498,8 @@ class AGDMBRL:
             opts["q_critic"] = self.agent.q_opt
         if self.reward_model is not None:
             opts["reward_model"] = self.reward_model.optimizer
+        if self.bootstrap is None and self.world_model.student is not None:
+            opts["student"] = self.world_model.student_optimizer
         return opts
 
     def _write_training_state(self, folder: Path) -> None:
@@ -625,6 +627,8 @@ class AGDMBRL:
                         and step % (50 * cfg.agent_update_every) == 0):
                     seconds = self.time_profile()
                     total = sum(seconds.values())
+                    if self.bootstrap is None and self.world_model.student is not None:
+                        metrics["student_loss"] = self.world_model.last_student_loss
                     self.log.train(step, {**metrics, "world_model_loss": loss,
                                           "nonfinite_skipped": self.nonfinite_skipped,
                                           **{f"time_fraction_{k}": v / total

@@ -45,12 +45,17 @@ def assert_same_run(a: AGDMBRL, b: AGDMBRL, dir_a: Path, dir_b: Path) -> None:
     assert rows(dir_a / "train_metrics.csv") == rows(dir_b / "train_metrics.csv")
 
 
-@pytest.mark.parametrize("guidance", ["sag", "reward"])
+@pytest.mark.parametrize("guidance", ["sag", "reward", "sag+student"])
 def test_resumed_run_is_the_uninterrupted_run(tmp_path: Path, guidance: str):
     """Stopped after 200 steps and resumed from its checkpoint, a run ends with bit-identical
-    weights and the same logged rows as one that was never stopped (CPU, one thread)."""
+    weights and the same logged rows as one that was never stopped (CPU, one thread); with a
+    distilled student too (its weights and optimizer are part of the checkpoint)."""
+    guidance, _, student = guidance.partition("+")
     cfg = dataclasses.replace(TINY, imagination=dataclasses.replace(TINY.imagination,
                                                                     guidance=guidance))
+    if student:
+        cfg = dataclasses.replace(cfg, diffusion=dataclasses.replace(
+            cfg.diffusion, student_steps=1, student_teacher_steps=4))
     whole = AGDMBRL("InvertedPendulum-v5", cfg, run_dir=tmp_path / "whole").learn(300)
     AGDMBRL("InvertedPendulum-v5", cfg, run_dir=tmp_path / "cut").learn(200).close()
     resumed = AGDMBRL.resume(tmp_path / "cut")

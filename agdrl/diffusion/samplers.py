@@ -142,15 +142,26 @@ class Sampler:
         ``denoiser`` overrides the process's network (e.g. the EMA copy). Guidance hooks may
         enable gradients inside themselves; the chain itself runs without autograd.
         """
-        ks = strided_timesteps(diffusion.num_steps, min(self.steps, diffusion.num_steps))
-        ks_prev = [*ks[1:], -1]
         x = randn(shape, generator, device)
         if inpainting is not None:
             x = inpainting.apply(x)
+        ks = strided_timesteps(diffusion.num_steps, min(self.steps, diffusion.num_steps))
+        return self.denoise(diffusion, x, ks, -1, cond, inpainting, hook, denoiser, generator)
+
+    @torch.no_grad()
+    def denoise(self, diffusion: GaussianDiffusion, x: torch.Tensor, ks: list[int],
+                k_end: int = -1, cond: torch.Tensor | None = None,
+                inpainting: Inpainting | None = None, hook: DenoisingHook | None = None,
+                denoiser: nn.Module | None = None, generator: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Run the chain from x = x_{ks[0]}: (B, H, Dx) through the decreasing indices ``ks``
+        down to ``k_end`` (−1: clean data; ``self.steps`` is not used). Returns ``(x, cond)``.
+        A part of a chain (distillation targets) or a whole one (:meth:`sample`)."""
+        ks_prev = [*ks[1:], k_end]
         n = len(ks)
         x0_last, h_last = None, None  # DPM-Solver++(2M)'s history
         for i, (k, k_prev) in enumerate(zip(ks, ks_prev, strict=True)):
-            k_batch = torch.full((shape[0],), k, device=x.device, dtype=torch.long)
+            k_batch = torch.full((x.shape[0],), k, device=x.device, dtype=torch.long)
             x0 = diffusion.predict_x0(x, cond, k_batch, denoiser)
             if inpainting is not None:
                 x0 = inpainting.apply(x0)

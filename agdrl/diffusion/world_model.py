@@ -8,7 +8,9 @@ The first state s_0 is always pinned to a real state by inpainting.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,9 +22,10 @@ from agdrl.buffer import SegmentBatch
 from agdrl.checkpoint import load_weights, read_meta, save_module
 from agdrl.config import DiffusionConfig, config_from_dict
 from agdrl.diffusion.denoisers import make_denoiser
+from agdrl.diffusion.distillation import StudentDistillation
 from agdrl.diffusion.process import GaussianDiffusion, Inpainting
 from agdrl.diffusion.samplers import DenoisingHook, Sampler, SamplerKind, randn
-from agdrl.distributed import data_parallel
+from agdrl.distributed import average_gradients, data_parallel
 from agdrl.ema import EMA
 from agdrl.faults import check_finite
 from agdrl.normalization import RunningNormalizer
@@ -49,11 +52,21 @@ class DiffusionWorldModel(nn.Module):
         self.diffusion = GaussianDiffusion(denoiser, cfg.num_steps, cfg.schedule, tau,
                                            cfg.prediction, cfg.x0_bound)
         self.ema = EMA(denoiser, cfg.ema_decay)
+        # The few-step student (None without one): same architecture, same initial weights.
+        self.student = copy.deepcopy(denoiser) if cfg.student_steps else None
         self.to(device)
         self.device = torch.device(device)
         self.optimizer = torch.optim.AdamW(denoiser.parameters(), lr=cfg.lr,
                                            weight_decay=cfg.weight_decay)
+        self.student_optimizer, self.distillation = None, None
+        if self.student is not None:
+            self.student_optimizer = torch.optim.AdamW(self.student.parameters(), lr=cfg.lr,
+                                                       weight_decay=cfg.weight_decay)
+            self.distillation = StudentDistillation(self.diffusion, cfg.student_steps,
+                                                    cfg.student_teacher_steps,
+                                                    cfg.student_teacher_sampler)
         self.train_steps = 0
+        self.last_student_loss = math.nan
 
     # ------------------------------------------------------------------ layout
     @property
@@ -112,17 +125,7 @@ class DiffusionWorldModel(nn.Module):
         labels: (B,) segment labels for an advantage-conditioned model (a random
         ``condition_dropout`` fraction is dropped; None drops all), None otherwise.
         """
-        seg = Segment.from_numpy(batch.states, batch.actions, batch.rewards, batch.terminals,
-                                 self.device)
-        x0, cond = self.encode(seg)
-        mask = torch.as_tensor(batch.mask, device=self.device)
-        pin_actions = None
-        if self.joint:  # sampling may be asked to follow given actions: train for that too
-            pin_actions = torch.rand(x0.shape[0], device=self.device,
-                                     generator=generator) < self.cfg.joint_action_pin_prob
-        pin = self.pin_start(x0[:, 0, : self.obs_dim], x0.shape[0],
-                             x0[..., self.obs_dim : self.obs_dim + self.action_dim], pin_actions)
-        weight = mask[..., None].expand_as(x0) * (~pin.mask)  # nothing to learn where pinned
+        x0, cond, weight, pin = self._training_inputs(batch, generator)
         label = None
         if self.cfg.advantage_conditioning:
             label = torch.full((x0.shape[0],), float("nan"), device=self.device)
@@ -143,22 +146,74 @@ class DiffusionWorldModel(nn.Module):
         check_finite("the diffusion gradient", norm)
         self.optimizer.step()
         self.ema.update(self.diffusion.denoiser)
+        if self.student is not None:
+            self._distill(x0, cond, weight, pin, generator)
         self.train_steps += 1
         return float(loss.detach())
+
+    def _training_inputs(self, batch: SegmentBatch, generator: torch.Generator | None
+                         ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, Inpainting]:
+        """Encoded segments x0: (B, H, Dx), cond, loss weights (B, H, Dx) and pins of a batch."""
+        seg = Segment.from_numpy(batch.states, batch.actions, batch.rewards, batch.terminals,
+                                 self.device)
+        x0, cond = self.encode(seg)
+        mask = torch.as_tensor(batch.mask, device=self.device)
+        pin_actions = None
+        if self.joint:  # sampling may be asked to follow given actions: train for that too
+            pin_actions = torch.rand(x0.shape[0], device=self.device,
+                                     generator=generator) < self.cfg.joint_action_pin_prob
+        pin = self.pin_start(x0[:, 0, : self.obs_dim], x0.shape[0],
+                             x0[..., self.obs_dim : self.obs_dim + self.action_dim], pin_actions)
+        weight = mask[..., None].expand_as(x0) * (~pin.mask)  # nothing to learn where pinned
+        return x0, cond, weight, pin
+
+    def distill_step(self, batch: SegmentBatch, generator: torch.Generator | None = None
+                     ) -> float:
+        """One gradient step of the student alone toward the EMA teacher's chain on a batch of
+        real segments (distilling a trained model; :meth:`train_step` does one after each
+        teacher step). Returns the distillation loss."""
+        if self.student is None:
+            raise ValueError("this world model has no student (set student_steps > 0)")
+        return self._distill(*self._training_inputs(batch, generator), generator)
+
+    def _distill(self, x0: torch.Tensor, cond: torch.Tensor | None, weight: torch.Tensor,
+                 pin: Inpainting, generator: torch.Generator | None) -> float:
+        """The student's gradient step (gradients averaged over ranks when distributed);
+        returns the loss and keeps it in ``last_student_loss``."""
+        self.student.train()
+        loss = self.distillation.loss(self.student, self.ema.model, x0, cond, weight, pin,
+                                      generator)
+        check_finite("the distillation loss", loss)
+        self.student_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        average_gradients(self.student.parameters())
+        norm = nn.utils.clip_grad_norm_(self.student.parameters(),
+                                        self.cfg.grad_clip or float("inf"))
+        check_finite("the distillation gradient", norm)
+        self.student_optimizer.step()
+        self.last_student_loss = float(loss.detach())
+        return self.last_student_loss
+
+    def init_student(self) -> None:
+        """Start the student from the EMA teacher's weights (distilling a trained model)."""
+        if self.student is None:
+            raise ValueError("this world model has no student (set student_steps > 0)")
+        self.student.load_state_dict(self.ema.model.state_dict())
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
     def sample(self, s0: torch.Tensor, sampler: Sampler, actions: torch.Tensor | None = None,
                hook: DenoisingHook | None = None, generator: torch.Generator | None = None,
                use_ema: bool = True,
-               wrap_denoiser: Callable[[nn.Module], nn.Module] | None = None) -> Segment:
+               wrap_denoiser: Callable[[nn.Module], nn.Module] | None = None,
+               student: bool = False) -> Segment:
         """Imagine segments from start states.
 
         s0: (B, ds) raw start states; actions: (B, H, da) raw actions to condition on, or None
         to start them from N(0, I) in normalized space (a hook such as policy guidance then
         shapes them; without a hook they stay noise). ``wrap_denoiser`` replaces the network
-        by a wrapper around it (classifier-free guidance). Returns a raw-unit
-        :class:`Segment`.
+        by a wrapper around it (classifier-free guidance); ``student`` samples with the
+        distilled student (use :meth:`student_sampler`). Returns a raw-unit :class:`Segment`.
         """
         b, h = s0.shape[0], self.cfg.horizon
         s0_norm = self.state_norm.normalize(torch.as_tensor(s0, dtype=torch.float32,
@@ -173,7 +228,10 @@ class DiffusionWorldModel(nn.Module):
             cond = a_norm if a_norm is not None else randn((b, h, self.action_dim), generator,
                                                            self.device)
         pin = self.pin_start(s0_norm, b, a_norm)
-        denoiser = self.ema.model if use_ema else self.diffusion.denoiser
+        if student and self.student is None:
+            raise ValueError("this world model has no student (set student_steps > 0)")
+        denoiser = (self.student if student
+                    else self.ema.model if use_ema else self.diffusion.denoiser)
         denoiser.eval()
         if wrap_denoiser is not None:
             denoiser = wrap_denoiser(denoiser)
@@ -187,6 +245,10 @@ class DiffusionWorldModel(nn.Module):
         """A sampler of ``kind`` (all K steps unless ``steps``) with the config's near-end clip."""
         return Sampler(kind=kind, steps=steps or self.cfg.num_steps, eta=eta,
                        clip_max_step=self.cfg.clip_max_step, clip_value=self.cfg.clip_value)
+
+    def student_sampler(self) -> Sampler:
+        """The student's sampler: DDIM on its grid of ``student_steps`` steps."""
+        return self.default_sampler("ddim", self.cfg.student_steps)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:

@@ -1,0 +1,236 @@
+"""Distillation into a few-step student: the targets reproduce the teacher's chain exactly,
+a student trained on them samples in 2 steps what the teacher needs 8 for, guidance still
+steers it, and it is saved, loaded and checkpointed with the world model."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from agdrl.buffer import ReplayBuffer
+from agdrl.config import ConfigError, DiffusionConfig
+from agdrl.diffusion.distillation import StudentDistillation, teacher_chain
+from agdrl.diffusion.process import GaussianDiffusion, Inpainting
+from agdrl.diffusion.samplers import Sampler, StepState
+from agdrl.diffusion.world_model import DiffusionWorldModel
+from agdrl.trainer import AGDMBRL, PRESETS
+
+Factory = Callable[..., DiffusionWorldModel]
+
+
+class Fixed(nn.Module):
+    """Returns a stored x̂_0 whatever its input."""
+
+    def __init__(self, out: torch.Tensor):
+        super().__init__()
+        self.out = out
+
+    def forward(self, x, cond, k, label=None):
+        return self.out
+
+
+class Linear(nn.Module):
+    """A fixed nonlinear map of (x, cond, k) standing in for a teacher network."""
+
+    def forward(self, x, cond, k, label=None):
+        return torch.tanh(0.7 * x + 0.01 * k.view(-1, 1, 1)) + 0.1 * cond.mean(-1, keepdim=True)
+
+
+def test_teacher_chain_spacing() -> None:
+    assert teacher_chain(127, 63, 4) == [127, 111, 95, 79]
+    assert teacher_chain(63, -1, 4) == [63, 47, 31, 15]
+    assert teacher_chain(3, 1, 4) == [3, 2]  # the gap allows two
+    assert teacher_chain(0, -1, 4) == [0]  # never the end index itself
+
+
+@pytest.mark.parametrize("teacher", ["ddim", "heun"])
+def test_one_student_step_on_the_target_lands_where_the_teacher_chain_ends(teacher: str
+                                                                           ) -> None:
+    """x̃_0 is exact: a DDIM step from x_k with x̂_0 = x̃_0 reaches the end of the teacher's
+    m-step chain, at every position of the student's grid (the last one lands on clean data),
+    and the pinned entries stay pinned."""
+    diffusion = GaussianDiffusion(Linear(), 32, "cosine", 1.0, "x0")
+    distill = StudentDistillation(diffusion, student_steps=4, teacher_steps=16, teacher=teacher)
+    torch.manual_seed(0)
+    b = 6
+    x_k, cond = torch.randn(b, 5, 3), torch.randn(b, 5, 2)
+    mask = torch.zeros(b, 5, 3, dtype=torch.bool)
+    mask[:, 0, :2] = True
+    pin = Inpainting(mask, torch.randn(b, 5, 3))
+    x_k = pin.apply(x_k)
+    step = torch.tensor([0, 1, 2, 3, 3, 0])
+    target = distill.targets(x_k, step, cond, pin, diffusion.denoiser)
+    for row in range(b):
+        i = int(step[row])
+        one = slice(row, row + 1)
+        row_pin = Inpainting(mask[one], pin.values[one])
+        chain_end, _ = distill.teacher.denoise(diffusion, x_k[one], distill.chains[i],
+                                               distill.next[i], cond[one], row_pin)
+        student_end, _ = Sampler("ddim", clip_max_step=-1).denoise(
+            diffusion, x_k[one], [distill.grid[i]], distill.next[i], cond[one], row_pin,
+            denoiser=Fixed(target[one]))
+        torch.testing.assert_close(student_end, chain_end, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(target[mask], pin.values[mask])
+
+
+class EntryMLP(nn.Module):
+    """A student for i.i.d. data: the same small MLP on every entry, fed (x, k / K)."""
+
+    def __init__(self, num_steps: int):
+        super().__init__()
+        self.num_steps = num_steps
+        self.net = nn.Sequential(nn.Linear(2, 64), nn.SiLU(), nn.Linear(64, 64), nn.SiLU(),
+                                 nn.Linear(64, 1))
+
+    def forward(self, x, cond, k, label=None):
+        t = (k / self.num_steps).view(-1, 1, 1).expand_as(x)
+        return x + self.net(torch.stack([x, t], -1))[..., 0]
+
+
+def test_two_step_student_of_an_exact_teacher_beats_two_teacher_steps() -> None:
+    """Gaussian data, whose exact denoiser is the teacher and whose exact sample from each
+    noise is known: a 2-step student distilled from 32 teacher DDIM steps lands several times
+    closer to the exact sample than 2 DDIM steps of the exact teacher itself, and close to
+    the 32-step chain it learned from."""
+    from test_samplers import SHAPE, exact_flow_end, gaussian_process
+
+    diffusion = gaussian_process()
+    teacher = diffusion.denoiser
+    distill = StudentDistillation(diffusion, student_steps=2, teacher_steps=32)
+    torch.manual_seed(0)
+    student = EntryMLP(diffusion.num_steps)
+    optimizer = torch.optim.Adam(student.parameters(), lr=3e-3)
+    no_pin = Inpainting(torch.zeros(64, 4, 3, dtype=torch.bool), torch.zeros(64, 4, 3))
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(1500):
+        x0 = 0.3 + 0.5 * torch.randn(64, 4, 3, generator=gen)
+        loss = distill.loss(student, teacher, x0, None, torch.ones_like(x0), no_pin, gen)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    def end(steps: int, net: nn.Module) -> torch.Tensor:
+        x, _ = Sampler("ddim", steps=steps, clip_max_step=-1).sample(
+            diffusion, SHAPE, denoiser=net, generator=torch.Generator().manual_seed(5))
+        return x.double()
+
+    start = torch.randn(SHAPE, generator=torch.Generator().manual_seed(5))
+    exact = exact_flow_end(diffusion, start)
+    rms = lambda a, b: (a - b).pow(2).mean().sqrt().item()  # noqa: E731
+    student_error, teacher2_error = rms(end(2, student), exact), rms(end(2, teacher), exact)
+    assert student_error < teacher2_error / 3, (student_error, teacher2_error)
+    assert rms(end(2, student), end(32, teacher)) < teacher2_error / 3
+
+
+def sample_from(wm: DiffusionWorldModel, starts: torch.Tensor, actions: torch.Tensor,
+                sampler: Sampler, student: bool = False, hook=None) -> torch.Tensor:
+    return wm.sample(starts, sampler, actions=actions, student=student, hook=hook,
+                     generator=torch.Generator().manual_seed(7)).states
+
+
+@pytest.fixture(scope="module")
+def distilled(world_model_factory: Factory, linear_buffer: ReplayBuffer
+              ) -> tuple[DiffusionWorldModel, list[float]]:
+    """A world model trained 400 steps on the linear system, then its 2-step student
+    distilled from an 8-step DDIM teacher for 400 steps (~10 s), with the distillation
+    losses."""
+    torch.manual_seed(0)
+    wm = world_model_factory(horizon=5, num_steps=32, width=128, depth=2, batch_size=128,
+                             lr=1e-3, student_steps=2, student_teacher_steps=8)
+    rng = np.random.default_rng(0)
+    for _ in range(400):
+        wm.train_step(linear_buffer.sample_segments(128, 5, rng))
+    wm.init_student()
+    gen = torch.Generator().manual_seed(0)
+    losses = [wm.distill_step(linear_buffer.sample_segments(128, 5, rng), gen)
+              for _ in range(400)]
+    return wm, losses
+
+
+def test_world_model_student_learns_and_keeps_the_dynamics(distilled, linear_buffer) -> None:
+    """Inside the world model, the distillation loss falls, and the 2-step student's dynamics
+    error on the linear system is within a small margin of the 8-step teacher's."""
+    wm, losses = distilled
+    assert np.mean(losses[-50:]) < 0.5 * np.mean(losses[:50])
+    seg = linear_buffer.sample_segments(256, 5, np.random.default_rng(1), pad=False)
+    starts, actions = torch.as_tensor(seg.states[:, 0]), torch.as_tensor(seg.actions)
+    teacher8 = sample_from(wm, starts, actions, wm.default_sampler("ddim", 8))
+    student2 = sample_from(wm, starts, actions, wm.student_sampler(), student=True)
+    std, truth = wm.state_norm.std.float(), torch.as_tensor(seg.states)
+
+    def error(a: torch.Tensor) -> float:
+        return (((a - truth) / std) ** 2)[:, 1:].mean().item()
+
+    assert error(student2) < 1.5 * error(teacher8) + 0.01, (error(student2), error(teacher8))
+
+
+def test_guidance_still_steers_the_student(distilled, linear_buffer: ReplayBuffer) -> None:
+    """A hook that moves x̂_0's first state dimension up moves the student's states up."""
+    def up(state: StepState) -> None:
+        if state.k_prev >= 0:
+            x0 = state.x0.clone()
+            x0[:, 1:, 0] += 1.0
+            state.x0 = x0
+
+    wm, _ = distilled
+    seg = linear_buffer.sample_segments(128, 5, np.random.default_rng(2), pad=False)
+    starts, actions = torch.as_tensor(seg.states[:, 0]), torch.as_tensor(seg.actions)
+    sampler = wm.student_sampler()
+    plain = sample_from(wm, starts, actions, sampler, student=True)
+    guided = sample_from(wm, starts, actions, sampler, student=True, hook=up)
+    shift = ((guided - plain) / wm.state_norm.std.float())[:, 1:]
+    assert shift[..., 0].mean() > 0.3
+    assert shift[..., 0].mean() > 3 * shift[..., 1:].abs().mean()
+
+
+def test_student_is_saved_and_loaded(distilled, tmp_path: Path) -> None:
+    distilled, _ = distilled
+    distilled.save(tmp_path / "wm.safetensors")
+    loaded = DiffusionWorldModel.load(tmp_path / "wm.safetensors")
+    for p, q in zip(distilled.student.parameters(), loaded.student.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    starts, actions = torch.zeros(4, 3), torch.zeros(4, 5, 2)
+    torch.testing.assert_close(
+        sample_from(loaded, starts, actions, loaded.student_sampler(), student=True),
+        sample_from(distilled, starts, actions, distilled.student_sampler(), student=True))
+
+
+def test_no_student_is_refused(world_model_factory: Factory) -> None:
+    wm = world_model_factory()
+    with pytest.raises(ValueError, match="no student"):
+        wm.sample(torch.zeros(2, 3), Sampler("ddim", 2), student=True)
+    with pytest.raises(ValueError, match="no student"):
+        wm.init_student()
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"student_steps": 3, "student_teacher_steps": 8}, "multiple of student_steps"),
+    ({"student_steps": 2, "student_teacher_steps": 256}, "exceeds"),
+    ({"student_steps": 2, "advantage_conditioning": True}, "advantage conditioning"),
+    ({"student_steps": -1}, "non-negative"),
+])
+def test_bad_student_settings_are_refused(fields: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        DiffusionConfig(**fields)
+
+
+def test_training_run_with_a_student_imagines_with_it(tmp_path: Path) -> None:
+    """A tiny agent run with student_steps = 1: imagination samples with the student in one
+    step, the distillation loss is logged and falls, and the student's optimizer is in the
+    checkpoint (the resume tests cover continuing such a run bit for bit)."""
+    tiny = PRESETS["tiny"]
+    cfg = dataclasses.replace(tiny, diffusion=dataclasses.replace(
+        tiny.diffusion, student_steps=1, student_teacher_steps=4), checkpoint_every=300)
+    agent = AGDMBRL("InvertedPendulum-v5", cfg, run_dir=tmp_path / "run").learn(300)
+    assert agent.imagination.use_student and agent.imagination.sampler.steps == 1
+    assert "student" in agent._optimizers()
+    with open(tmp_path / "run" / "train_metrics.csv") as f:
+        losses = [float(r["student_loss"]) for r in csv.DictReader(f)]
+    assert losses and all(np.isfinite(losses))
