@@ -12,10 +12,17 @@ For each configuration ("row"), in one run:
 
 Rows: NAME = ARCH/SAMPLER:STEPS/POLICY, e.g. ``ours/ddim:8/sample`` (the fast preset) or
 ``reference/ddpm:128/pull`` (the reference: a 1024 × 6 residual MLP, 128 ancestral steps,
-PolyGRAD's policy guidance). ARCH ``ours`` is the 512 × 4 MLP of ``--source``; ``reference``
-loads ``--reference-model`` when given, else its weights are random and its accuracy columns
-are left empty (its speed does not depend on the weights). Every row uses the same critic and
-policy, trained for ``--agent-updates`` updates in imagination on the ``ours`` model.
+PolyGRAD's policy guidance). SAMPLER is ddpm, ddim, heun, dpm2m, or ``student``: the model
+distilled (once, before the rows, ``--distill-updates`` steps from its EMA weights) into a
+STEPS-step student of ``--teacher-steps`` DDIM steps, sampled with DDIM on its grid. The H = 50
+model used for latency is not distilled: its student starts from the teacher's weights, and
+its speed does not depend on them. ``--reuse-students`` keeps students distilled by an
+earlier call (``--distill-only`` under load, time on a quiet machine). ARCH ``ours`` is the
+512 × 4 MLP of ``--source``; ``reference`` loads ``--reference-model`` when given, else its
+weights are random and its accuracy columns are left empty (its speed does not depend on the
+weights).
+Every row uses the same critic and policy, trained for ``--agent-updates`` updates in
+imagination on the ``ours`` model.
 
     .venv/bin/python benchmarks/sampling.py --source results/avalanche/hopper-v5 \\
         --source-h50 results/avalanche/hopper-v5-h50 --env Hopper-v5 \\
@@ -52,12 +59,50 @@ sys.path.insert(0, str(Path(__file__).parent))
 from guidance_lift import evaluate_variant, train_agent_in_imagination
 
 ROWS = ("reference/ddpm:128/pull", "ours/ddpm:128/pull", "ours/ddim:8/pull",
-        "ours/ddim:8/sample", "ours/ddim:4/sample", "ours/ddim:2/sample")
+        "ours/ddim:8/sample", "ours/ddim:4/sample", "ours/ddim:2/sample",
+        "ours/heun:4/sample", "ours/dpm2m:8/sample", "ours/dpm2m:4/sample",
+        "ours/student:4/sample", "ours/student:2/sample", "ours/student:1/sample")
 
 
-def load_model(source: Path, arch: str, reference: Path | None, device: str
-               ) -> tuple[DiffusionWorldModel, bool]:
+def student_path(out: Path, source: Path, steps: int) -> Path:
+    return out.with_name(f"{out.stem}_{source.name}_student{steps}.safetensors")
+
+
+def distill(source: Path, steps: int, updates: int, args: argparse.Namespace) -> dict:
+    """Distil ``source``'s model into a ``steps``-step student of a ``--teacher-steps`` DDIM
+    teacher, starting from its EMA weights, ``updates`` steps on its training buffer; saved
+    next to ``--out``. Returns the first and last 50 losses' means and the seconds taken."""
+    path = student_path(args.out, source, steps)
+    log = path.with_suffix(".json")
+    if args.reuse_students and log.exists():
+        return json.loads(log.read_text())
+    model = DiffusionWorldModel.load(source / "diffusion.safetensors")
+    cfg = dataclasses.replace(model.cfg, student_steps=steps,
+                              student_teacher_steps=args.teacher_steps)
+    student = DiffusionWorldModel(model.obs_dim, model.action_dim, cfg)
+    student.load_state_dict(model.state_dict(), strict=False)  # everything but the student
+    student.init_student()
+    train = ReplayBuffer.load(source / "train_buffer.npz")
+    rng, gen = np.random.default_rng(args.seed), torch.Generator().manual_seed(args.seed)
+    start, losses = time.perf_counter(), []
+    for _ in range(updates):
+        batch = train.sample_segments(cfg.batch_size, cfg.horizon, rng, pad=cfg.pad_segments)
+        losses.append(student.distill_step(batch, gen))
+    student.save(path)
+    summary = {"updates": updates, "teacher_steps": args.teacher_steps,
+               "first_losses": float(np.mean(losses[:50])) if losses else None,
+               "last_losses": float(np.mean(losses[-50:])) if losses else None,
+               "seconds": time.perf_counter() - start}
+    log.write_text(json.dumps(summary))
+    print(f"student of {source.name}, {steps} steps: {summary}", flush=True)
+    return summary
+
+
+def load_model(source: Path, arch: str, reference: Path | None, device: str,
+               student: Path | None = None) -> tuple[DiffusionWorldModel, bool]:
     """The world model of a row on ``device`` and whether its weights are trained."""
+    if student is not None:
+        return DiffusionWorldModel.load(student, device), True
     ours = DiffusionWorldModel.load(source / "diffusion.safetensors", device)
     if arch == "ours":
         return ours, True
@@ -94,10 +139,15 @@ def run_row(args: argparse.Namespace) -> dict:
     train = ReplayBuffer.load(args.source / "train_buffer.npz")
     test = ReplayBuffer.load(args.source / "test_buffer.npz")
     agent = load_agent(args.agent_path, args.device)
-    model, trained = load_model(args.source, arch, args.reference_model, args.device)
-    model_h50, _ = load_model(args.source_h50, arch, None, args.device)
-    icfg = ImaginationConfig(batch_size=args.batch, sampler=kind, sampler_steps=int(steps),
-                             guidance="sag", policy_guidance=mode)
+    distilled = kind == "student"
+    model, trained = load_model(args.source, arch, args.reference_model, args.device,
+                                student_path(args.out, args.source, int(steps)) if distilled
+                                else None)
+    model_h50, _ = load_model(args.source_h50, arch, None, args.device,
+                              student_path(args.out, args.source_h50, int(steps)) if distilled
+                              else None)
+    icfg = ImaginationConfig(batch_size=args.batch, sampler="ddim" if distilled else kind,
+                             sampler_steps=int(steps), guidance="sag", policy_guidance=mode)
     imagination = Imagination(model, agent, icfg)
     imagination_h50 = Imagination(model_h50, agent, dataclasses.replace(icfg, batch_size=1))
     rng = np.random.default_rng(args.seed)
@@ -126,6 +176,7 @@ def run_row(args: argparse.Namespace) -> dict:
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
             else peak_rss_bytes())
     row = {"row": args.row, "trained_weights": trained,
+           "network_calls": imagination.sampler.network_calls(model.cfg.num_steps),
            "denoiser_parameters": sum(p.numel() for p in model.diffusion.denoiser.parameters()),
            "batch_seconds": seconds,
            "transitions_per_s": args.batch * (model.cfg.horizon - 1) / seconds,
@@ -185,6 +236,11 @@ def main() -> None:
     parser.add_argument("--tune-batches", type=int, default=5)
     parser.add_argument("--accuracy-starts", type=int, default=128)
     parser.add_argument("--agent-updates", type=int, default=300)
+    parser.add_argument("--distill-updates", type=int, default=2000)
+    parser.add_argument("--teacher-steps", type=int, default=8)
+    parser.add_argument("--reuse-students", action="store_true")
+    parser.add_argument("--distill-only", action="store_true",
+                        help="distil the students of --rows, measure nothing")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -196,6 +252,13 @@ def main() -> None:
         return
     args.out.parent.mkdir(parents=True, exist_ok=True)
     agent_path = prepare_agent(args)
+    distillation = {}
+    for steps in sorted({int(r.split("/")[1].split(":")[1]) for r in args.rows
+                         if r.split("/")[1].startswith("student:")}):
+        distillation[steps] = distill(args.source, steps, args.distill_updates, args)
+        distill(args.source_h50, steps, 0, args)
+    if args.distill_only:
+        return
     rows = []
     for name in args.rows:
         done = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--row", name,
@@ -215,13 +278,14 @@ def main() -> None:
                     "threads": args.threads, "torch": torch.__version__,
                     "device": torch.cuda.get_device_name() if args.device.startswith("cuda")
                     else "cpu"},
-        "rows": rows}, indent=1))
+        "distillation": distillation, "rows": rows}, indent=1))
 
 
 def table_line(row: dict, first: dict) -> str:
     acc = (f"dyn err {row['dynamics_error']:.4f}  V {row['mean_value']:.2f}"
            if "dynamics_error" in row else "accuracy: untrained weights")
-    return (f"{row['row']:26s} {row['transitions_per_s']:9.0f} transitions/s "
+    return (f"{row['row']:26s} {row['network_calls']:4d} calls "
+            f"{row['transitions_per_s']:9.0f} transitions/s "
             f"(×{row['transitions_per_s'] / first['transitions_per_s']:.1f})  "
             f"H=50 latency {1000 * row['latency_h50_s']:8.1f} ms  "
             f"peak {row['peak_memory_bytes'] / 2**20:7.1f} MiB  {acc}")

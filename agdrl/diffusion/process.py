@@ -71,7 +71,7 @@ class GaussianDiffusion(nn.Module):
         """x̂_0 from the denoiser output (converted from ε when the model predicts noise),
         clamped to ±x0_bound when that is set: at the noisiest steps the ε-to-x̂_0 conversion
         divides by sqrt(ab_k) ≈ 0 and amplifies any error."""
-        out = (denoiser or self.denoiser)(x_k, cond, k.float())
+        out = (self.denoiser if denoiser is None else denoiser)(x_k, cond, k.float())
         if self.prediction == "eps":
             ab = self.alpha_bar_at(k).view(-1, 1, 1)
             out = (x_k - (1 - ab).sqrt() * out) / ab.sqrt()
@@ -123,6 +123,6 @@ class GaussianDiffusion(nn.Module):
         x_k = self.q_sample(x0, k, noise)
         if inpainting is not None:
             x_k = inpainting.apply(x_k)
-        out = (denoiser or self.denoiser)(x_k, cond, k.float(), label)
+        out = (self.denoiser if denoiser is None else denoiser)(x_k, cond, k.float(), label)
         target = x0 if self.prediction == "x0" else noise
         return ((out - target) ** 2 * weight).sum() / weight.sum().clamp(min=1.0)
