@@ -41,12 +41,18 @@ METHODS: dict[str, tuple[str, ...]] = {
                           "--ensemble-horizon", "30"),
     "sac": ("baseline", "--algo", "sac"),
     "ppo": ("baseline", "--algo", "ppo"),
+    "agd-sag-ddpm": ("train", "--guidance", "sag", "--imagination.sampler", "ddpm",
+                     "--imagination.sampler-steps", "0"),
+    "agd-sag-student2": ("train", "--guidance", "sag", "--diffusion.student-steps", "2"),
 }
 """The rows of the comparison and the ``agdrl`` command line that makes each one:
 AGD-MBRL with sigmoid / exponential / classifier-free advantage guidance; unguided PolyGRAD
 and reward-guided diffusion (the basic diffusion rows); the classic MBRL row (the same
 actor-critic on policy rollouts of the autoregressive ensemble, of the diffusion segments'
-length H = 10 and of 30 steps); Stable-Baselines3 SAC and PPO."""
+length H = 10 and of 30 steps); Stable-Baselines3 SAC and PPO. Two more rows vary only how
+AGD-SAG imagines, to show what speed costs in return: the papers' ancestral sampler over all K
+training steps (K = 128 in the presets; the slow variant) and a 2-step student distilled from
+the preset's sampler as the model trains (the fastest)."""
 
 
 def method_of(config: dict) -> str:
@@ -60,6 +66,12 @@ def method_of(config: dict) -> str:
         return "mbrl-ensemble" if horizon == 10 else f"mbrl-ensemble-h{horizon}"
     name = {"sag": "agd-sag", "eag": "agd-eag", "cfg": "agd-cfg", "none": "polygrad",
             "reward": "reward-diffusion"}[imagination["guidance"]]
+    student = config["diffusion"].get("student_steps", 0)
+    if student:
+        name += f"-student{student}"
+    elif imagination["sampler"] == "ddpm":
+        steps = imagination["sampler_steps"]
+        name += "-ddpm" if steps in (0, config["diffusion"]["num_steps"]) else f"-ddpm{steps}"
     if imagination.get("policy_guidance", "pull") == "pull":  # runs made before 'sample'
         name += "-pull"
     return name

@@ -20,11 +20,33 @@ from pathlib import Path
 
 import torch
 
-from agdrl.trainer import AGDMBRL, PRESETS
+from agdrl.trainer import AGDMBRL, PRESETS, TrainConfig
+
+
+def override(cfg, path: str, value: str):
+    """``cfg`` with the (nested, dotted) field ``path`` set to ``value`` (JSON, else a string)."""
+    head, _, rest = path.partition(".")
+    if rest:
+        return dataclasses.replace(cfg, **{head: override(getattr(cfg, head), rest, value)})
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value
+    return dataclasses.replace(cfg, **{head: parsed})
+
+
+def preset_config(spec: str) -> TrainConfig:
+    """``PRESET[:a.b=VALUE...]`` -> the preset's config with those fields set."""
+    name, *assignments = spec.split(":")
+    cfg = PRESETS[name]
+    for assignment in assignments:
+        path, _, value = assignment.partition("=")
+        cfg = override(cfg, path, value)
+    return cfg
 
 
 def profile(env: str, preset: str, steps: int, prefill: int, seed: int) -> dict:
-    cfg = dataclasses.replace(PRESETS[preset], env=env, seed=seed, prefill_steps=prefill,
+    cfg = dataclasses.replace(preset_config(preset), env=env, seed=seed, prefill_steps=prefill,
                               eval_every=0, total_steps=prefill + steps)
     model = AGDMBRL(env, cfg)
     model.learn(prefill)  # random actions, then the pretraining of the world model
