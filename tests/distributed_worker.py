@@ -48,6 +48,9 @@ def main(out: Path) -> None:
     buf = make_linear_buffer(episodes=40)
     torch.manual_seed(0)
     wm = make_world_model(buf, grad_clip=0.0)  # unclipped: the test's reference averages raw grads
+    torch.manual_seed(0)
+    with_student = make_world_model(buf, student_steps=2, student_teacher_steps=4)
+    student_before = torch.cat([p.detach().reshape(-1) for p in with_student.student.parameters()])
     wm_losses = []
     for step in range(WORLD_MODEL_STEPS):
         batch = buf.sample_segments(32, 5, np.random.default_rng(step), pad=False)
@@ -56,7 +59,9 @@ def main(out: Path) -> None:
                       for f in dataclasses.fields(batch) if getattr(batch, f.name) is not None})
         generator = torch.Generator().manual_seed(1000 * step + rank)
         wm_losses.append(wm.train_step(shard, generator))
+        with_student.train_step(shard, torch.Generator().manual_seed(1000 * step + rank))
     distributed.check_in_sync(wm, "the world model")
+    student = torch.cat([p.detach().reshape(-1) for p in with_student.student.parameters()])
 
     torch.manual_seed(0)
     agent = ActorCriticAgent(3, np.array([-1.0, -1.0]), np.array([1.0, 1.0]),
@@ -82,6 +87,7 @@ def main(out: Path) -> None:
     np.savez(out / f"rank{rank}.npz",
              world_model=torch.cat([p.detach().reshape(-1) for p in wm.parameters()]).numpy(),
              world_model_losses=wm_losses,
+             student=student.numpy(), student_change=float((student - student_before).abs().max()),
              agent=agent_params,
              agent_step_scales=[m["actor_step_scale"] for m in agent_metrics],
              divergence_detected=diverged)
