@@ -66,10 +66,13 @@ def method_of(config: dict) -> str:
         return "mbrl-ensemble" if horizon == 10 else f"mbrl-ensemble-h{horizon}"
     name = {"sag": "agd-sag", "eag": "agd-eag", "cfg": "agd-cfg", "none": "polygrad",
             "reward": "reward-diffusion"}[imagination["guidance"]]
-    student = config["diffusion"].get("student_steps", 0)
+    diffusion = config["diffusion"]
+    if (diffusion["denoiser"]["width"], diffusion["denoiser"]["depth"]) == (1024, 6):
+        name += "-paper"  # the papers' denoiser (the paper preset), whatever the sampler
+    student = diffusion.get("student_steps", 0)
     if student:
         name += f"-student{student}"
-    elif imagination["sampler"] == "ddpm":
+    elif imagination["sampler"] == "ddpm" and not name.endswith("-paper"):
         steps = imagination["sampler_steps"]
         name += "-ddpm" if steps in (0, config["diffusion"]["num_steps"]) else f"-ddpm{steps}"
     if imagination.get("policy_guidance", "pull") == "pull":  # runs made before 'sample'

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import tyro
 
@@ -54,6 +54,7 @@ DenoiserKind = Literal["mlp", "unet", "transformer"]
 Layout = Literal["polygrad", "joint"]
 Prediction = Literal["x0", "eps"]
 Schedule = Literal["cosine", "linear"]
+SamplerKind = Literal["ddpm", "ddim", "heun", "dpm2m"]
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,8 @@ class DiffusionConfig:
                     f"{self.num_steps} training steps")
             require(not self.advantage_conditioning,
                     "a distilled student does not support advantage conditioning (cfg)")
+            require(self.prediction == "x0", "a distilled student needs x0 prediction (with ε "
+                                             "the noisiest step's x̂_0 target is unlearnable)")
 
 
 @dataclass(frozen=True)
@@ -275,7 +278,7 @@ class ImaginationConfig:
 
     batch_size: int = 512
     """Segments per imagination batch (reference: 512 for AGD, 1024 for PolyGRAD)."""
-    sampler: Literal["ddpm", "ddim", "heun", "dpm2m"] = "ddpm"
+    sampler: SamplerKind = "ddpm"
     """Reverse-process sampler: ancestral DDPM, DDIM (η = 0), second-order Heun (two network
     calls per step) or DPM-Solver++(2M) (one)."""
     sampler_steps: int = 0
@@ -316,7 +319,7 @@ class ImaginationConfig:
 
     def __post_init__(self):
         require_positive(self, "batch_size", "policy_delta")
-        require_choice(self, "sampler", ("ddpm", "ddim", "heun", "dpm2m"))
+        require_choice(self, "sampler", get_args(SamplerKind))
         require_choice(self, "policy_guidance", ("sample", "pull"))
         require_choice(self, "guidance", ("none", "sag", "eag", "reward", "cfg"))
         require_choice(self, "advantage", ("td", "gae", "qv"))

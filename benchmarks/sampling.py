@@ -80,7 +80,9 @@ def distill(source: Path, steps: int, updates: int, args: argparse.Namespace) ->
     cfg = dataclasses.replace(model.cfg, student_steps=steps,
                               student_teacher_steps=args.teacher_steps)
     student = DiffusionWorldModel(model.obs_dim, model.action_dim, cfg)
-    student.load_state_dict(model.state_dict(), strict=False)  # everything but the student
+    missing, unexpected = student.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or not all(key.startswith("student.") for key in missing):
+        raise RuntimeError(f"{source} does not fit: missing {missing}, unexpected {unexpected}")
     student.init_student()
     train = ReplayBuffer.load(source / "train_buffer.npz")
     rng, gen = np.random.default_rng(args.seed), torch.Generator().manual_seed(args.seed)

@@ -17,13 +17,14 @@ import json
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from agdrl.trainer import AGDMBRL, PRESETS, TrainConfig
 
 
-def override(cfg, path: str, value: str):
+def override(cfg: Any, path: str, value: str) -> Any:
     """``cfg`` with the (nested, dotted) field ``path`` set to ``value`` (JSON, else a string)."""
     head, _, rest = path.partition(".")
     if rest:

@@ -42,6 +42,8 @@ def test_method_names_round_trip_through_the_run_config():
         else:
             config = dataclasses.asdict(BaselineConfig(algo=options[1]))
         assert method_of(config) == method
+    paper = dataclasses.asdict(PRESETS["paper"])
+    assert method_of(paper) == "agd-sag-paper"  # not the fast preset's slow-sampler row
 
 
 def test_bad_sweeps_are_refused(tmp_path: Path):

@@ -129,3 +129,25 @@ def test_network_calls_and_bad_kinds() -> None:
     assert Sampler("ddim", steps=500).network_calls(K) == K
     with pytest.raises(ValueError, match="choose one of ddpm, ddim, heun, dpm2m"):
         Sampler("euler")
+
+
+@pytest.mark.parametrize(("kind", "eta"), [("ddim", 0.0), ("heun", 0.0), ("dpm2m", 0.0)])
+def test_deterministic_samplers_draw_only_the_starting_noise(kind: str, eta: float) -> None:
+    """A chain that adds no noise draws none: the generator moves by the start noise alone."""
+    gen, reference = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    Sampler(kind, steps=6, eta=eta).sample(gaussian_process(), SHAPE, generator=gen)
+    randn(SHAPE, reference, "cpu")
+    assert torch.equal(gen.get_state(), reference.get_state())
+    stochastic = torch.Generator().manual_seed(3)
+    Sampler("ddim", steps=6, eta=0.5).sample(gaussian_process(), SHAPE, generator=stochastic)
+    assert not torch.equal(stochastic.get_state(), reference.get_state())
+
+
+def test_explicit_timesteps_are_followed_and_checked() -> None:
+    sampler = Sampler("ddim", timesteps=(100, 40, 3))
+    assert sampler.grid(K) == [100, 40, 3] and sampler.network_calls(K) == 3
+    with pytest.raises(ValueError, match="beyond"):
+        sampler.grid(64)
+    for bad in ((), (3, 40), (5, -1)):
+        with pytest.raises(ValueError, match="decreasing"):
+            Sampler("ddim", timesteps=bad)

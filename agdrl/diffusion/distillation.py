@@ -2,18 +2,20 @@
 
 Progressive distillation (Salimans & Ho 2022), with m teacher steps per student step instead
 of two, so one round reaches the wanted step count. The student has the teacher's architecture
-(and starts from its weights when distilled after the fact). For a student step k -> k' on its
-grid (``strided_timesteps(K, n)``, the grid its DDIM sampler will use), the teacher (the EMA
-denoiser) runs m deterministic steps from x_k through the indices in between and reaches
-x_{k'}. The student's target is the clean segment x̃_0 for which one DDIM step from x_k lands
-exactly there:
+(and starts from its weights when distilled after the fact). The teacher's chain is the
+n·m-step grid ``strided_timesteps(K, n·m)``; the student's grid is every m-th index of it, so
+each student step k -> k' spans exactly m teacher steps (the last one ending on clean data).
+For a student step, the teacher (the EMA denoiser) runs its m deterministic steps from x_k and
+reaches x_{k'}. The student's target is the clean segment x̃_0 for which one DDIM step from
+x_k lands exactly there:
 
     x_{k'} = cx x_k + ca x̃_0   =>   x̃_0 = (x_{k'} - cx x_k) / ca,
 
 with (cx, ca) the first-order exponential-integrator (= DDIM) coefficients; to clean data
-(k' = -1) x̃_0 = x_{k'}. Sampling the student with n DDIM steps then follows the teacher's
-n·m-step chain. Guidance is untouched: hooks edit the student's x̂_0 at each of its steps as
-they would any denoiser's, and the actions inside the teacher's chain are the segment's own.
+(k' = -1) x̃_0 = x_{k'}. Sampling the student with DDIM on its grid then follows the
+teacher's n·m-step chain. Guidance is untouched: hooks edit the student's x̂_0 at each of
+its steps as they would any denoiser's, and the actions inside the teacher's chain are the
+segment's own.
 """
 
 from __future__ import annotations
@@ -21,23 +23,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from agdrl.config import SamplerKind
 from agdrl.diffusion.process import GaussianDiffusion, Inpainting
-from agdrl.diffusion.samplers import Sampler, SamplerKind
+from agdrl.diffusion.samplers import Sampler
 from agdrl.diffusion.schedules import strided_timesteps
-
-
-def teacher_chain(k: int, k_next: int, substeps: int) -> list[int]:
-    """The teacher's indices from k down to (not including) k_next, ``substeps`` of them when
-    the gap allows, evenly spaced (k_next = -1: clean data)."""
-    grid = torch.linspace(k, k_next, substeps + 1, dtype=torch.float64)[:-1]
-    return sorted({round(v) for v in grid.tolist()} - {k_next}, reverse=True)
 
 
 class StudentDistillation:
     """The targets and loss of distilling ``diffusion`` into an n-step DDIM student.
 
     student_steps: n; teacher_steps: total steps of the teacher's chain (a multiple of n);
-    teacher: 'ddim' or 'heun', the deterministic sampler that makes the targets.
+    teacher: 'ddim' or 'heun', the deterministic sampler that makes the targets. ``grid`` holds
+    the student's indices, ``next`` where each of its steps ends (-1: clean data), ``chains``
+    the teacher's indices inside each.
     """
 
     def __init__(self, diffusion: GaussianDiffusion, student_steps: int, teacher_steps: int,
@@ -49,12 +47,12 @@ class StudentDistillation:
             raise ValueError(f"teacher steps {teacher_steps} must be a multiple of student "
                              f"steps {student_steps}")
         self.diffusion = diffusion
-        self.grid = strided_timesteps(diffusion.num_steps, student_steps)
-        self.next = [*self.grid[1:], -1]
         m = teacher_steps // student_steps
-        self.chains = [teacher_chain(k, k_next, m) for k, k_next in zip(self.grid, self.next,
-                                                                        strict=True)]
-        self.teacher = Sampler(teacher, steps=teacher_steps, clip_max_step=-1)
+        teacher_grid = strided_timesteps(diffusion.num_steps, teacher_steps)
+        self.chains = [teacher_grid[i : i + m] for i in range(0, teacher_steps, m)]
+        self.grid = [chain[0] for chain in self.chains]
+        self.next = [*self.grid[1:], -1]
+        self.teacher = Sampler(teacher, clip_max_step=-1)
 
     @torch.no_grad()
     def targets(self, x_k: torch.Tensor, step: torch.Tensor, cond: torch.Tensor | None,

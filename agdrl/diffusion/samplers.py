@@ -21,16 +21,16 @@ second guidance gradient).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol, get_args
 
 import torch
 from torch import nn
 
+from agdrl.config import SamplerKind
 from agdrl.diffusion.process import GaussianDiffusion, Inpainting
 from agdrl.diffusion.schedules import strided_timesteps
 
-SamplerKind = Literal["ddpm", "ddim", "heun", "dpm2m"]
-SAMPLER_KINDS: tuple[str, ...] = ("ddpm", "ddim", "heun", "dpm2m")
+SAMPLER_KINDS: tuple[str, ...] = get_args(SamplerKind)
 
 
 def randn(shape: tuple[int, ...], generator: torch.Generator | None,
@@ -84,6 +84,8 @@ class Sampler:
 
     kind: 'ddpm', 'ddim', 'heun' or 'dpm2m' (see the module docstring).
     steps: number of denoising steps (≤ K); evenly strided over the K training steps.
+    timesteps: the decreasing training indices to visit instead (e.g. a distilled student's
+    grid); ``steps`` is then not used.
     eta: DDIM stochasticity (0 deterministic, 1 ≈ ancestral); used by DDIM only.
     clip_max_step / clip_value: clip |mean − x_k| ≤ clip_value at steps whose training index
     k ≤ clip_max_step (the end of the chain; −1 = never). Counting in training indices keeps
@@ -95,6 +97,7 @@ class Sampler:
     eta: float = 0.0
     clip_max_step: int = 10
     clip_value: float = 0.25
+    timesteps: tuple[int, ...] | None = None
 
     def __post_init__(self):
         if self.kind not in SAMPLER_KINDS:
@@ -106,6 +109,16 @@ class Sampler:
             raise ValueError(f"DDIM eta must be in [0, 1], got {self.eta}")
         if self.clip_value <= 0:
             raise ValueError(f"clip_value must be positive, got {self.clip_value}")
+        if self.timesteps is not None and (
+                not self.timesteps or min(self.timesteps) < 0
+                or any(a <= b for a, b in zip(self.timesteps, self.timesteps[1:], strict=False))):
+            raise ValueError(f"timesteps must be non-negative and decreasing, got "
+                             f"{self.timesteps}")
+
+    @property
+    def deterministic(self) -> bool:
+        """Whether the chain adds no noise (then none is drawn)."""
+        return self.kind in ("heun", "dpm2m") or (self.kind == "ddim" and self.eta == 0)
 
     def _mean(self, diffusion: GaussianDiffusion, x_k: torch.Tensor, x0: torch.Tensor,
               k: int, k_prev: int, c0: torch.Tensor, ct: torch.Tensor,
@@ -125,10 +138,19 @@ class Sampler:
             return posterior_std
         return self.eta * posterior_std if self.kind == "ddim" else torch.zeros_like(posterior_std)
 
+    def grid(self, num_train_steps: int) -> list[int]:
+        """The training indices the chain visits, noisiest first."""
+        if self.timesteps is not None:
+            if self.timesteps[0] >= num_train_steps:
+                raise ValueError(f"timestep {self.timesteps[0]} is beyond the model's "
+                                 f"{num_train_steps} training steps")
+            return list(self.timesteps)
+        return strided_timesteps(num_train_steps, min(self.steps, num_train_steps))
+
     def network_calls(self, num_train_steps: int) -> int:
         """Denoiser evaluations per sample from a K-step model: one per step, plus Heun's
         second evaluation at all but the last."""
-        steps = min(self.steps, num_train_steps)
+        steps = len(self.grid(num_train_steps))
         return 2 * steps - 1 if self.kind == "heun" else steps
 
     @torch.no_grad()
@@ -145,7 +167,7 @@ class Sampler:
         x = randn(shape, generator, device)
         if inpainting is not None:
             x = inpainting.apply(x)
-        ks = strided_timesteps(diffusion.num_steps, min(self.steps, diffusion.num_steps))
+        ks = self.grid(diffusion.num_steps)
         return self.denoise(diffusion, x, ks, -1, cond, inpainting, hook, denoiser, generator)
 
     @torch.no_grad()
@@ -198,7 +220,8 @@ class Sampler:
                     x0_last, h_last = x0, h
             if k <= self.clip_max_step:  # after guidance, so the clip is never undone
                 mean = x + (mean - x).clamp(-self.clip_value, self.clip_value)
-            x = mean + noise_std * randn(x.shape, generator, x.device) if k_prev >= 0 else mean
+            x = (mean + noise_std * randn(x.shape, generator, x.device)
+                 if k_prev >= 0 and not self.deterministic else mean)
             if inpainting is not None:
                 x = inpainting.apply(x)
         return x, cond

@@ -20,11 +20,11 @@ from torch import nn
 
 from agdrl.buffer import SegmentBatch
 from agdrl.checkpoint import load_weights, read_meta, save_module
-from agdrl.config import DiffusionConfig, config_from_dict
+from agdrl.config import DiffusionConfig, SamplerKind, config_from_dict
 from agdrl.diffusion.denoisers import make_denoiser
 from agdrl.diffusion.distillation import StudentDistillation
 from agdrl.diffusion.process import GaussianDiffusion, Inpainting
-from agdrl.diffusion.samplers import DenoisingHook, Sampler, SamplerKind, randn
+from agdrl.diffusion.samplers import DenoisingHook, Sampler, randn
 from agdrl.distributed import average_gradients, data_parallel
 from agdrl.ema import EMA
 from agdrl.faults import check_finite
@@ -144,10 +144,13 @@ class DiffusionWorldModel(nn.Module):
         norm = nn.utils.clip_grad_norm_(self.diffusion.denoiser.parameters(),
                                         self.cfg.grad_clip or float("inf"))
         check_finite("the diffusion gradient", norm)
-        self.optimizer.step()
+        student_loss = (None if self.student is None
+                        else self._student_gradient(x0, cond, weight, pin, generator))
+        self.optimizer.step()  # only now, when every loss and gradient is known to be finite
         self.ema.update(self.diffusion.denoiser)
-        if self.student is not None:
-            self._distill(x0, cond, weight, pin, generator)
+        if student_loss is not None:
+            self.student_optimizer.step()
+            self.last_student_loss = student_loss
         self.train_steps += 1
         return float(loss.detach())
 
@@ -174,12 +177,16 @@ class DiffusionWorldModel(nn.Module):
         teacher step). Returns the distillation loss."""
         if self.student is None:
             raise ValueError("this world model has no student (set student_steps > 0)")
-        return self._distill(*self._training_inputs(batch, generator), generator)
+        loss = self._student_gradient(*self._training_inputs(batch, generator), generator)
+        self.student_optimizer.step()
+        self.last_student_loss = loss
+        return loss
 
-    def _distill(self, x0: torch.Tensor, cond: torch.Tensor | None, weight: torch.Tensor,
-                 pin: Inpainting, generator: torch.Generator | None) -> float:
-        """The student's gradient step (gradients averaged over ranks when distributed);
-        returns the loss and keeps it in ``last_student_loss``."""
+    def _student_gradient(self, x0: torch.Tensor, cond: torch.Tensor | None,
+                          weight: torch.Tensor, pin: Inpainting,
+                          generator: torch.Generator | None) -> float:
+        """The distillation loss, with the student's gradient in place (averaged over ranks
+        when distributed, clipped, checked finite) and no step taken. Returns the loss."""
         self.student.train()
         loss = self.distillation.loss(self.student, self.ema.model, x0, cond, weight, pin,
                                       generator)
@@ -190,9 +197,7 @@ class DiffusionWorldModel(nn.Module):
         norm = nn.utils.clip_grad_norm_(self.student.parameters(),
                                         self.cfg.grad_clip or float("inf"))
         check_finite("the distillation gradient", norm)
-        self.student_optimizer.step()
-        self.last_student_loss = float(loss.detach())
-        return self.last_student_loss
+        return float(loss.detach())
 
     def init_student(self) -> None:
         """Start the student from the EMA teacher's weights (distilling a trained model)."""
@@ -247,8 +252,11 @@ class DiffusionWorldModel(nn.Module):
                        clip_max_step=self.cfg.clip_max_step, clip_value=self.cfg.clip_value)
 
     def student_sampler(self) -> Sampler:
-        """The student's sampler: DDIM on its grid of ``student_steps`` steps."""
-        return self.default_sampler("ddim", self.cfg.student_steps)
+        """The student's sampler: DDIM on its grid (every m-th index of its teacher's)."""
+        if self.distillation is None:
+            raise ValueError("this world model has no student (set student_steps > 0)")
+        return dataclasses.replace(self.default_sampler("ddim", self.cfg.student_steps),
+                                   timesteps=tuple(self.distillation.grid))
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
