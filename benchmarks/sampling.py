@@ -5,7 +5,9 @@ For each configuration ("row"), in one run:
       (``--batch`` segments of the world model's H, SAG with policy guidance);
   (b) latency: seconds for one guided trajectory of the H = 50 world model (batch 1);
   (c) accuracy: the normalized state MSE between the imagined segments and the simulator
-      replaying their actions from the same start states, and the guided mean value V;
+      replaying their actions from the same start states, the guided mean value V, and what
+      SAG adds to V over the same sampler without state guidance (same starts and noise,
+      paired per start), so that a fast sampler that loses the guidance shows it;
   (d) peak memory: the peak resident memory of the row's process, which holds the models,
       the data and the imagination (CPU; each row runs in its own process, so peaks do not
       mix), or the peak CUDA memory allocated during the timed calls.
@@ -56,12 +58,12 @@ from agdrl.envs import make_env
 from agdrl.imagination import Imagination
 
 sys.path.insert(0, str(Path(__file__).parent))
-from guidance_lift import evaluate_variant, train_agent_in_imagination
+from guidance_lift import evaluate_variant, paired, train_agent_in_imagination
 
 ROWS = ("reference/ddpm:128/pull", "ours/ddpm:128/pull", "ours/ddim:8/pull",
         "ours/ddim:8/sample", "ours/ddim:4/sample", "ours/ddim:2/sample",
         "ours/heun:4/sample", "ours/dpm2m:8/sample", "ours/dpm2m:4/sample",
-        "ours/student:4/sample", "ours/student:2/sample", "ours/student:1/sample")
+        "ours/student:2/sample", "ours/student:1/sample")
 
 
 def student_path(out: Path, source: Path, steps: int) -> Path:
@@ -187,10 +189,15 @@ def run_row(args: argparse.Namespace) -> dict:
         env = make_env(args.env, seed=args.seed)
         accuracy_starts = rng.choice(test.size, size=args.accuracy_starts, replace=False)
         icfg_acc = dataclasses.replace(icfg, batch_size=len(accuracy_starts))
-        acc, _ = evaluate_variant(model, agent, Imagination(model, agent, icfg_acc), env,
-                                  accuracy_starts, test, train.obs[: train.size].std(0) + 1e-6,
-                                  args.seed)
-        row.update(dynamics_error=acc["dynamics_error"], mean_value=acc["mean_value"])
+        state_std = train.obs[: train.size].std(0) + 1e-6
+        acc, guided = evaluate_variant(model, agent, Imagination(model, agent, icfg_acc), env,
+                                       accuracy_starts, test, state_std, args.seed)
+        plain, unguided = evaluate_variant(
+            model, agent, Imagination(model, agent, dataclasses.replace(icfg_acc, guidance="none")),
+            env, accuracy_starts, test, state_std, args.seed)
+        row.update(dynamics_error=acc["dynamics_error"], mean_value=acc["mean_value"],
+                   mean_value_unguided=plain["mean_value"],
+                   sag_value_lift=paired(guided["mean_value"] - unguided["mean_value"]))
     return row
 
 
@@ -284,7 +291,8 @@ def main() -> None:
 
 
 def table_line(row: dict, first: dict) -> str:
-    acc = (f"dyn err {row['dynamics_error']:.4f}  V {row['mean_value']:.2f}"
+    acc = (f"dyn err {row['dynamics_error']:.4f}  V {row['mean_value']:.2f}  "
+           f"SAG lift {row['sag_value_lift']['mean']:+.3f}"
            if "dynamics_error" in row else "accuracy: untrained weights")
     return (f"{row['row']:26s} {row['network_calls']:4d} calls "
             f"{row['transitions_per_s']:9.0f} transitions/s "
