@@ -151,7 +151,9 @@ def run_row(args: argparse.Namespace) -> dict:
                               student_path(args.out, args.source_h50, int(steps)) if distilled
                               else None)
     icfg = ImaginationConfig(batch_size=args.batch, sampler="ddim" if distilled else kind,
-                             sampler_steps=int(steps), guidance="sag", policy_guidance=mode)
+                             sampler_steps=int(steps), guidance="sag", policy_guidance=mode,
+                             guidance_mode=args.guidance_mode,
+                             guidance_scale=args.guidance_scale)
     imagination = Imagination(model, agent, icfg)
     imagination_h50 = Imagination(model_h50, agent, dataclasses.replace(icfg, batch_size=1))
     rng = np.random.default_rng(args.seed)
@@ -245,6 +247,8 @@ def main() -> None:
     parser.add_argument("--tune-batches", type=int, default=5)
     parser.add_argument("--accuracy-starts", type=int, default=128)
     parser.add_argument("--agent-updates", type=int, default=300)
+    parser.add_argument("--guidance-mode", default="sigma4", choices=("sigma4", "normalized"))
+    parser.add_argument("--guidance-scale", type=float, default=4.0)
     parser.add_argument("--distill-updates", type=int, default=2000)
     parser.add_argument("--teacher-steps", type=int, default=8)
     parser.add_argument("--reuse-students", action="store_true")
