@@ -137,6 +137,9 @@ class DiffusionConfig:
     student_steps)."""
     student_teacher_sampler: Literal["ddim", "heun"] = "ddim"
     """Deterministic sampler of the teacher's chain."""
+    student_update_every: int = 1
+    """Distil one student step every this many world-model steps (a distillation step costs
+    about m teacher calls plus a student step, m = student_teacher_steps / student_steps)."""
 
     def __post_init__(self):
         require_choice(self, "layout", ("polygrad", "joint"))
@@ -153,6 +156,7 @@ class DiffusionConfig:
         require_fraction(self, "condition_dropout", closed=False)
         require_fraction(self, "joint_action_pin_prob")
         require_non_negative(self, "student_steps")
+        require_positive(self, "student_update_every")
         if self.student_steps:
             require_choice(self, "student_teacher_sampler", ("ddim", "heun"))
             require(self.student_teacher_steps % self.student_steps == 0

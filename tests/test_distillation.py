@@ -236,6 +236,7 @@ def test_no_student_is_refused(world_model_factory: Factory) -> None:
     ({"student_steps": 2, "advantage_conditioning": True}, "advantage conditioning"),
     ({"student_steps": -1}, "non-negative"),
     ({"student_steps": 2, "prediction": "eps"}, "x0 prediction"),
+    ({"student_steps": 2, "student_update_every": 0}, "student_update_every must be positive"),
 ])
 def test_bad_student_settings_are_refused(fields: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -256,3 +257,18 @@ def test_training_run_with_a_student_imagines_with_it(tmp_path: Path) -> None:
     with open(tmp_path / "run" / "train_metrics.csv") as f:
         losses = [float(r["student_loss"]) for r in csv.DictReader(f)]
     assert losses and all(np.isfinite(losses))
+
+
+def test_student_is_distilled_every_nth_world_model_step(world_model_factory: Factory,
+                                                         linear_buffer: ReplayBuffer) -> None:
+    """With student_update_every = 3, the student changes at world-model steps 0, 3, 6 only."""
+    torch.manual_seed(0)
+    wm = world_model_factory(student_steps=2, student_teacher_steps=4, student_update_every=3)
+    rng = np.random.default_rng(0)
+    changed = []
+    for _ in range(7):
+        before = [p.detach().clone() for p in wm.student.parameters()]
+        wm.train_step(linear_buffer.sample_segments(32, 5, rng))
+        changed.append(any(not torch.equal(a, b) for a, b in zip(
+            before, wm.student.parameters(), strict=True)))
+    assert changed == [True, False, False, True, False, False, True]

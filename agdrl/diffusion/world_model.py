@@ -144,8 +144,9 @@ class DiffusionWorldModel(nn.Module):
         norm = nn.utils.clip_grad_norm_(self.diffusion.denoiser.parameters(),
                                         self.cfg.grad_clip or float("inf"))
         check_finite("the diffusion gradient", norm)
-        student_loss = (None if self.student is None
-                        else self._student_gradient(x0, cond, weight, pin, generator))
+        student_loss = None
+        if self.student is not None and self.train_steps % self.cfg.student_update_every == 0:
+            student_loss = self._student_gradient(x0, cond, weight, pin, generator)
         self.optimizer.step()  # only now, when every loss and gradient is known to be finite
         self.ema.update(self.diffusion.denoiser)
         if student_loss is not None:
