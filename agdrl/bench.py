@@ -52,7 +52,7 @@ actor-critic on policy rollouts of the autoregressive ensemble, of the diffusion
 length H = 10 and of 30 steps); Stable-Baselines3 SAC and PPO. Two more rows vary only how
 AGD-SAG imagines, to show what speed costs in return: the papers' ancestral sampler over all K
 training steps (K = 128 in the presets; the slow variant) and a 2-step student distilled from
-the preset's sampler as the model trains (the fastest)."""
+an 8-step DDIM teacher as the model trains (the fastest)."""
 
 
 def method_of(config: dict) -> str:
@@ -74,7 +74,7 @@ def method_of(config: dict) -> str:
         name += f"-student{student}"
     elif imagination["sampler"] == "ddpm" and not name.endswith("-paper"):
         steps = imagination["sampler_steps"]
-        name += "-ddpm" if steps in (0, config["diffusion"]["num_steps"]) else f"-ddpm{steps}"
+        name += "-ddpm" if steps in (0, diffusion["num_steps"]) else f"-ddpm{steps}"
     if imagination.get("policy_guidance", "pull") == "pull":  # runs made before 'sample'
         name += "-pull"
     return name

@@ -24,7 +24,6 @@ import cProfile
 import json
 import platform
 import pstats
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -39,15 +38,8 @@ from agdrl.diffusion.world_model import DiffusionWorldModel
 from agdrl.envs import make_env
 from agdrl.imagination import Imagination
 
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+sys.path.insert(0, str(Path(__file__).parent))
+from sampling import timed
 
 
 def main() -> None:
@@ -81,13 +73,13 @@ def main() -> None:
 
     result: dict = {"per_step_seconds": {}, "split_batch_512": {}}
     for batch in (1, 8, 64, 512):
-        result["per_step_seconds"][str(batch)] = median_seconds(run(batch), args.repeats) \
+        result["per_step_seconds"][str(batch)] = timed(run(batch), args.repeats) \
             / args.steps
     sampler = model.default_sampler("ddim", args.steps)
-    chain_only = median_seconds(lambda: model.sample(starts, sampler, generator=gen),
+    chain_only = timed(lambda: model.sample(starts, sampler, generator=gen),
                                 args.repeats)
-    policy_only = median_seconds(run(512, "none"), args.repeats)
-    full = median_seconds(run(512), args.repeats)
+    policy_only = timed(run(512, "none"), args.repeats)
+    full = timed(run(512), args.repeats)
     result["split_batch_512"] = {
         "denoiser_chain_s": chain_only, "policy_guidance_s": policy_only - chain_only,
         "state_guidance_s": full - policy_only, "guided_imagination_s": full}
@@ -108,7 +100,7 @@ def main() -> None:
         run(512)()  # compiles
         run(1)()  # and for batch 1 (a new shape)
         compile_s = time.perf_counter() - start
-        compiled = {b: median_seconds(run(b), args.repeats) / args.steps for b in (1, 512)}
+        compiled = {b: timed(run(b), args.repeats) / args.steps for b in (1, 512)}
         result["torch_compile"] = {"compile_s": compile_s,
                                    "per_step_seconds_eager": eager,
                                    "per_step_seconds_compiled": compiled,

@@ -176,8 +176,7 @@ class DiffusionWorldModel(nn.Module):
         """One gradient step of the student alone toward the EMA teacher's chain on a batch of
         real segments (distilling a trained model; :meth:`train_step` does one after each
         teacher step). Returns the distillation loss."""
-        if self.student is None:
-            raise ValueError("this world model has no student (set student_steps > 0)")
+        self._require_student()
         loss = self._student_gradient(*self._training_inputs(batch, generator), generator)
         self.student_optimizer.step()
         self.last_student_loss = loss
@@ -200,10 +199,13 @@ class DiffusionWorldModel(nn.Module):
         check_finite("the distillation gradient", norm)
         return float(loss.detach())
 
-    def init_student(self) -> None:
-        """Start the student from the EMA teacher's weights (distilling a trained model)."""
+    def _require_student(self) -> None:
         if self.student is None:
             raise ValueError("this world model has no student (set student_steps > 0)")
+
+    def init_student(self) -> None:
+        """Start the student from the EMA teacher's weights (distilling a trained model)."""
+        self._require_student()
         self.student.load_state_dict(self.ema.model.state_dict())
 
     # ------------------------------------------------------------------ sampling
@@ -234,8 +236,8 @@ class DiffusionWorldModel(nn.Module):
             cond = a_norm if a_norm is not None else randn((b, h, self.action_dim), generator,
                                                            self.device)
         pin = self.pin_start(s0_norm, b, a_norm)
-        if student and self.student is None:
-            raise ValueError("this world model has no student (set student_steps > 0)")
+        if student:
+            self._require_student()
         denoiser = (self.student if student
                     else self.ema.model if use_ema else self.diffusion.denoiser)
         denoiser.eval()
@@ -254,8 +256,7 @@ class DiffusionWorldModel(nn.Module):
 
     def student_sampler(self) -> Sampler:
         """The student's sampler: DDIM on its grid (every m-th index of its teacher's)."""
-        if self.distillation is None:
-            raise ValueError("this world model has no student (set student_steps > 0)")
+        self._require_student()
         return dataclasses.replace(self.default_sampler("ddim", self.cfg.student_steps),
                                    timesteps=tuple(self.distillation.grid))
 
