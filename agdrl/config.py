@@ -55,6 +55,7 @@ Layout = Literal["polygrad", "joint"]
 Prediction = Literal["x0", "eps"]
 Schedule = Literal["cosine", "linear"]
 SamplerKind = Literal["ddpm", "ddim", "heun", "dpm2m"]
+TimestepSpacing = Literal["linspace", "trailing"]
 
 
 @dataclass(frozen=True)
@@ -287,6 +288,10 @@ class ImaginationConfig:
     calls per step) or DPM-Solver++(2M) (one)."""
     sampler_steps: int = 0
     """Denoising steps (0: all K training steps)."""
+    sampler_spacing: TimestepSpacing = "linspace"
+    """Which training indices a few-step sampler visits: 'linspace' ends its chain with a
+    call at the nearly clean index 0, 'trailing' spends that call higher up (more accurate
+    with few steps: benchmarks/sampling.py). Same grid for all K steps."""
     guidance: Annotated[Literal["none", "sag", "eag", "reward", "cfg"],
                         tyro.conf.arg(aliases=("--guidance",))] = "sag"
     """Guidance on top of policy guidance: none (PolyGRAD), sigmoid or exponential advantage
@@ -324,6 +329,7 @@ class ImaginationConfig:
     def __post_init__(self):
         require_positive(self, "batch_size", "policy_delta")
         require_choice(self, "sampler", get_args(SamplerKind))
+        require_choice(self, "sampler_spacing", get_args(TimestepSpacing))
         require_choice(self, "policy_guidance", ("sample", "pull"))
         require_choice(self, "guidance", ("none", "sag", "eag", "reward", "cfg"))
         require_choice(self, "advantage", ("td", "gae", "qv"))

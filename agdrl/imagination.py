@@ -64,7 +64,8 @@ class Imagination:
         self.hooks = compose(self.policy, self.state)
         self.use_student = model.student is not None
         self.sampler = (model.student_sampler() if self.use_student
-                        else model.default_sampler(cfg.sampler, cfg.sampler_steps or None))
+                        else model.default_sampler(cfg.sampler, cfg.sampler_steps or None,
+                                                   spacing=cfg.sampler_spacing))
 
     def _advantage_estimator(self) -> AdvantageEstimator:
         agent, name = self.agent, self.cfg.advantage

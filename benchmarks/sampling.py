@@ -12,7 +12,8 @@ For each configuration ("row"), in one run:
       the data and the imagination (CPU; each row runs in its own process, so peaks do not
       mix), or the peak CUDA memory allocated during the timed calls.
 
-Rows: NAME = ARCH/SAMPLER:STEPS/POLICY, e.g. ``ours/ddim:8/sample`` (the fast preset) or
+Rows: NAME = ARCH/SAMPLER:STEPS[:SPACING]/POLICY, e.g. ``ours/ddim:8/sample`` (the fast
+preset), ``ours/ddim:4:trailing/sample`` (4 DDIM steps on the trailing grid) or
 ``reference/ddpm:128/pull`` (the reference: a 1024 × 6 residual MLP, 128 ancestral steps,
 PolyGRAD's policy guidance). SAMPLER is ddpm, ddim, heun, dpm2m, or ``student``: the model
 distilled (once, before the rows, ``--distill-updates`` steps from its EMA weights) into a
@@ -31,7 +32,8 @@ imagination on the ``ours`` model.
         --out results/speed/sampling_hopper_cpu.json
 
 Throughput and latency are medians over ``--repeats`` timed calls after one warm-up call; run
-nothing else on the machine meanwhile.
+nothing else on the machine meanwhile, or pass ``--accuracy-only`` (measures (c) alone, which
+does not depend on the machine's load).
 """
 
 from __future__ import annotations
@@ -138,7 +140,7 @@ def run_row(args: argparse.Namespace) -> dict:
     """Measure one row in this process (called through ``--row``)."""
     torch.set_num_threads(args.threads)
     arch, sampler, mode = args.row.split("/")
-    kind, _, steps = sampler.partition(":")
+    kind, steps, *spacing = sampler.split(":")
     device = torch.device(args.device)
     train = ReplayBuffer.load(args.source / "train_buffer.npz")
     test = ReplayBuffer.load(args.source / "test_buffer.npz")
@@ -151,7 +153,8 @@ def run_row(args: argparse.Namespace) -> dict:
                               student_path(args.out, args.source_h50, int(steps)) if distilled
                               else None)
     icfg = ImaginationConfig(batch_size=args.batch, sampler="ddim" if distilled else kind,
-                             sampler_steps=int(steps), guidance="sag", policy_guidance=mode,
+                             sampler_steps=int(steps), sampler_spacing=spacing[0] if spacing
+                             else "linspace", guidance="sag", policy_guidance=mode,
                              guidance_mode=args.guidance_mode,
                              guidance_scale=args.guidance_scale)
     imagination = Imagination(model, agent, icfg)
@@ -177,16 +180,17 @@ def run_row(args: argparse.Namespace) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    seconds = timed(batch, args.repeats)
-    latency = timed(single, args.latency_repeats)
-    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
-            else peak_rss_bytes())
     row = {"row": args.row, "trained_weights": trained,
+           "grid": imagination.sampler.grid(model.cfg.num_steps),
            "network_calls": imagination.sampler.network_calls(model.cfg.num_steps),
-           "denoiser_parameters": sum(p.numel() for p in model.diffusion.denoiser.parameters()),
-           "batch_seconds": seconds,
-           "transitions_per_s": args.batch * (model.cfg.horizon - 1) / seconds,
-           "latency_h50_s": latency, "peak_memory_bytes": int(peak)}
+           "denoiser_parameters": sum(p.numel() for p in model.diffusion.denoiser.parameters())}
+    if not args.accuracy_only:
+        seconds = timed(batch, args.repeats)
+        row.update(batch_seconds=seconds,
+                   transitions_per_s=args.batch * (model.cfg.horizon - 1) / seconds,
+                   latency_h50_s=timed(single, args.latency_repeats),
+                   peak_memory_bytes=int(torch.cuda.max_memory_allocated()
+                                         if device.type == "cuda" else peak_rss_bytes()))
     if trained and device.type == "cpu":  # the same arithmetic on any device: measured once
         env = make_env(args.env, seed=args.seed)
         accuracy_starts = rng.choice(test.size, size=args.accuracy_starts, replace=False)
@@ -254,6 +258,8 @@ def main() -> None:
     parser.add_argument("--reuse-students", action="store_true")
     parser.add_argument("--distill-only", action="store_true",
                         help="distil the students of --rows, measure nothing")
+    parser.add_argument("--accuracy-only", action="store_true",
+                        help="measure accuracy (c) only: no timings, safe under load")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -282,9 +288,10 @@ def main() -> None:
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(table_line(rows[-1], rows[0]), flush=True)
     first = rows[0]
-    for row in rows:
-        row["speedup_vs_first_row"] = row["transitions_per_s"] / first["transitions_per_s"]
-        row["latency_ratio_vs_first_row"] = row["latency_h50_s"] / first["latency_h50_s"]
+    if not args.accuracy_only:
+        for row in rows:
+            row["speedup_vs_first_row"] = row["transitions_per_s"] / first["transitions_per_s"]
+            row["latency_ratio_vs_first_row"] = row["latency_h50_s"] / first["latency_h50_s"]
     args.out.write_text(json.dumps({
         "command": "benchmarks/sampling.py " + " ".join(sys.argv[1:]),
         "machine": {"cpu": platform.processor() or platform.machine(),
@@ -298,11 +305,12 @@ def table_line(row: dict, first: dict) -> str:
     acc = (f"dyn err {row['dynamics_error']:.4f}  V {row['mean_value']:.2f}  "
            f"SAG lift {row['sag_value_lift']['mean']:+.3f}"
            if "dynamics_error" in row else "accuracy: untrained weights")
-    return (f"{row['row']:26s} {row['network_calls']:4d} calls "
-            f"{row['transitions_per_s']:9.0f} transitions/s "
-            f"(×{row['transitions_per_s'] / first['transitions_per_s']:.1f})  "
-            f"H=50 latency {1000 * row['latency_h50_s']:8.1f} ms  "
-            f"peak {row['peak_memory_bytes'] / 2**20:7.1f} MiB  {acc}")
+    speed = (f"{row['transitions_per_s']:9.0f} transitions/s "
+             f"(×{row['transitions_per_s'] / first['transitions_per_s']:.1f})  "
+             f"H=50 latency {1000 * row['latency_h50_s']:8.1f} ms  "
+             f"peak {row['peak_memory_bytes'] / 2**20:7.1f} MiB  "
+             if "transitions_per_s" in row else "")
+    return f"{row['row']:30s} {row['network_calls']:4d} calls {speed}{acc}"
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ INVALID = [
     (ImaginationConfig, {"advantage": "mc"}, "unknown advantage 'mc'"),
     (ImaginationConfig, {"sampler": "euler"}, "unknown sampler 'euler'"),
     (ImaginationConfig, {"sampler_steps": -2}, "sampler_steps must be ≥ 0"),
+    (ImaginationConfig, {"sampler_spacing": "leading"}, "unknown sampler_spacing 'leading'"),
     (ImaginationConfig, {"guidance_scale": -1.0}, "guidance_scale must be non-negative"),
     (ImaginationConfig, {"guidance_mode": "sigma2"}, "unknown guidance_mode"),
     (TrainConfig, {"total_steps": 0}, "total_steps must be positive"),

@@ -46,6 +46,18 @@ def test_segments_start_at_real_states_and_report_their_diagnostics(
     assert not seg.states.requires_grad and not seg.actions.requires_grad
 
 
+@pytest.mark.parametrize(("spacing", "grid"), [("linspace", [15, 10, 5, 0]),
+                                              ("trailing", [15, 11, 7, 3])])
+def test_sampler_spacing_sets_the_visited_indices(world_model_factory: Factory, spacing: str,
+                                                  grid: list[int]):
+    imagine = setup(world_model_factory, sampler="ddim", sampler_steps=4,
+                    sampler_spacing=spacing)
+    seen = []
+    imagine.hooks = lambda state: seen.append(state.k)
+    imagine(torch.randn(32, 3), torch.Generator().manual_seed(0))
+    assert seen == grid
+
+
 def test_sampled_actions_need_no_delta(world_model_factory: Factory):
     """The default 'sample' policy guidance has nothing to tune; its reported spread is the
     RMS of the policy noise it drew (≈ 1 for 32 × 5 × 2 draws)."""

@@ -223,10 +223,36 @@ def test_all_steps_gives_every_index(num_train: int) -> None:
     assert strided_timesteps(num_train, num_train) == list(range(num_train - 1, -1, -1))
 
 
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), num_train=st.integers(1, 2000))
+def test_trailing_timesteps_end_one_stride_above_zero(data: st.DataObject,
+                                                      num_train: int) -> None:
+    n = data.draw(st.integers(1, num_train))
+    ks = strided_timesteps(num_train, n, "trailing")
+    assert len(ks) == n and ks[0] == num_train - 1
+    assert all(a > b for a, b in itertools.pairwise(ks))
+    strides = [a - b for a, b in itertools.pairwise([*ks, -1])]  # the last step ends at -1
+    assert max(strides) - min(strides) <= 1  # evenly spaced, the clean end included
+
+
+def test_trailing_timesteps_worked_example() -> None:
+    assert strided_timesteps(128, 2, "trailing") == [127, 63]
+    assert strided_timesteps(128, 8, "trailing") == [127, 111, 95, 79, 63, 47, 31, 15]
+    assert strided_timesteps(128, 2) == [127, 0]  # linspace: a call at the clean end
+    assert strided_timesteps(10, 10, "trailing") == strided_timesteps(10, 10)
+
+
 @pytest.mark.parametrize(("num_train", "n"), [(10, 0), (10, -1), (10, 11), (1, 2)])
-def test_strided_timesteps_refuses_out_of_range_counts(num_train: int, n: int) -> None:
-    with pytest.raises(ValueError):
-        strided_timesteps(num_train, n)
+@pytest.mark.parametrize("spacing", ["linspace", "trailing"])
+def test_strided_timesteps_refuses_out_of_range_counts(num_train: int, n: int,
+                                                       spacing: str) -> None:
+    with pytest.raises(ValueError, match="sampling steps"):
+        strided_timesteps(num_train, n, spacing)
+
+
+def test_unknown_spacing_is_refused() -> None:
+    with pytest.raises(ValueError, match="spacing"):
+        strided_timesteps(128, 4, "leading")
 
 
 def test_x0_bound_clamps_predictions() -> None:

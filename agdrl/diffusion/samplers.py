@@ -26,7 +26,7 @@ from typing import Protocol, get_args
 import torch
 from torch import nn
 
-from agdrl.config import SamplerKind
+from agdrl.config import SamplerKind, TimestepSpacing
 from agdrl.diffusion.process import GaussianDiffusion, Inpainting
 from agdrl.diffusion.schedules import strided_timesteps
 
@@ -83,7 +83,9 @@ class Sampler:
     """A reverse-process sampler.
 
     kind: 'ddpm', 'ddim', 'heun' or 'dpm2m' (see the module docstring).
-    steps: number of denoising steps (≤ K); evenly strided over the K training steps.
+    steps: number of denoising steps (≤ K), evenly spaced over the K training steps.
+    spacing: 'linspace' (K-1 down to 0) or 'trailing' (K-1 down to K/steps - 1); see
+    :func:`agdrl.diffusion.schedules.strided_timesteps`.
     timesteps: the decreasing training indices to visit instead (e.g. a distilled student's
     grid); ``steps`` is then not used.
     eta: DDIM stochasticity (0 deterministic, 1 ≈ ancestral); used by DDIM only.
@@ -98,11 +100,15 @@ class Sampler:
     clip_max_step: int = 10
     clip_value: float = 0.25
     timesteps: tuple[int, ...] | None = None
+    spacing: TimestepSpacing = "linspace"
 
     def __post_init__(self):
         if self.kind not in SAMPLER_KINDS:
             raise ValueError(f"unknown sampler {self.kind!r}; choose one of "
                              f"{', '.join(SAMPLER_KINDS)}")
+        if self.spacing not in get_args(TimestepSpacing):
+            raise ValueError(f"unknown timestep spacing {self.spacing!r}; choose one of "
+                             f"{', '.join(get_args(TimestepSpacing))}")
         if self.steps <= 0:
             raise ValueError(f"sampler steps must be positive, got {self.steps}")
         if not 0.0 <= self.eta <= 1.0:
@@ -145,7 +151,7 @@ class Sampler:
                 raise ValueError(f"timestep {self.timesteps[0]} is beyond the model's "
                                  f"{num_train_steps} training steps")
             return list(self.timesteps)
-        return strided_timesteps(num_train_steps, min(self.steps, num_train_steps))
+        return strided_timesteps(num_train_steps, min(self.steps, num_train_steps), self.spacing)
 
     def network_calls(self, num_train_steps: int) -> int:
         """Denoiser evaluations per sample from a K-step model: one per step, plus Heun's

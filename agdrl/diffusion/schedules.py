@@ -87,11 +87,24 @@ def exponential_integrator_coefficients(alpha_bar_t: torch.Tensor, alpha_bar_pre
     return s_p / s_t, a_p * (1 - decay), a_p * (h - 1 + decay) / h, h
 
 
-def strided_timesteps(num_train_steps: int, num_sample_steps: int) -> list[int]:
-    """Evenly spaced training indices from K-1 down to 0, ``num_sample_steps`` of them."""
+def strided_timesteps(num_train_steps: int, num_sample_steps: int,
+                      spacing: str = "linspace") -> list[int]:
+    """``num_sample_steps`` training indices, noisiest (K-1) first, evenly spaced.
+
+    'linspace' spans K-1 down to 0, so the last network call is made at the nearly clean
+    index 0. 'trailing' (Lin et al., 2024, "Common diffusion noise schedules and sample steps
+    are flawed") takes K-1, K-1-K/n, ... and stops K/n - 1 above 0: the last call predicts
+    the clean segment from a still noisy one, so no call is spent where nothing is left to
+    denoise. Both give every index when n = K.
+    """
     if not 1 <= num_sample_steps <= num_train_steps:
         raise ValueError(f"sampling steps must be in [1, {num_train_steps}], "
                          f"got {num_sample_steps}")
+    if spacing == "trailing":
+        stride = num_train_steps / num_sample_steps
+        return [num_train_steps - 1 - round(i * stride) for i in range(num_sample_steps)]
+    if spacing != "linspace":
+        raise ValueError(f"unknown timestep spacing {spacing!r}; choose linspace or trailing")
     if num_sample_steps == 1:
         return [num_train_steps - 1]
     grid = torch.linspace(num_train_steps - 1, 0, num_sample_steps, dtype=torch.float64)

@@ -20,7 +20,7 @@ from torch import nn
 
 from agdrl.buffer import SegmentBatch
 from agdrl.checkpoint import load_weights, read_meta, save_module
-from agdrl.config import DiffusionConfig, SamplerKind, config_from_dict
+from agdrl.config import DiffusionConfig, SamplerKind, TimestepSpacing, config_from_dict
 from agdrl.diffusion.denoisers import make_denoiser
 from agdrl.diffusion.distillation import StudentDistillation
 from agdrl.diffusion.process import GaussianDiffusion, Inpainting
@@ -249,9 +249,10 @@ class DiffusionWorldModel(nn.Module):
         return self.decode(x, cond)
 
     def default_sampler(self, kind: SamplerKind = "ddpm", steps: int | None = None,
-                        eta: float = 0.0) -> Sampler:
-        """A sampler of ``kind`` (all K steps unless ``steps``) with the config's near-end clip."""
-        return Sampler(kind=kind, steps=steps or self.cfg.num_steps, eta=eta,
+                        eta: float = 0.0, spacing: TimestepSpacing = "linspace") -> Sampler:
+        """A sampler of ``kind`` (all K steps unless ``steps``, spaced by ``spacing``) with
+        the config's near-end clip."""
+        return Sampler(kind=kind, steps=steps or self.cfg.num_steps, eta=eta, spacing=spacing,
                        clip_max_step=self.cfg.clip_max_step, clip_value=self.cfg.clip_value)
 
     def student_sampler(self) -> Sampler:
