@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Annotated
 
+import gymnasium as gym
 import tyro
 
 from agdrl.config import ConfigError, require, require_positive
@@ -120,6 +121,10 @@ class BenchConfig:
         unknown = [m for m in self.methods if m not in METHODS]
         require(not unknown, f"unknown method(s) {', '.join(unknown)}; choose from "
                              f"{', '.join(METHODS)}")
+        # Checked here, not when each run starts: a typo would otherwise fail every run of
+        # the sweep one by one. 'module:Task-v0' ids register on import, so they pass.
+        unregistered = [t for t in self.tasks if ":" not in t and t not in gym.registry]
+        require(not unregistered, f"unknown Gymnasium task(s) {', '.join(unregistered)}")
         require_positive(self, "total_steps", "eval_every", "eval_episodes", "parallel",
                          "threads")
         require(self.checkpoint_every >= 0, "checkpoint_every must be ≥ 0")

@@ -46,9 +46,27 @@ def test_method_names_round_trip_through_the_run_config():
     assert method_of(paper) == "agd-sag-paper"  # not the fast preset's slow-sampler row
 
 
+SPECS = sorted((Path(__file__).parents[1] / "benchmarks" / "specs").glob("*.json"))
+
+
+def test_the_committed_sweep_specs_are_found():
+    assert len(SPECS) >= 5
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
+def test_committed_sweep_specs_are_valid(spec: Path):
+    """Every committed spec names known tasks and methods; model-based sweeps checkpoint so
+    that a stopped sweep resumes runs part-way."""
+    cfg = load_spec(spec)
+    assert cfg.preset in PRESETS and cfg.checkpoint_every > 0
+    assert cfg.parallel * cfg.threads <= 2  # the reference machine has 2 cores
+
+
 def test_bad_sweeps_are_refused(tmp_path: Path):
     with pytest.raises(ConfigError, match="unknown method"):
         BenchConfig(methods=("agd-sag", "dreamer"))
+    with pytest.raises(ConfigError, match=r"unknown Gymnasium task.*Hoper-v5"):
+        BenchConfig(tasks=("Hopper-v5", "Hoper-v5"))
     with pytest.raises(ConfigError, match="at least one"):
         BenchConfig(seeds=())
     spec = tmp_path / "spec.json"
