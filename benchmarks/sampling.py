@@ -146,6 +146,8 @@ def run_row(args: argparse.Namespace) -> dict:
     test = ReplayBuffer.load(args.source / "test_buffer.npz")
     agent = load_agent(args.agent_path, args.device)
     distilled = kind == "student"
+    if distilled and spacing:
+        raise SystemExit(f"{args.row}: a student samples on its own grid; drop the spacing")
     model, trained = load_model(args.source, arch, args.reference_model, args.device,
                                 student_path(args.out, args.source, int(steps)) if distilled
                                 else None)
