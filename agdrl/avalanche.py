@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from agdrl.diffusion.samplers import Sampler
 from agdrl.diffusion.world_model import DiffusionWorldModel
 from agdrl.ensemble import BootstrapSampler, ProbabilisticEnsemble
 from agdrl.envs import env_id, make_env, replay_actions
+from agdrl.provenance import machine_info, source_version
 
 
 @dataclass(frozen=True)
@@ -263,8 +263,7 @@ def run_avalanche(cfg: AvalancheConfig, log: Callable[[str], None] = print) -> d
         "command": " ".join(["agdrl", *sys.argv[1:]]),  # no machine paths
         "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
         "diffusion_config_resolved": dataclasses.asdict(dcfg),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "machine": machine_info(), "source": source_version(),
         **training,
         "num_starts": len(task.s0), "restore_max_abs_error": task.restore_error,
         "segment_offsets": segment_offsets(dcfg.horizon, cfg.max_horizon),

@@ -30,6 +30,7 @@ import gymnasium as gym
 import tyro
 
 from agdrl.config import ConfigError, require, require_positive
+from agdrl.provenance import machine_info, source_version
 
 METHODS: dict[str, tuple[str, ...]] = {
     "agd-sag": ("train", "--guidance", "sag"),
@@ -195,7 +196,9 @@ def execute(run: Run, cfg: BenchConfig) -> dict:
     argv = run.command(cfg)
     status = {"task": run.task, "method": run.method, "seed": run.seed,
               "command": "agdrl " + " ".join(argv), "state": "running",
-              "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+              "machine": {**machine_info(), "threads": cfg.threads, "parallel": cfg.parallel},
+              "source": source_version()}
     run.status_path.write_text(json.dumps(status, indent=1))
     env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads),
            "MKL_NUM_THREADS": str(cfg.threads)}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import agdrl
 from agdrl.baselines import BaselineConfig
 from agdrl.bench import METHODS, BenchConfig, Run, load_spec, method_of, plan, run_sweep
 from agdrl.cli import _parse, main
@@ -103,6 +104,8 @@ def test_local_sweep_isolates_failures_and_resumes(tmp_path: Path, capsys):
                       **TINY_SWEEP)
     statuses = run_sweep(good)
     assert [s["state"] for s in statuses] == ["done"]
+    assert statuses[0]["machine"]["threads"] == 1 and statuses[0]["machine"]["parallel"] == 2
+    assert statuses[0]["source"]["agdrl"] == agdrl.__version__
     statuses = run_sweep(bad)
     assert statuses[0]["state"] == "failed" and statuses[0]["returncode"] == 1
     assert "gamma must be in (0, 1]" in statuses[0]["error"]
