@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +68,9 @@ class RunCurve:
     wall_s: float
     """Wall-clock seconds at the last evaluation."""
     folder: Path
+    source: str = "unrecorded"
+    """The agdrl commit the run came from (short hash, '+dirty' for uncommitted changes), as
+    its ``bench_run.json`` recorded it."""
 
     def at(self, budget: int) -> float:
         """The return at ``budget``: the evaluation there, else the last before it (NaN if
@@ -106,8 +109,16 @@ def find_runs(runs_dir: Path) -> tuple[list[RunCurve], list[Path]]:
             task=config["env"], method=method, seed=int(config["seed"]),
             steps=np.array([int(r["env_step"]) for r in rows]),
             returns=np.array([float(r["mean_return"]) for r in rows]),
-            wall_s=float(rows[-1].get("wall_s") or "nan"), folder=folder))
+            wall_s=float(rows[-1].get("wall_s") or "nan"), folder=folder,
+            source=_source_label((status or {}).get("source"))))
     return runs, unfinished
+
+
+def _source_label(source: dict | None) -> str:
+    """'abc1234', 'abc1234+dirty' or 'unrecorded' from a run's recorded source version."""
+    if not source or not source.get("commit"):
+        return "unrecorded"
+    return source["commit"][:7] + ("+dirty" if source.get("dirty") else "")
 
 
 def random_policy_return(task: str, episodes: int, seed: int) -> float:
@@ -207,7 +218,14 @@ def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
                   "reward_threshold; IQM over all runs of the tasks listed, at each task's "
                   "final budget.", "", normalized["table"], ""]
     lines += ["## Learning curves", "",
-              *[f"![{t}](curves_{t}.png)" for t in tasks], ""]
+              *[f"![{t}](curves_{t}.png)" for t in tasks], "",
+              "## Source versions", "",
+              "The agdrl commit each run came from, as its `bench_run.json` recorded it "
+              "('unrecorded': runs made before agdrl bench recorded it).", "",
+              "| task | method | commits (runs) |", "|---|---|---|",
+              *[f"| {t} | {m} | " + ", ".join(
+                  f"{c} ({n})" for c, n in sorted(Counter(r.source for r in rs).items()))
+                + " |" for t in tasks for m, rs in sorted(by_task[t].items())], ""]
     path = out / "REPORT.md"
     path.write_text("\n".join(lines))
     (out / "report.json").write_text(json.dumps({
@@ -216,7 +234,7 @@ def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
         "runs": [{"task": r.task, "method": r.method, "seed": r.seed,
                   "folder": str(r.folder.relative_to(cfg.runs_dir)),
                   "steps": r.steps.tolist(), "returns": r.returns.tolist(),
-                  "wall_s": r.wall_s} for r in runs]}, indent=1))
+                  "wall_s": r.wall_s, "source": r.source} for r in runs]}, indent=1))
     return path
 
 

@@ -88,6 +88,19 @@ def test_unfinished_sweep_runs_are_listed_not_scored(tmp_path: Path):
     assert f"Not finished, not scored: {TASK}/fast-learner/seed3." in path.read_text()
 
 
+def test_source_versions_are_listed_per_row(tmp_path: Path):
+    make_runs(tmp_path)
+    for seed, source in enumerate([{"commit": "a" * 40, "dirty": False},
+                                   {"commit": "b" * 40, "dirty": True}, None]):
+        status = tmp_path / TASK / "fast-learner" / f"seed{seed}" / "bench_run.json"
+        status.write_text(json.dumps({"method": "fast-learner", "state": "done",
+                                      **({"source": source} if source else {})}))
+    text = write_report(ReportConfig(runs_dir=tmp_path, reps=200)).read_text()
+    assert (f"| {TASK} | fast-learner | aaaaaaa (1), bbbbbbb+dirty (1), unrecorded (2) |"
+            in text)
+    assert f"| {TASK} | slow-learner | unrecorded (4) |" in text
+
+
 def test_report_refuses_an_empty_folder(tmp_path: Path):
     with pytest.raises(ConfigError, match="no runs"):
         write_report(ReportConfig(runs_dir=tmp_path))
