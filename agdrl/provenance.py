@@ -22,7 +22,7 @@ def machine_info() -> dict:
 
 def source_version() -> dict:
     """The package version and, when it runs from a git checkout, the commit and whether the
-    checkout had uncommitted changes (None outside a checkout or without git)."""
+    package's tracked files had uncommitted changes (None outside a checkout or without git)."""
     here = Path(__file__).parent
 
     def git(*args: str) -> str | None:
