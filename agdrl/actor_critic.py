@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agdrl.normalization import RunningNormalizer
+from agdrl.rng import randn
 
 _EPS = 1e-6
 
@@ -78,7 +79,7 @@ class Actor(nn.Module):
     def sample(self, states: torch.Tensor, generator: torch.Generator | None = None
                ) -> torch.Tensor:
         mean, std = self(states)
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device)
+        noise = randn(mean.shape, generator, mean.device)
         return self.squash(mean + std * noise)
 
     def mode(self, states: torch.Tensor) -> torch.Tensor:

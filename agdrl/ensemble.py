@@ -21,9 +21,9 @@ from torch import nn
 from agdrl.buffer import ReplayBuffer, TransitionBatch
 from agdrl.checkpoint import load_weights, read_meta, save_module
 from agdrl.config import EnsembleConfig
-from agdrl.diffusion.samplers import randn
 from agdrl.distributed import average_gradients
 from agdrl.normalization import RunningNormalizer
+from agdrl.rng import randint, randn
 from agdrl.segments import Segment
 
 
@@ -207,10 +207,7 @@ class ProbabilisticEnsemble(nn.Module):
             a = policy(s) if policy is not None else actions[:, t]
             taken.append(a)
             mean, logvar, logit = self(s.expand(e, -1, -1), a.expand(e, -1, -1))
-            gen_device = generator.device if generator is not None else self.device
-            pick = self.elite_index[torch.randint(0, len(self.elite_index), (b,),
-                                                  generator=generator, device=gen_device
-                                                  ).to(self.device)]
+            pick = self.elite_index[randint(len(self.elite_index), (b,), generator, self.device)]
             rows = torch.arange(b, device=self.device)
             mean, logvar, logit = mean[pick, rows], logvar[pick, rows], logit[pick, rows]
             if sample:

@@ -43,10 +43,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from agdrl.actor_critic import Actor
-from agdrl.diffusion.samplers import DenoisingHook, StepState, randn
+from agdrl.diffusion.samplers import DenoisingHook, StepState
 from agdrl.diffusion.world_model import DiffusionWorldModel
-from agdrl.faults import check_finite
+from agdrl.faults import NonFiniteError
 from agdrl.returns import gae, td_errors
+from agdrl.rng import randn
 from agdrl.segments import Segment
 
 ValueFn = Callable[[torch.Tensor], torch.Tensor]
@@ -172,8 +173,13 @@ class StateGuidance:
 
     scale: c. mode: 'sigma4' (paper) or 'normalized'. max_step: guide only steps with
     k ≤ max_step (None: all but the last). guide_last: also move the segment's last state
-    (see :func:`state_gradient`). After each call ``last_grad_norm`` and ``last_objective``
-    hold the batch means of |∇J| (RMS over entries) and J.
+    (see :func:`state_gradient`). ``last_grad_norm`` and ``last_objective`` hold the batch
+    means of |∇J| (RMS over entries) and J at the last guided step.
+
+    Nothing is read back from the device during the chain (each read would make the host wait
+    for a GPU): a non-finite gradient is remembered and raised as :class:`NonFiniteError` at
+    the chain's last step, before that step's update, and the diagnostics stay tensors until
+    read.
     """
 
     model: DiffusionWorldModel
@@ -182,20 +188,36 @@ class StateGuidance:
     mode: Literal["sigma4", "normalized"] = "sigma4"
     max_step: int | None = None
     guide_last: bool = False
-    last_grad_norm: float = field(default=0.0, init=False)
-    last_objective: float = field(default=0.0, init=False)
+    _grad_rms: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _objective: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _nonfinite: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
         if self.mode not in ("sigma4", "normalized"):
             raise ValueError(f"unknown guidance scale mode {self.mode!r}; choose 'sigma4' or "
                              "'normalized'")
 
+    @property
+    def last_grad_norm(self) -> float:
+        return 0.0 if self._grad_rms is None else float(self._grad_rms)
+
+    @property
+    def last_objective(self) -> float:
+        return 0.0 if self._objective is None else float(self._objective)
+
     def __call__(self, state: StepState) -> None:
-        if state.k_prev < 0 or (self.max_step is not None and state.k > self.max_step):
+        if state.index == 0:
+            self._nonfinite = None
+        if state.k_prev < 0:
+            if self._nonfinite is not None and bool(self._nonfinite):
+                raise NonFiniteError("the state-guidance gradient")
+            return
+        if self.max_step is not None and state.k > self.max_step:
             return
         grad, value = state_gradient(self.objective, self.model, state.x0, state.cond,
                                      self.guide_last)
-        check_finite("the state-guidance gradient", grad)
+        bad = ~torch.isfinite(grad).all()
+        self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
         rms = grad.pow(2).mean(dim=(1, 2), keepdim=True).sqrt()
         if self.mode == "sigma4":
             shift = self.scale * state.sigma**4 * grad
@@ -204,8 +226,7 @@ class StateGuidance:
         x0 = state.x0.clone()
         x0[..., : self.model.obs_dim] += shift
         state.x0 = x0
-        self.last_grad_norm = float(rms.mean())
-        self.last_objective = float(value.mean())
+        self._grad_rms, self._objective = rms.mean(), value.mean()
 
 
 @dataclass

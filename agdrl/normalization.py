@@ -22,6 +22,8 @@ class RunningNormalizer(nn.Module):
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
         self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
         self.register_buffer("m2", torch.zeros(shape, dtype=torch.float64))
+        self._cache_key: tuple | None = None
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @torch.no_grad()
     def update(self, x: np.ndarray | torch.Tensor) -> None:
@@ -42,12 +44,28 @@ class RunningNormalizer(nn.Module):
     @property
     def std(self) -> torch.Tensor:
         """Population std, floored at ``min_std``; 1 before any data (identity normalization)."""
-        if self.count == 0:
-            return torch.ones_like(self.mean)
-        return torch.sqrt(self.m2 / self.count).clamp(min=self.min_std)
+        # torch.where, not an `if` on count: reading a GPU tensor's value waits for the device
+        return torch.where(self.count > 0,
+                           torch.sqrt(self.m2 / self.count.clamp(min=1)).clamp(min=self.min_std),
+                           torch.ones_like(self.m2))
+
+    def _stats(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) in ``dtype``, cached until the statistics change (an update, a load or
+        a move gives the buffers a new version or address): the guided sampler normalizes
+        several times per denoising step, and recomputing them is most of its small ops."""
+        key = (dtype, self.mean.device, self.mean.data_ptr(), self.mean._version,
+               self.m2._version, self.count._version)
+        if self._cache_key != key:
+            # outside inference mode, so that autograd may save the cached tensors later
+            with torch.inference_mode(False), torch.no_grad():
+                self._cache = (self.mean.to(dtype), self.std.to(dtype))
+            self._cache_key = key
+        return self._cache
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        mean, std = self._stats(x.dtype)
+        return (x - mean) / std
 
     def unnormalize(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.std.to(x.dtype) + self.mean.to(x.dtype)
+        mean, std = self._stats(x.dtype)
+        return x * std + mean

@@ -142,7 +142,6 @@ def run_row(args: argparse.Namespace) -> dict:
     arch, sampler, mode = args.row.split("/")
     kind, steps, *spacing = sampler.split(":")
     device = torch.device(args.device)
-    train = ReplayBuffer.load(args.source / "train_buffer.npz")
     test = ReplayBuffer.load(args.source / "test_buffer.npz")
     agent = load_agent(args.agent_path, args.device)
     distilled = kind == "student"
@@ -195,6 +194,7 @@ def run_row(args: argparse.Namespace) -> dict:
                                          if device.type == "cuda" else peak_rss_bytes()))
     if trained and device.type == "cpu":  # the same arithmetic on any device: measured once
         env = make_env(args.env, seed=args.seed)
+        train = ReplayBuffer.load(args.source / "train_buffer.npz")
         accuracy_starts = rng.choice(test.size, size=args.accuracy_starts, replace=False)
         icfg_acc = dataclasses.replace(icfg, batch_size=len(accuracy_starts))
         state_std = train.obs[: train.size].std(0) + 1e-6
@@ -266,13 +266,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--row", help=argparse.SUPPRESS)
-    parser.add_argument("--agent-path", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--agent-path", type=Path,
+                        help="the critic and policy an earlier call wrote (its *_agent.npz): "
+                        "reused instead of trained, so no simulator is needed for speed alone")
     args = parser.parse_args()
     if args.row:
         print(json.dumps(run_row(args)))
         return
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    agent_path = prepare_agent(args)
+    agent_path = args.agent_path or prepare_agent(args)
     distillation = {}
     for steps in sorted({int(r.split("/")[1].split(":")[1]) for r in args.rows
                          if r.split("/")[1].startswith("student:")}):

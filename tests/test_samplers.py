@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from agdrl.diffusion.process import GaussianDiffusion
-from agdrl.diffusion.samplers import Sampler, StepState, randn
+from agdrl.diffusion.samplers import Sampler, StepState
 from agdrl.diffusion.schedules import exponential_integrator_coefficients
+from agdrl.rng import randn
 
 MEAN, STD = 0.3, 0.5  # the data distribution: every entry i.i.d. N(MEAN, STD²)
 K = 128

@@ -27,6 +27,7 @@ from agdrl.config import SamplerKind
 from agdrl.diffusion.process import GaussianDiffusion, Inpainting
 from agdrl.diffusion.samplers import Sampler
 from agdrl.diffusion.schedules import strided_timesteps
+from agdrl.rng import randint, randn
 
 
 class StudentDistillation:
@@ -80,9 +81,9 @@ class StudentDistillation:
         """Weighted MSE between the student's x̂_0 and x̃_0 on real segments x0: (B, H, Dx)
         noised to a random step of the student's grid (as :meth:`GaussianDiffusion.loss`)."""
         b = x0.shape[0]
-        step = torch.randint(0, len(self.grid), (b,), device=x0.device, generator=generator)
+        step = randint(len(self.grid), (b,), generator, x0.device)
         k = torch.as_tensor(self.grid, device=x0.device)[step]
-        noise = torch.randn(x0.shape, device=x0.device, generator=generator)
+        noise = randn(x0.shape, generator, x0.device)
         x_k = pin.apply(self.diffusion.q_sample(x0, k, noise))
         target = self.targets(x_k, step, cond, pin, teacher)
         predicted = self.diffusion.predict_x0(x_k, cond, k, student)

@@ -16,6 +16,7 @@ from agdrl.diffusion.schedules import (
     make_alpha_bar,
     posterior_coefficients,
 )
+from agdrl.rng import randint, randn
 
 
 class Inpainting:
@@ -58,8 +59,10 @@ class GaussianDiffusion(nn.Module):
 
     def alpha_bar_at(self, k: torch.Tensor | int) -> torch.Tensor:
         """alpha_bar (float32) at step index k, with k = -1 meaning clean data (alpha_bar = 1)."""
-        k = torch.as_tensor(k, device=self.alpha_bar_ext.device)
-        return self.alpha_bar_ext[k + 1].float()
+        if isinstance(k, int):  # a plain index: no host-to-device copy of k
+            return self.alpha_bar_ext[k + 1].float()
+        index = torch.as_tensor(k, device=self.alpha_bar_ext.device) + 1
+        return self.alpha_bar_ext[index].float()
 
     def q_sample(self, x0: torch.Tensor, k: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Sample x_k ~ q(x_k | x_0) = N(sqrt(ab_k) x_0, (1 - ab_k) I)."""
@@ -118,8 +121,8 @@ class GaussianDiffusion(nn.Module):
         overrides the network (e.g. its data-parallel wrapper).
         """
         b = x0.shape[0]
-        k = torch.randint(0, self.num_steps, (b,), device=x0.device, generator=generator)
-        noise = torch.randn(x0.shape, device=x0.device, generator=generator)
+        k = randint(self.num_steps, (b,), generator, x0.device)
+        noise = randn(x0.shape, generator, x0.device)
         x_k = self.q_sample(x0, k, noise)
         if inpainting is not None:
             x_k = inpainting.apply(x_k)

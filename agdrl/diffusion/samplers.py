@@ -29,16 +29,9 @@ from torch import nn
 from agdrl.config import SamplerKind, TimestepSpacing
 from agdrl.diffusion.process import GaussianDiffusion, Inpainting
 from agdrl.diffusion.schedules import strided_timesteps
+from agdrl.rng import randn
 
 SAMPLER_KINDS: tuple[str, ...] = get_args(SamplerKind)
-
-
-def randn(shape: tuple[int, ...], generator: torch.Generator | None,
-          device: torch.device | str) -> torch.Tensor:
-    """Standard normal noise drawn on the generator's device (so a seeded CPU generator gives
-    the same numbers whatever device the model is on), then moved to ``device``."""
-    gen_device = generator.device if generator is not None else device
-    return torch.randn(shape, generator=generator, device=gen_device).to(device)
 
 
 @dataclass

@@ -24,11 +24,12 @@ from agdrl.config import DiffusionConfig, SamplerKind, TimestepSpacing, config_f
 from agdrl.diffusion.denoisers import make_denoiser
 from agdrl.diffusion.distillation import StudentDistillation
 from agdrl.diffusion.process import GaussianDiffusion, Inpainting
-from agdrl.diffusion.samplers import DenoisingHook, Sampler, randn
+from agdrl.diffusion.samplers import DenoisingHook, Sampler
 from agdrl.distributed import average_gradients, data_parallel
 from agdrl.ema import EMA
 from agdrl.faults import check_finite
 from agdrl.normalization import RunningNormalizer
+from agdrl.rng import rand, randn
 from agdrl.segments import Segment
 
 
@@ -130,8 +131,7 @@ class DiffusionWorldModel(nn.Module):
         if self.cfg.advantage_conditioning:
             label = torch.full((x0.shape[0],), float("nan"), device=self.device)
             if labels is not None:
-                keep = torch.rand(x0.shape[0], device=self.device,
-                                  generator=generator) >= self.cfg.condition_dropout
+                keep = rand((x0.shape[0],), generator, self.device) >= self.cfg.condition_dropout
                 label = torch.where(keep, labels.to(self.device, torch.float32), label)
         elif labels is not None:
             raise ValueError("labels given to a model built without advantage_conditioning")
@@ -164,8 +164,8 @@ class DiffusionWorldModel(nn.Module):
         mask = torch.as_tensor(batch.mask, device=self.device)
         pin_actions = None
         if self.joint:  # sampling may be asked to follow given actions: train for that too
-            pin_actions = torch.rand(x0.shape[0], device=self.device,
-                                     generator=generator) < self.cfg.joint_action_pin_prob
+            pin_actions = (rand((x0.shape[0],), generator, self.device)
+                           < self.cfg.joint_action_pin_prob)
         pin = self.pin_start(x0[:, 0, : self.obs_dim], x0.shape[0],
                              x0[..., self.obs_dim : self.obs_dim + self.action_dim], pin_actions)
         weight = mask[..., None].expand_as(x0) * (~pin.mask)  # nothing to learn where pinned
