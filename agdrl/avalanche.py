@@ -277,6 +277,18 @@ def run_avalanche(cfg: AvalancheConfig, log: Callable[[str], None] = print) -> d
     return result
 
 
+def train_diffusion(model: DiffusionWorldModel, train: ReplayBuffer, steps: int,
+                    rng: np.random.Generator, log: Callable[[str], None]) -> list[float]:
+    """``steps`` gradient steps of ``model`` on segments drawn from ``train``; the losses."""
+    cfg, losses = model.cfg, []
+    for step in range(steps):
+        batch = train.sample_segments(cfg.batch_size, cfg.horizon, rng, pad=cfg.pad_segments)
+        losses.append(model.train_step(batch))
+        if step % max(steps // 10, 1) == 0:
+            log(f"diffusion step {step}: loss {losses[-1]:.4f}")
+    return losses
+
+
 def collect_and_train(cfg: AvalancheConfig, dcfg: DiffusionConfig, env: gym.Env,
                       log: Callable[[str], None]
                       ) -> tuple[ReplayBuffer, ReplayBuffer, DiffusionWorldModel,
@@ -312,11 +324,7 @@ def collect_and_train(cfg: AvalancheConfig, dcfg: DiffusionConfig, env: gym.Env,
                                 train.next_obs[:n])
     losses: dict[str, list[float]] = {"diffusion": [], "ensemble": []}
     t0 = time.perf_counter()
-    for step in range(cfg.train_steps):
-        batch = train.sample_segments(dcfg.batch_size, dcfg.horizon, rng, pad=dcfg.pad_segments)
-        losses["diffusion"].append(diffusion.train_step(batch))
-        if step % max(cfg.train_steps // 10, 1) == 0:
-            log(f"diffusion step {step}: loss {losses['diffusion'][-1]:.4f}")
+    losses["diffusion"] = train_diffusion(diffusion, train, cfg.train_steps, rng, log)
     timings["diffusion_train_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     for step in range(cfg.train_steps):

@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 from agdrl.a2c import ActorCriticAgent
+from agdrl.avalanche import train_diffusion
 from agdrl.buffer import ReplayBuffer
 from agdrl.config import ActorCriticConfig, ImaginationConfig, reference_denoiser
 from agdrl.diffusion.world_model import DiffusionWorldModel
@@ -119,6 +120,25 @@ def load_model(source: Path, arch: str, reference: Path | None, device: str,
     for name in ("state_norm", "action_norm", "reward_norm"):  # same units as the trained one
         getattr(model, name).load_state_dict(getattr(ours, name).state_dict())
     return model, False
+
+
+def train_reference(args: argparse.Namespace) -> None:
+    """Train the reference-size model (1024 × 6 MLP, ``--source``'s config and normalizers)
+    for ``--train-reference`` gradient steps on ``--source``'s training buffer, as the
+    avalanche job trained ours (20k steps); saved to ``--reference-model`` with a json log."""
+    torch.manual_seed(args.seed)
+    model, _ = load_model(args.source, "reference", None, args.device)
+    train = ReplayBuffer.load(args.source / "train_buffer.npz")
+    start = time.perf_counter()
+    losses = train_diffusion(model, train, args.train_reference,
+                             np.random.default_rng(args.seed), print)
+    args.reference_model.parent.mkdir(parents=True, exist_ok=True)
+    model.save(args.reference_model)
+    args.reference_model.with_suffix(".json").write_text(json.dumps({
+        "command": "benchmarks/sampling.py " + " ".join(sys.argv[1:]),
+        "steps": args.train_reference, "seed": args.seed, "device": args.device,
+        "first_losses": float(np.mean(losses[:50])), "last_losses": float(np.mean(losses[-50:])),
+        "seconds": time.perf_counter() - start}))
 
 
 def peak_rss_bytes() -> int:
@@ -247,6 +267,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--rows", nargs="+", default=list(ROWS))
     parser.add_argument("--reference-model", type=Path, default=None)
+    parser.add_argument("--train-reference", type=int, default=0, metavar="STEPS",
+                        help="train the reference-size model for STEPS steps, save it to "
+                        "--reference-model and stop")
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--latency-repeats", type=int, default=10)
@@ -272,6 +295,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.row:
         print(json.dumps(run_row(args)))
+        return
+    if args.train_reference:
+        if args.reference_model is None:
+            raise SystemExit("--train-reference needs --reference-model (where to save it)")
+        train_reference(args)
         return
     args.out.parent.mkdir(parents=True, exist_ok=True)
     agent_path = args.agent_path or prepare_agent(args)
