@@ -46,6 +46,8 @@ METHODS: dict[str, tuple[str, ...]] = {
     "agd-sag-ddpm": ("train", "--guidance", "sag", "--imagination.sampler", "ddpm",
                      "--imagination.sampler-steps", "0"),
     "agd-sag-student2": ("train", "--guidance", "sag", "--diffusion.student-steps", "2"),
+    "agd-sag-termination": ("train", "--guidance", "sag", "--imagination.termination",
+                            "classifier"),
 }
 """The rows of the comparison and the ``agdrl`` command line that makes each one:
 AGD-MBRL with sigmoid / exponential / classifier-free advantage guidance; unguided PolyGRAD
@@ -54,7 +56,9 @@ actor-critic on policy rollouts of the autoregressive ensemble, of the diffusion
 length H = 10 and of 30 steps); Stable-Baselines3 SAC and PPO. Two more rows vary only how
 AGD-SAG imagines, to show what speed costs in return: the papers' ancestral sampler over all K
 training steps (K = 128 in the presets; the slow variant) and a 2-step student distilled from
-an 8-step DDIM teacher as the model trains (the fastest)."""
+an 8-step DDIM teacher as the model trains (the fastest). ``agd-sag-termination`` takes the
+imagined terminal flags from a classifier of real transitions instead of the diffusion model's
+terminal channel (``agdrl.termination``)."""
 
 
 def method_of(config: dict) -> str:
@@ -77,6 +81,8 @@ def method_of(config: dict) -> str:
     elif imagination["sampler"] == "ddpm" and not name.endswith("-paper"):
         steps = imagination["sampler_steps"]
         name += "-ddpm" if steps in (0, diffusion["num_steps"]) else f"-ddpm{steps}"
+    if imagination.get("termination", "model") == "classifier":
+        name += "-termination"
     if imagination.get("policy_guidance", "pull") == "pull":  # runs made before 'sample'
         name += "-pull"
     return name

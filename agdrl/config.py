@@ -292,6 +292,11 @@ class ImaginationConfig:
     """Which training indices a few-step sampler visits: 'linspace' ends its chain with a
     call at the nearly clean index 0, 'trailing' spends that call higher up (more accurate
     with few steps: benchmarks/sampling.py). Same grid for all K steps."""
+    termination: Literal["model", "classifier"] = "model"
+    """Where the imagined terminal flags come from: the diffusion model's own terminal channel
+    (the papers'), or a classifier of real transitions (s, a, s') learned beside it
+    (``agdrl.termination``; the channel can end segments from habit rather than from states:
+    results/diagnosis/invertedpendulum-termination-*.json)."""
     guidance: Annotated[Literal["none", "sag", "eag", "reward", "cfg"],
                         tyro.conf.arg(aliases=("--guidance",))] = "sag"
     """Guidance on top of policy guidance: none (PolyGRAD), sigmoid or exponential advantage
@@ -332,6 +337,7 @@ class ImaginationConfig:
         require_choice(self, "sampler_spacing", get_args(TimestepSpacing))
         require_choice(self, "policy_guidance", ("sample", "pull"))
         require_choice(self, "guidance", ("none", "sag", "eag", "reward", "cfg"))
+        require_choice(self, "termination", ("model", "classifier"))
         require_choice(self, "advantage", ("td", "gae", "qv"))
         require_choice(self, "guidance_mode", ("sigma4", "normalized"))
         require(self.sampler_steps >= 0, f"sampler_steps must be ≥ 0 (0: all), got "

@@ -28,6 +28,7 @@ from agdrl.guidance import (
     compose,
 )
 from agdrl.segments import Segment
+from agdrl.termination import TerminationModel
 
 RewardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -41,10 +42,15 @@ class Imagination:
     """
 
     def __init__(self, model: DiffusionWorldModel, agent: ActorCriticAgent,
-                 cfg: ImaginationConfig, reward_fn: RewardFn | None = None):
+                 cfg: ImaginationConfig, reward_fn: RewardFn | None = None,
+                 termination: TerminationModel | None = None):
         if model.joint:
             raise ValueError("imagination needs the 'polygrad' layout (actions as conditioning)")
         self.model, self.agent, self.cfg = model, agent, cfg
+        if (cfg.termination == "classifier") != (termination is not None):
+            raise ValueError("termination 'classifier' needs a TerminationModel, and only it "
+                             "takes one")
+        self.termination = termination
         self.guidance_seconds = 0.0
         self.policy = PolicyGuidance(model, agent.actor, cfg.policy_delta,
                                      mode=cfg.policy_guidance)
@@ -97,6 +103,8 @@ class Imagination:
                                 generator=generator, wrap_denoiser=self.wrap,
                                 student=self.use_student)
         self.policy.adapt()
+        if self.termination is not None:
+            seg = self.termination.relabel(seg)
         with torch.no_grad():
             metrics = {"action_spread": self.policy.last_spread,
                        "policy_delta": math.exp(self.policy.log_delta),

@@ -67,6 +67,7 @@ from agdrl.guidance import advantage_labels
 from agdrl.imagination import EnsembleImagination, Imagination
 from agdrl.reward_model import RewardModel
 from agdrl.segments import Segment
+from agdrl.termination import TerminationModel
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,9 @@ class TrainConfig:
         require(self.world_model == "diffusion" or self.imagination.guidance == "none",
                 f"guidance {self.imagination.guidance!r} acts on the diffusion model's "
                 "denoising; the ensemble row takes guidance 'none'")
+        require(self.world_model == "diffusion" or self.imagination.termination == "model",
+                "the termination classifier relabels diffusion segments; the ensemble "
+                "predicts termination with its own head")
         require(self.prefill_steps < self.total_steps,
                 f"prefill_steps ({self.prefill_steps}) ≥ total_steps ({self.total_steps}): "
                 "the agent would never train")
@@ -353,8 +357,16 @@ class AGDMBRL:
                                       learn_q=cfg.imagination.advantage == "qv")
         self.reward_model = (RewardModel(obs_dim, action_dim, device=cfg.device)
                              if cfg.imagination.guidance == "reward" else None)
+        self.termination_model = (TerminationModel(obs_dim, action_dim, device=cfg.device)
+                                  if cfg.imagination.termination == "classifier" else None)
+        # models of single real transitions trained beside the world model, by file name
+        self.transition_heads: dict[str, RewardModel | TerminationModel] = {
+            name: head for name, head in (("reward_model", self.reward_model),
+                                          ("termination_model", self.termination_model))
+            if head is not None}
         self.imagination = (
-            Imagination(self.world_model, self.agent, cfg.imagination, self.reward_model)
+            Imagination(self.world_model, self.agent, cfg.imagination, self.reward_model,
+                        self.termination_model)
             if cfg.world_model == "diffusion"
             else EnsembleImagination(self.world_model, self.agent, cfg.ensemble_horizon))
         self.buffer = new_buffer(self.env)
@@ -433,9 +445,9 @@ class AGDMBRL:
         else:
             self.world_model.update_normalizers(self._obs[None], np.asarray(action)[None],
                                                 np.asarray([reward]), next_obs[None])
-        if self.reward_model is not None:
-            self.reward_model.update_normalizers(self._obs[None], np.asarray(action)[None],
-                                                 np.asarray([reward]))
+        for head in self.transition_heads.values():
+            head.update_normalizers(self._obs[None], np.asarray(action)[None],
+                                    np.asarray([reward]))
         self.agent.update_normalizers(self._obs[None])
         self._obs = next_obs
         if terminated or truncated:
@@ -460,8 +472,8 @@ class AGDMBRL:
             labels = advantage_labels(self.agent.critic, seg,
                                       torch.as_tensor(batch.mask, device=self.agent.device),
                                       self.agent.cfg.gamma)
-        if self.reward_model is not None:
-            self.reward_model.train_step(self.buffer.sample_transitions(h.batch_size, self.rng))
+        for head in self.transition_heads.values():
+            head.train_step(self.buffer.sample_transitions(h.batch_size, self.rng))
         return self.world_model.train_step(batch, self.generator, labels)
 
     def _agent_step(self) -> dict[str, float]:
@@ -496,8 +508,7 @@ class AGDMBRL:
                 "critic": self.agent.critic_opt}
         if self.agent.q_opt is not None:
             opts["q_critic"] = self.agent.q_opt
-        if self.reward_model is not None:
-            opts["reward_model"] = self.reward_model.optimizer
+        opts.update({name: head.optimizer for name, head in self.transition_heads.items()})
         if self.bootstrap is None and self.world_model.student is not None:
             opts["student"] = self.world_model.student_optimizer
         return opts
@@ -684,9 +695,8 @@ class AGDMBRL:
         self.world_model.save(path / "world_model.safetensors")
         save_module(self.agent, path / "agent.safetensors",
                     {"kind": "actor_critic", "updates": self.agent.updates})
-        if self.reward_model is not None:
-            save_module(self.reward_model, path / "reward_model.safetensors",
-                        {"kind": "reward_model"})
+        for name, head in self.transition_heads.items():
+            save_module(head, path / f"{name}.safetensors", {"kind": name})
 
     @classmethod
     def load(cls, path: str | Path, env: str | gym.Env | None = None,
@@ -711,7 +721,7 @@ class AGDMBRL:
         model.world_model.train_steps = saved_wm.train_steps
         load_weights(model.agent, path / "agent.safetensors", cfg.device)
         model.agent.updates = read_meta(path / "agent.safetensors", "actor_critic")["updates"]
-        if model.reward_model is not None:
-            load_weights(model.reward_model, path / "reward_model.safetensors", cfg.device)
+        for name, head in model.transition_heads.items():
+            load_weights(head, path / f"{name}.safetensors", cfg.device)
         model.num_timesteps = saved["num_timesteps"]
         return model

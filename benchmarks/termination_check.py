@@ -89,7 +89,8 @@ def main() -> None:
               "policies": {}}
     for name, agent in (("own", run.agent), ("other", other.agent)):
         imagine = Imagination(run.world_model, agent,
-                              dataclasses.replace(run.cfg.imagination, batch_size=args.starts))
+                              dataclasses.replace(run.cfg.imagination, batch_size=args.starts),
+                              termination=run.termination_model)
         seg, _ = imagine(torch.as_tensor(starts, dtype=torch.float32),
                          torch.Generator().manual_seed(args.seed))
         flagged = seg.terminals.numpy() > 0.5

@@ -87,18 +87,22 @@ def test_agent_updates_without_per_step_model_updates(tmp_path: Path):
     assert model.world_model.train_steps == cfg.pretrain_steps
 
 
-@pytest.mark.parametrize(("guidance", "advantage", "metric"),
-                         [("cfg", "td", "policy_delta"), ("reward", "td", "guidance_grad_rms"),
-                          ("eag", "qv", "q_loss")])
+@pytest.mark.parametrize(("guidance", "advantage", "metric", "termination"),
+                         [("cfg", "td", "policy_delta", "model"),
+                          ("reward", "td", "guidance_grad_rms", "model"),
+                          ("eag", "qv", "q_loss", "model"),
+                          ("sag", "td", "guidance_grad_rms", "classifier")])
 def test_every_guidance_trains_and_fills_the_run_directory(tmp_path: Path, guidance: str,
-                                                           advantage: str, metric: str):
+                                                           advantage: str, metric: str,
+                                                           termination: str):
     cfg = dataclasses.replace(
         TINY, total_steps=360, eval_every=0, checkpoint_every=120, agent_update_every=1,
         imagination=dataclasses.replace(TINY.imagination, guidance=guidance,
-                                        advantage=advantage))
+                                        advantage=advantage, termination=termination))
     model = AGDMBRL("InvertedPendulum-v5", cfg, run_dir=tmp_path).learn(360)
     assert model.world_model.cfg.advantage_conditioning == (guidance == "cfg")
     assert (model.reward_model is not None) == (guidance == "reward")
+    assert (model.termination_model is not None) == (termination == "classifier")
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["imagination"]["guidance"] == guidance and saved["seed"] == 0
     with open(tmp_path / "train_metrics.csv") as f:
@@ -118,6 +122,12 @@ def test_every_guidance_trains_and_fills_the_run_directory(tmp_path: Path, guida
         states, actions = torch.randn(7, 4), torch.rand(7, 1) * 6 - 3
         torch.testing.assert_close(model.reward_model(states, actions),
                                    loaded.reward_model(states, actions))
+    if termination == "classifier":
+        states, actions = torch.randn(7, 4), torch.rand(7, 1) * 6 - 3
+        before = model.termination_model(states, actions, states + 0.1)
+        torch.testing.assert_close(before, loaded.termination_model(states, actions,
+                                                                    states + 0.1))
+        assert model.termination_model.state_norm.count > 0  # fitted to the real states
 
 
 def test_time_profile_accounts_for_the_run():
