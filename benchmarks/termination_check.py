@@ -2,8 +2,8 @@
 
 From start states of a finished run's replay buffer, imagine one segment per start with the
 run's own policy and with a second run's policy (for example one that solves the task), and
-set the share of imagined segments that the model ends with a terminal against the share of
-real closed-loop episodes, from the same simulator states and with the same policy (its
+set the share of imagined segments with a terminal transition against the share of real
+closed-loop episodes, from the same simulator states and with the same policy (its
 deterministic action), that terminate within the segment. For a model that predicts
 termination from states and actions the two shares should be close for both policies.
 It also reports how often the imagined terminal flag comes with no imagined state
@@ -93,7 +93,8 @@ def main() -> None:
                               termination=run.termination_model)
         seg, _ = imagine(torch.as_tensor(starts, dtype=torch.float32),
                          torch.Generator().manual_seed(args.seed))
-        flagged = seg.terminals.numpy() > 0.5
+        # the flag of the last step ends no transition inside the segment: no return uses it
+        flagged = seg.terminals.numpy()[:, :-1] > 0.5
         first = np.where(flagged.any(1), flagged.argmax(1), -1)
         beyond = np.abs(seg.states.numpy()[..., args.angle_index]) > args.angle_bound
         first_beyond = np.where(beyond.any(1), beyond.argmax(1), -1)
@@ -108,7 +109,7 @@ def main() -> None:
             "imagined_terminal_without_state_beyond_bound": float(np.mean(unexplained)),
             "imagined_states_beyond_bound_share": float(np.mean(first_beyond >= 0)),
             "imagined_mean_reward": float(seg.rewards.mean())}
-        print(f"{name:5s} policy: imagined segments ending in a terminal "
+        print(f"{name:5s} policy: imagined segments with a terminal transition "
               f"{np.mean(first >= 0):.2f}, real episodes terminating within {horizon - 1} "
               f"steps {np.mean(real >= 0):.2f}; terminal with no state beyond the bound "
               f"{np.mean(unexplained):.2f}")
