@@ -45,6 +45,8 @@ METHODS: dict[str, tuple[str, ...]] = {
     "ppo": ("baseline", "--algo", "ppo"),
     "agd-sag-ddpm": ("train", "--guidance", "sag", "--imagination.sampler", "ddpm",
                      "--imagination.sampler-steps", "0"),
+    "agd-sag-ddpm8": ("train", "--guidance", "sag", "--imagination.sampler", "ddpm",
+                      "--imagination.sampler-steps", "8"),
     "agd-sag-student2": ("train", "--guidance", "sag", "--diffusion.student-steps", "2"),
     "agd-sag-termination": ("train", "--guidance", "sag", "--imagination.termination",
                             "classifier"),
@@ -55,7 +57,8 @@ and reward-guided diffusion (the basic diffusion rows); the classic MBRL row (th
 actor-critic on policy rollouts of the autoregressive ensemble, of the diffusion segments'
 length H = 10 and of 30 steps); Stable-Baselines3 SAC and PPO. Two more rows vary only how
 AGD-SAG imagines, to show what speed costs in return: the papers' ancestral sampler over all K
-training steps (K = 128 in the presets; the slow variant) and a 2-step student distilled from
+training steps (K = 128 in the presets; the slow variant; ``agd-sag-ddpm8``: the same
+ancestral sampler with the fast preset's 8 steps) and a 2-step student distilled from
 an 8-step DDIM teacher as the model trains (the fastest). ``agd-sag-termination`` takes the
 imagined terminal flags from a classifier of real transitions instead of the diffusion model's
 terminal channel (``agdrl.termination``)."""
