@@ -25,10 +25,8 @@ import argparse
 import collections
 import dataclasses
 import json
-import statistics
-import time
+import sys
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,18 +40,8 @@ from agdrl.imagination import Imagination
 from agdrl.provenance import machine_info, source_version
 from agdrl.trainer import PRESETS
 
-
-def median_seconds(call: Callable[[], object], repeats: int, device: torch.device) -> float:
-    """Median wall-clock of ``call`` over ``repeats`` runs after one warm-up (synchronized)."""
-    times = []
-    for i in range(repeats + 1):
-        start = time.perf_counter()
-        call()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+sys.path.insert(0, str(Path(__file__).parent))
+from sampling import timed
 
 
 def main() -> None:
@@ -87,8 +75,14 @@ def main() -> None:
     variants = {"denoiser": lambda: model.sample(starts, sampler, generator=gen),
                 "policy": lambda: model.sample(starts, sampler, hook=full.policy, generator=gen),
                 "full": lambda: full(starts, gen)}
-    seconds = {name: median_seconds(call, args.repeats, device)
-               for name, call in variants.items()}
+    def synchronized(call):
+        def run() -> None:
+            call()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        return run
+
+    seconds = {name: timed(synchronized(call), args.repeats) for name, call in variants.items()}
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda"
                                            else [])
