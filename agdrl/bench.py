@@ -31,6 +31,7 @@ import tyro
 
 from agdrl.config import ConfigError, require, require_positive
 from agdrl.provenance import machine_info, source_version
+from agdrl.trainer import PRESETS
 
 METHODS: dict[str, tuple[str, ...]] = {
     "agd-sag": ("train", "--guidance", "sag"),
@@ -47,6 +48,7 @@ METHODS: dict[str, tuple[str, ...]] = {
                      "--imagination.sampler-steps", "0"),
     "agd-sag-ddpm8": ("train", "--guidance", "sag", "--imagination.sampler", "ddpm",
                       "--imagination.sampler-steps", "8"),
+    "agd-sag-ddim16": ("train", "--guidance", "sag", "--imagination.sampler-steps", "16"),
     "agd-sag-student2": ("train", "--guidance", "sag", "--diffusion.student-steps", "2"),
     "agd-sag-termination": ("train", "--guidance", "sag", "--imagination.termination",
                             "classifier"),
@@ -58,7 +60,8 @@ actor-critic on policy rollouts of the autoregressive ensemble, of the diffusion
 length H = 10 and of 30 steps); Stable-Baselines3 SAC and PPO. Two more rows vary only how
 AGD-SAG imagines, to show what speed costs in return: the papers' ancestral sampler over all K
 training steps (K = 128 in the presets; the slow variant; ``agd-sag-ddpm8``: the same
-ancestral sampler with the fast preset's 8 steps) and a 2-step student distilled from
+ancestral sampler with the fast preset's 8 steps; ``agd-sag-ddim16``: the fast preset's DDIM
+with twice its steps) and a 2-step student distilled from
 an 8-step DDIM teacher as the model trains (the fastest). ``agd-sag-termination`` takes the
 imagined terminal flags from a classifier of real transitions instead of the diffusion model's
 terminal channel (``agdrl.termination``)."""
@@ -84,6 +87,10 @@ def method_of(config: dict) -> str:
     elif imagination["sampler"] == "ddpm" and not name.endswith("-paper"):
         steps = imagination["sampler_steps"]
         name += "-ddpm" if steps in (0, diffusion["num_steps"]) else f"-ddpm{steps}"
+    elif imagination["sampler"] == "ddim" and not name.endswith("-paper"):
+        steps = imagination["sampler_steps"]
+        if steps != PRESETS["fast"].imagination.sampler_steps:
+            name += f"-ddim{steps}"
     if imagination.get("termination", "model") == "classifier":
         name += "-termination"
     if imagination.get("policy_guidance", "pull") == "pull":  # runs made before 'sample'
