@@ -52,6 +52,8 @@ METHODS: dict[str, tuple[str, ...]] = {
     "agd-sag-student2": ("train", "--guidance", "sag", "--diffusion.student-steps", "2"),
     "agd-sag-termination": ("train", "--guidance", "sag", "--imagination.termination",
                             "classifier"),
+    "agd-sag-termination-reward": ("train", "--guidance", "sag", "--imagination.termination",
+                                   "classifier", "--imagination.reward", "regressor"),
 }
 """The rows of the comparison and the ``agdrl`` command line that makes each one:
 AGD-MBRL with sigmoid / exponential / classifier-free advantage guidance; unguided PolyGRAD
@@ -64,7 +66,8 @@ ancestral sampler with the fast preset's 8 steps; ``agd-sag-ddim16``: the fast p
 with twice its steps) and a 2-step student distilled from
 an 8-step DDIM teacher as the model trains (the fastest). ``agd-sag-termination`` takes the
 imagined terminal flags from a classifier of real transitions instead of the diffusion model's
-terminal channel (``agdrl.termination``)."""
+terminal channel (``agdrl.termination``); ``agd-sag-termination-reward`` also takes the
+imagined rewards from a regression of real transitions (``agdrl.reward_model``)."""
 
 
 def method_of(config: dict) -> str:
@@ -93,6 +96,8 @@ def method_of(config: dict) -> str:
             name += f"-ddim{steps}"
     if imagination.get("termination", "model") == "classifier":
         name += "-termination"
+    if imagination.get("reward", "model") == "regressor":
+        name += "-reward"
     if imagination.get("policy_guidance", "pull") == "pull":  # runs made before 'sample'
         name += "-pull"
     return name

@@ -297,6 +297,11 @@ class ImaginationConfig:
     (the papers'), or a classifier of real transitions (s, a, s') learned beside it
     (``agdrl.termination``; the channel can end segments from habit rather than from states:
     results/diagnosis/invertedpendulum-termination-*.json)."""
+    reward: Literal["model", "regressor"] = "model"
+    """Where the imagined rewards come from: the diffusion model's own reward channel (the
+    papers'), or a regression r(s, a) of real transitions learned beside it
+    (``agdrl.reward_model``, as MBPO's models predict rewards per transition; the channel
+    learns the rewards of the replay segments' habits as the terminal channel does)."""
     guidance: Annotated[Literal["none", "sag", "eag", "reward", "cfg"],
                         tyro.conf.arg(aliases=("--guidance",))] = "sag"
     """Guidance on top of policy guidance: none (PolyGRAD), sigmoid or exponential advantage
@@ -338,6 +343,7 @@ class ImaginationConfig:
         require_choice(self, "policy_guidance", ("sample", "pull"))
         require_choice(self, "guidance", ("none", "sag", "eag", "reward", "cfg"))
         require_choice(self, "termination", ("model", "classifier"))
+        require_choice(self, "reward", ("model", "regressor"))
         require_choice(self, "advantage", ("td", "gae", "qv"))
         require_choice(self, "guidance_mode", ("sigma4", "normalized"))
         require(self.sampler_steps >= 0, f"sampler_steps must be ≥ 0 (0: all), got "

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 
 import torch
 
@@ -27,22 +26,23 @@ from agdrl.guidance import (
     StateGuidance,
     compose,
 )
+from agdrl.reward_model import RewardModel
 from agdrl.segments import Segment
 from agdrl.termination import TerminationModel
-
-RewardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Imagination:
     """Samples on-policy segments (policy guidance) with optional state guidance (SAG, EAG,
-    reward) or classifier-free advantage guidance.
+    reward) or classifier-free advantage guidance; the segments' rewards and terminal flags
+    come from the diffusion model's channels or, as ``cfg`` says, from models of single real
+    transitions (``reward_model``, ``termination``).
 
     The critic seen by SAG/EAG is the agent's current critic; its γ is the agent's.
     ``guidance_seconds`` accumulates the wall-clock time spent inside the guidance hooks.
     """
 
     def __init__(self, model: DiffusionWorldModel, agent: ActorCriticAgent,
-                 cfg: ImaginationConfig, reward_fn: RewardFn | None = None,
+                 cfg: ImaginationConfig, reward_model: RewardModel | None = None,
                  termination: TerminationModel | None = None):
         if model.joint:
             raise ValueError("imagination needs the 'polygrad' layout (actions as conditioning)")
@@ -50,13 +50,16 @@ class Imagination:
         if (cfg.termination == "classifier") != (termination is not None):
             raise ValueError("termination 'classifier' needs a TerminationModel, and only it "
                              "takes one")
-        self.termination = termination
+        if (cfg.guidance == "reward" or cfg.reward == "regressor") != (reward_model is not None):
+            raise ValueError("reward guidance and reward 'regressor' need a RewardModel, and "
+                             "only they take one")
+        self.termination, self.reward_model = termination, reward_model
         self.guidance_seconds = 0.0
         self.policy = PolicyGuidance(model, agent.actor, cfg.policy_delta,
                                      mode=cfg.policy_guidance)
         objectives = {"sag": lambda: SigmoidAdvantage(self._advantage_estimator()),
                       "eag": lambda: ExponentialAdvantage(self._advantage_estimator()),
-                      "reward": lambda: RewardSum(self._need(reward_fn))}
+                      "reward": lambda: RewardSum(reward_model)}
         self.state = None if cfg.guidance in ("none", "cfg") else StateGuidance(
             model, objectives[cfg.guidance](), cfg.guidance_scale, cfg.guidance_mode,
             None if cfg.guidance_max_step < 0 else cfg.guidance_max_step, cfg.guide_last_state)
@@ -88,12 +91,6 @@ class Imagination:
         self.hooks(state)
         self.guidance_seconds += time.perf_counter() - start
 
-    @staticmethod
-    def _need(reward_fn: RewardFn | None) -> RewardFn:
-        if reward_fn is None:
-            raise ValueError("reward guidance needs a reward function r(states, actions)")
-        return reward_fn
-
     def __call__(self, start_states: torch.Tensor, generator: torch.Generator | None = None
                  ) -> tuple[Segment, dict[str, float]]:
         """start_states: (B, ds) raw real states -> imagined Segment (B, H) and diagnostics:
@@ -103,6 +100,8 @@ class Imagination:
                                 generator=generator, wrap_denoiser=self.wrap,
                                 student=self.use_student)
         self.policy.adapt()
+        if self.cfg.reward == "regressor":
+            seg = self.reward_model.relabel(seg)
         if self.termination is not None:
             seg = self.termination.relabel(seg)
         with torch.no_grad():

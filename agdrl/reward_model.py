@@ -1,11 +1,13 @@
-"""A learned reward function r_φ(s, a) on real transitions, for reward guidance (the seed's
-"basic diffusion MBRL" row: Diffuser-style guidance by the gradient of Σ r̂ on the states)."""
+"""A learned reward function r_φ(s, a) on real transitions: for reward guidance (the seed's
+"basic diffusion MBRL" row: Diffuser-style guidance by the gradient of Σ r̂ on the states), and
+to relabel the rewards of imagined segments (``ImaginationConfig.reward``)."""
 
 from __future__ import annotations
 
 import torch
 
 from agdrl.buffer import TransitionBatch
+from agdrl.segments import Segment
 from agdrl.transition_heads import TransitionHead
 
 
@@ -30,3 +32,9 @@ class RewardModel(TransitionHead):
                                                             )[..., None].float())
         x = torch.cat([self.state_norm.normalize(states), self.action_norm.normalize(actions)], -1)
         return self.fit(((self.net(x.float()) - target) ** 2).mean(), "the reward-model loss")
+
+    @torch.no_grad()
+    def relabel(self, seg: Segment) -> Segment:
+        """``seg`` with every reward r_t replaced by this model's r(s_t, a_t)."""
+        return Segment(seg.states, seg.actions,
+                       self(seg.states, seg.actions).to(seg.rewards.dtype), seg.terminals)

@@ -140,9 +140,10 @@ class TrainConfig:
         require(self.world_model == "diffusion" or self.imagination.guidance == "none",
                 f"guidance {self.imagination.guidance!r} acts on the diffusion model's "
                 "denoising; the ensemble row takes guidance 'none'")
-        require(self.world_model == "diffusion" or self.imagination.termination == "model",
-                "the termination classifier relabels diffusion segments; the ensemble "
-                "predicts termination with its own head")
+        require(self.world_model == "diffusion" or (self.imagination.termination,
+                                                     self.imagination.reward) == ("model", "model"),
+                "the termination classifier and the reward regressor relabel diffusion "
+                "segments; the ensemble predicts termination and reward with its own heads")
         require(self.prefill_steps < self.total_steps,
                 f"prefill_steps ({self.prefill_steps}) ≥ total_steps ({self.total_steps}): "
                 "the agent would never train")
@@ -355,8 +356,10 @@ class AGDMBRL:
             self.bootstrap = BootstrapSampler(cfg.ensemble.members, self.rng)
         self.agent = ActorCriticAgent(obs_dim, space.low, space.high, cfg.agent, cfg.device,
                                       learn_q=cfg.imagination.advantage == "qv")
+        needs_reward_model = (cfg.imagination.guidance == "reward"
+                              or cfg.imagination.reward == "regressor")
         self.reward_model = (RewardModel(obs_dim, action_dim, device=cfg.device)
-                             if cfg.imagination.guidance == "reward" else None)
+                             if needs_reward_model else None)
         self.termination_model = (TerminationModel(obs_dim, action_dim, device=cfg.device)
                                   if cfg.imagination.termination == "classifier" else None)
         # models of single real transitions trained beside the world model, by file name

@@ -77,7 +77,7 @@ def test_state_guidance_changes_the_imagined_states(world_model_factory: Factory
 
 
 def test_bad_options_are_refused(world_model_factory: Factory):
-    with pytest.raises(ValueError, match="reward function"):
+    with pytest.raises(ValueError, match="need a RewardModel"):
         setup(world_model_factory, guidance="reward")
     with pytest.raises(ConfigError, match="unknown guidance"):
         setup(world_model_factory, guidance="bogus")
@@ -124,3 +124,23 @@ def test_reward_model_learns_and_drives_reward_guidance(world_model_factory: Fac
     # the learned reward is differentiable in the states: guidance receives a real gradient
     assert metrics["guidance_grad_rms"] > 0
     assert metrics["guidance_objective"] < 0  # Σ of predicted rewards -|s|^2 over the segment
+
+    # reward 'regressor': the imagined rewards are the model's at the imagined transitions
+    relabel = Imagination(wm, ac, ImaginationConfig(batch_size=32, sampler_steps=8,
+                                                    guidance="none", reward="regressor"), rm)
+    seg, metrics = relabel(torch.as_tensor(linear_buffer.obs[:32]),
+                           torch.Generator().manual_seed(0))
+    torch.testing.assert_close(seg.rewards, rm(seg.states, seg.actions))
+    assert metrics["mean_reward"] == pytest.approx(seg.rewards.mean().item())
+    unguided = Imagination(wm, ac, ImaginationConfig(batch_size=32, sampler_steps=8,
+                                                     guidance="none"))
+    channel, _ = unguided(torch.as_tensor(linear_buffer.obs[:32]),
+                          torch.Generator().manual_seed(0))
+    torch.testing.assert_close(channel.states, seg.states)  # only the rewards differ
+    assert not torch.allclose(channel.rewards, seg.rewards)
+    with pytest.raises(ValueError, match="need a RewardModel"):
+        Imagination(wm, ac, ImaginationConfig(reward="regressor"))
+    with pytest.raises(ValueError, match="need a RewardModel"):
+        Imagination(wm, ac, ImaginationConfig(guidance="sag"), rm)
+    with pytest.raises(ConfigError, match="reward"):
+        ImaginationConfig(reward="oracle")

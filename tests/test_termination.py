@@ -86,3 +86,7 @@ def test_it_is_refused_where_it_does_not_apply(world_model_factory):
         dataclasses.replace(fast, world_model="ensemble",
                             imagination=dataclasses.replace(fast.imagination, guidance="none",
                                                             termination="classifier"))
+    with pytest.raises(ConfigError, match="reward regressor"):
+        dataclasses.replace(fast, world_model="ensemble",
+                            imagination=dataclasses.replace(fast.imagination, guidance="none",
+                                                            reward="regressor"))

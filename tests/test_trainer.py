@@ -87,21 +87,22 @@ def test_agent_updates_without_per_step_model_updates(tmp_path: Path):
     assert model.world_model.train_steps == cfg.pretrain_steps
 
 
-@pytest.mark.parametrize(("guidance", "advantage", "metric", "termination"),
-                         [("cfg", "td", "policy_delta", "model"),
-                          ("reward", "td", "guidance_grad_rms", "model"),
-                          ("eag", "qv", "q_loss", "model"),
-                          ("sag", "td", "guidance_grad_rms", "classifier")])
+@pytest.mark.parametrize(("guidance", "advantage", "metric", "termination", "reward"),
+                         [("cfg", "td", "policy_delta", "model", "model"),
+                          ("reward", "td", "guidance_grad_rms", "model", "model"),
+                          ("eag", "qv", "q_loss", "model", "model"),
+                          ("sag", "td", "guidance_grad_rms", "classifier", "regressor")])
 def test_every_guidance_trains_and_fills_the_run_directory(tmp_path: Path, guidance: str,
                                                            advantage: str, metric: str,
-                                                           termination: str):
+                                                           termination: str, reward: str):
     cfg = dataclasses.replace(
         TINY, total_steps=360, eval_every=0, checkpoint_every=120, agent_update_every=1,
         imagination=dataclasses.replace(TINY.imagination, guidance=guidance,
-                                        advantage=advantage, termination=termination))
+                                        advantage=advantage, termination=termination,
+                                        reward=reward))
     model = AGDMBRL("InvertedPendulum-v5", cfg, run_dir=tmp_path).learn(360)
     assert model.world_model.cfg.advantage_conditioning == (guidance == "cfg")
-    assert (model.reward_model is not None) == (guidance == "reward")
+    assert (model.reward_model is not None) == (guidance == "reward" or reward == "regressor")
     assert (model.termination_model is not None) == (termination == "classifier")
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["imagination"]["guidance"] == guidance and saved["seed"] == 0
@@ -118,7 +119,7 @@ def test_every_guidance_trains_and_fills_the_run_directory(tmp_path: Path, guida
     obs = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
     np.testing.assert_array_equal(model.predict(obs)[0], loaded.predict(obs)[0])
     assert loaded.agent.updates == model.agent.updates == 360 - 150
-    if guidance == "reward":
+    if model.reward_model is not None:
         states, actions = torch.randn(7, 4), torch.rand(7, 1) * 6 - 3
         torch.testing.assert_close(model.reward_model(states, actions),
                                    loaded.reward_model(states, actions))
