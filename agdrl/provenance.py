@@ -13,11 +13,14 @@ import torch
 from agdrl import __version__
 
 
-def machine_info() -> dict:
-    """The platform, processor, core count, torch version and torch threads of this process."""
+def machine_info(device: torch.device | str = "cpu") -> dict:
+    """The platform, processor, core count, torch version and torch threads of this process,
+    and the name of ``device`` (the GPU's for a CUDA device)."""
+    device = torch.device(device)
     return {"platform": platform.platform(), "processor": platform.processor(),
             "cpus": os.cpu_count(), "torch": torch.__version__,
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
 
 
 def source_version() -> dict:

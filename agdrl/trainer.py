@@ -459,7 +459,8 @@ class AGDMBRL:
     def _model_step(self) -> float:
         """One world-model step: diffusion (with advantage labels from the current critic when
         the model is advantage-conditioned, and a step of each transition head: reward
-        model, termination classifier) or the ensemble (bootstrapped batches, elites re-selected now and then)."""
+        model, termination classifier) or the ensemble (bootstrapped batches, elites
+        re-selected now and then)."""
         if self.bootstrap is not None:
             e = self.cfg.ensemble
             loss = self.world_model.train_step(self.bootstrap.sample(self.buffer, e.batch_size))

@@ -109,8 +109,7 @@ def main() -> None:
     result = {
         "command": "benchmarks/guided_step_profile.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
-        "machine": {**machine_info(), "device": torch.cuda.get_device_name(device)
-                    if device.type == "cuda" else "cpu"},
+        "machine": machine_info(device),
         "source": source_version(),
         "grid": sampler.grid(model.cfg.num_steps),
         "seconds": seconds,

@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import resource
 import statistics
 import subprocess
@@ -59,6 +58,7 @@ from agdrl.config import ActorCriticConfig, ImaginationConfig, reference_denoise
 from agdrl.diffusion.world_model import DiffusionWorldModel
 from agdrl.envs import make_env
 from agdrl.imagination import Imagination
+from agdrl.provenance import machine_info, source_version
 
 sys.path.insert(0, str(Path(__file__).parent))
 from guidance_lift import evaluate_variant, paired, train_agent_in_imagination
@@ -326,10 +326,8 @@ def main() -> None:
             row["latency_ratio_vs_first_row"] = row["latency_h50_s"] / first["latency_h50_s"]
     args.out.write_text(json.dumps({
         "command": "benchmarks/sampling.py " + " ".join(sys.argv[1:]),
-        "machine": {"cpu": platform.processor() or platform.machine(),
-                    "threads": args.threads, "torch": torch.__version__,
-                    "device": torch.cuda.get_device_name() if args.device.startswith("cuda")
-                    else "cpu"},
+        "machine": {**machine_info(args.device), "threads": args.threads},  # per row process
+        "source": source_version(),
         "distillation": distillation, "rows": rows}, indent=1))
 
 

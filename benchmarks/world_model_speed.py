@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
-import time
+import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,10 @@ import torch
 from agdrl.buffer import SegmentBatch
 from agdrl.config import DenoiserConfig, DiffusionConfig, reference_denoiser
 from agdrl.diffusion.world_model import DiffusionWorldModel
+from agdrl.provenance import machine_info, source_version
+
+sys.path.insert(0, str(Path(__file__).parent))
+from sampling import timed
 
 OBS_DIM, ACTION_DIM = 11, 3
 SIZES = {
@@ -37,17 +40,6 @@ SIZES = {
                 "unet": DenoiserConfig("unet", 32, 3),
                 "transformer": DenoiserConfig("transformer", 128, 3)},
 }
-
-
-def median_time(fn, *args, repeats: int) -> float:
-    """Median wall-clock of ``fn(*args)`` over ``repeats`` calls after one warm-up call."""
-    fn(*args)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn(*args)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def random_batch(b: int, h: int, rng: np.random.Generator) -> SegmentBatch:
@@ -112,27 +104,24 @@ def main() -> None:
             wm = DiffusionWorldModel(OBS_DIM, ACTION_DIM,
                                      DiffusionConfig(horizon=10, denoiser=dcfg), dev)
             row["params_h10"] = sum(p.numel() for p in wm.diffusion.denoiser.parameters())
-            row["train_step_b256_h10_s"] = median_time(train, wm, random_batch(256, 10, rng),
-                                                       repeats=args.repeats)
+            batch = random_batch(256, 10, rng)
+            row["train_step_b256_h10_s"] = timed(partial(train, wm, batch), args.repeats)
             s0 = torch.randn(256, OBS_DIM, device=dev)
             acts = torch.rand(256, 10, ACTION_DIM, device=dev) * 2 - 1
             for n in args.steps:
-                row[f"sample_256x10_{sampler_name(n)}_s"] = median_time(
-                    sample, wm, s0, acts, n, repeats=args.repeats)
+                row[f"sample_256x10_{sampler_name(n)}_s"] = timed(
+                    partial(sample, wm, s0, acts, n), args.repeats)
             wm50 = DiffusionWorldModel(OBS_DIM, ACTION_DIM,
                                        DiffusionConfig(horizon=50, denoiser=dcfg), dev)
             row["params_h50"] = sum(p.numel() for p in wm50.diffusion.denoiser.parameters())
             s0 = torch.randn(1, OBS_DIM, device=dev)
             acts = torch.rand(1, 50, ACTION_DIM, device=dev) * 2 - 1
             for n in args.steps:
-                row[f"latency_1x50_{sampler_name(n)}_s"] = median_time(
-                    sample, wm50, s0, acts, n, repeats=args.repeats)
+                row[f"latency_1x50_{sampler_name(n)}_s"] = timed(
+                    partial(sample, wm50, s0, acts, n), args.repeats)
             print(json.dumps(row), flush=True)
             rows.append(row)
-    result = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
-                          "device": str(dev), "torch": torch.__version__,
-                          "threads": torch.get_num_threads(),
-                          "gpu": torch.cuda.get_device_name() if dev.type == "cuda" else None},
+    result = {"machine": machine_info(dev), "source": source_version(),
               "repeats": args.repeats, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 import agdrl
 from agdrl.provenance import machine_info, source_version
@@ -36,3 +37,6 @@ def test_machine_info_has_no_paths():
     info = machine_info()
     assert info["cpus"] >= 1 and info["threads"] >= 1
     assert not any("/" in str(v) for k, v in info.items() if k != "platform")
+    assert info["device"] == "cpu"
+    if torch.cuda.is_available():
+        assert machine_info("cuda")["device"] == torch.cuda.get_device_name(0)
