@@ -263,7 +263,7 @@ def run_avalanche(cfg: AvalancheConfig, log: Callable[[str], None] = print) -> d
         "command": " ".join(["agdrl", *sys.argv[1:]]),  # no machine paths
         "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
         "diffusion_config_resolved": dataclasses.asdict(dcfg),
-        "machine": machine_info(), "source": source_version(),
+        "machine": machine_info(cfg.device), "source": source_version(),
         **training,
         "num_starts": len(task.s0), "restore_max_abs_error": task.restore_error,
         "segment_offsets": segment_offsets(dcfg.horizon, cfg.max_horizon),

@@ -31,7 +31,6 @@ import tyro
 
 from agdrl.config import ConfigError, require, require_positive
 from agdrl.provenance import machine_info, source_version
-from agdrl.trainer import PRESETS
 
 METHODS: dict[str, tuple[str, ...]] = {
     "agd-sag": ("train", "--guidance", "sag"),
@@ -70,6 +69,11 @@ terminal channel (``agdrl.termination``); ``agd-sag-termination-reward`` also ta
 imagined rewards from a regression of real transitions (``agdrl.reward_model``)."""
 
 
+ROW_DDIM_STEPS = 8
+"""The DDIM steps of the rows without a sampler suffix (``agd-sag`` …): the fast preset's when
+the committed runs were made. Fixed here so that a later preset change does not rename them."""
+
+
 def method_of(config: dict) -> str:
     """The method name of a run from its config.json (for runs not made by a sweep); a run
     whose settings differ from the named row's gets a suffix saying how."""
@@ -91,13 +95,13 @@ def method_of(config: dict) -> str:
         steps = imagination["sampler_steps"]
         name += "-ddpm" if steps in (0, diffusion["num_steps"]) else f"-ddpm{steps}"
     elif imagination["sampler"] == "ddim" and not name.endswith("-paper"):
-        steps = imagination["sampler_steps"]
-        if steps != PRESETS["fast"].imagination.sampler_steps:
+        steps = imagination["sampler_steps"] or diffusion["num_steps"]
+        if steps != ROW_DDIM_STEPS:
             name += f"-ddim{steps}"
     if imagination.get("termination", "model") == "classifier":
         name += "-termination"
     if imagination.get("reward", "model") == "regressor":
-        name += "-reward"
+        name += "-reward"  # rewards from the regressor (not reward guidance: reward-diffusion)
     if imagination.get("policy_guidance", "pull") == "pull":  # runs made before 'sample'
         name += "-pull"
     return name

@@ -300,8 +300,8 @@ class ImaginationConfig:
     reward: Literal["model", "regressor"] = "model"
     """Where the imagined rewards come from: the diffusion model's own reward channel (the
     papers'), or a regression r(s, a) of real transitions learned beside it
-    (``agdrl.reward_model``, as MBPO's models predict rewards per transition; the channel
-    learns the rewards of the replay segments' habits as the terminal channel does)."""
+    (``agdrl.reward_model``; per transition, as MBPO's models predict rewards). State
+    guidance then scores the relabelled segments."""
     guidance: Annotated[Literal["none", "sag", "eag", "reward", "cfg"],
                         tyro.conf.arg(aliases=("--guidance",))] = "sag"
     """Guidance on top of policy guidance: none (PolyGRAD), sigmoid or exponential advantage

@@ -60,9 +60,13 @@ class Imagination:
         objectives = {"sag": lambda: SigmoidAdvantage(self._advantage_estimator()),
                       "eag": lambda: ExponentialAdvantage(self._advantage_estimator()),
                       "reward": lambda: RewardSum(reward_model)}
-        self.state = None if cfg.guidance in ("none", "cfg") else StateGuidance(
-            model, objectives[cfg.guidance](), cfg.guidance_scale, cfg.guidance_mode,
-            None if cfg.guidance_max_step < 0 else cfg.guidance_max_step, cfg.guide_last_state)
+        self.state = None
+        if cfg.guidance in objectives:
+            objective = objectives[cfg.guidance]()
+            self.state = StateGuidance(  # it scores what the agent learns from: relabelled
+                model, lambda seg: objective(self.relabel(seg)), cfg.guidance_scale,
+                cfg.guidance_mode, None if cfg.guidance_max_step < 0 else cfg.guidance_max_step,
+                cfg.guide_last_state)
         self.wrap = None
         if cfg.guidance == "cfg":
             if not model.cfg.advantage_conditioning:
@@ -75,6 +79,15 @@ class Imagination:
         self.sampler = (model.student_sampler() if self.use_student
                         else model.default_sampler(cfg.sampler, cfg.sampler_steps or None,
                                                    spacing=cfg.sampler_spacing))
+
+    def relabel(self, seg: Segment) -> Segment:
+        """``seg`` with its rewards and terminal flags from the transition models that ``cfg``
+        names instead of the diffusion model's channels (differentiable in the states)."""
+        if self.cfg.reward == "regressor":
+            seg = self.reward_model.relabel(seg)
+        if self.termination is not None:
+            seg = self.termination.relabel(seg)
+        return seg
 
     def _advantage_estimator(self) -> AdvantageEstimator:
         agent, name = self.agent, self.cfg.advantage
@@ -100,11 +113,8 @@ class Imagination:
                                 generator=generator, wrap_denoiser=self.wrap,
                                 student=self.use_student)
         self.policy.adapt()
-        if self.cfg.reward == "regressor":
-            seg = self.reward_model.relabel(seg)
-        if self.termination is not None:
-            seg = self.termination.relabel(seg)
         with torch.no_grad():
+            seg = self.relabel(seg)
             metrics = {"action_spread": self.policy.last_spread,
                        "policy_delta": math.exp(self.policy.log_delta),
                        **segment_metrics(seg, self.agent)}

@@ -13,14 +13,18 @@ import torch
 from agdrl import __version__
 
 
-def machine_info(device: torch.device | str = "cpu") -> dict:
+def machine_info(device: torch.device | str | None = None) -> dict:
     """The platform, processor, core count, torch version and torch threads of this process,
-    and the name of ``device`` (the GPU's for a CUDA device)."""
-    device = torch.device(device)
-    return {"platform": platform.platform(), "processor": platform.processor(),
+    and, when ``device`` is given, its name (the GPU's for a CUDA device)."""
+    info = {"platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
+            "threads": torch.get_num_threads()}
+    if device is not None:
+        device = torch.device(device)
+        info["device"] = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                          else "cpu")
+    return info
 
 
 def source_version() -> dict:

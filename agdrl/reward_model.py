@@ -33,8 +33,8 @@ class RewardModel(TransitionHead):
         x = torch.cat([self.state_norm.normalize(states), self.action_norm.normalize(actions)], -1)
         return self.fit(((self.net(x.float()) - target) ** 2).mean(), "the reward-model loss")
 
-    @torch.no_grad()
     def relabel(self, seg: Segment) -> Segment:
-        """``seg`` with every reward r_t replaced by this model's r(s_t, a_t)."""
+        """``seg`` with every reward r_t replaced by this model's r(s_t, a_t); differentiable
+        in the states (guidance scores relabelled segments)."""
         return Segment(seg.states, seg.actions,
                        self(seg.states, seg.actions).to(seg.rewards.dtype), seg.terminals)

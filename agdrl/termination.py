@@ -50,10 +50,10 @@ class TerminationModel(TransitionHead):
         return self.fit(F.binary_cross_entropy_with_logits(logits, target),
                         "the termination-model loss")
 
-    @torch.no_grad()
     def relabel(self, seg: Segment) -> Segment:
         """``seg`` with the terminal flag of every transition s_t -> s_{t+1} (t < H-1) replaced
-        by this model's probability; the last flag, which no return uses, is kept."""
+        by this model's probability; the last flag, which no return uses, is kept.
+        Differentiable in the states (guidance scores relabelled segments)."""
         p = self(seg.states[:, :-1], seg.actions[:, :-1], seg.states[:, 1:])
         return Segment(seg.states, seg.actions, seg.rewards,
                        torch.cat([p.to(seg.terminals.dtype), seg.terminals[:, -1:]], 1))

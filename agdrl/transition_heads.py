@@ -1,5 +1,6 @@
-"""Small MLPs learned on real single transitions beside the world model: the reward model of
-reward guidance (``agdrl.reward_model``) and the termination classifier (``agdrl.termination``).
+"""Small MLPs learned on real single transitions beside the world model: the reward model
+(``agdrl.reward_model``: reward guidance, imagined rewards) and the termination classifier
+(``agdrl.termination``: imagined terminal flags).
 """
 
 from __future__ import annotations

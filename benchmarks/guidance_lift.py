@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -43,6 +42,7 @@ from agdrl.diffusion.world_model import DiffusionWorldModel
 from agdrl.envs import make_env, replay_actions
 from agdrl.guidance import advantage_labels
 from agdrl.imagination import Imagination
+from agdrl.provenance import machine_info
 from agdrl.reward_model import RewardModel
 from agdrl.segments import Segment
 
@@ -220,8 +220,7 @@ def main() -> None:
         "command": "benchmarks/guidance_lift.py " + " ".join(
             f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
             for k, v in vars(args).items()),
-        "machine": {"cpu": platform.processor() or platform.machine(),
-                    "threads": args.threads, "torch": torch.__version__},
+        "machine": machine_info(),
         "world_model": dataclasses.asdict(model.cfg), "agent_seconds": agent_seconds,
         "label_seconds": label_seconds, "reward_model_final_loss": reward_loss,
         "training_log": log, "results": results}, indent=1, default=str))

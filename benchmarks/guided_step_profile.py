@@ -41,7 +41,7 @@ from agdrl.provenance import machine_info, source_version
 from agdrl.trainer import PRESETS
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sampling import timed
+from timing import timed
 
 
 def main() -> None:

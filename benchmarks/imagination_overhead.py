@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
-import platform
 import pstats
 import sys
 import time
@@ -37,6 +36,7 @@ from agdrl.config import ActorCriticConfig, ImaginationConfig
 from agdrl.diffusion.world_model import DiffusionWorldModel
 from agdrl.envs import make_env
 from agdrl.imagination import Imagination
+from agdrl.provenance import machine_info
 
 sys.path.insert(0, str(Path(__file__).parent))
 from sampling import timed
@@ -106,8 +106,7 @@ def main() -> None:
                                    "per_step_seconds_compiled": compiled,
                                    "speedup": {b: eager[b] / compiled[b] for b in (1, 512)}}
     result.update(command="benchmarks/imagination_overhead.py " + " ".join(sys.argv[1:]),
-                  machine={"cpu": platform.processor() or platform.machine(),
-                           "threads": args.threads, "torch": torch.__version__})
+                  machine=machine_info())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "profile_top_own_time"},

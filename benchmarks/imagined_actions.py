@@ -22,7 +22,6 @@ import argparse
 import copy
 import dataclasses
 import json
-import platform
 import sys
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import torch
 
 from agdrl.a2c import ActorCriticAgent
 from agdrl.imagination import Imagination
+from agdrl.provenance import machine_info
 from agdrl.segments import Segment
 from agdrl.trainer import AGDMBRL
 
@@ -116,8 +116,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "command": "benchmarks/imagined_actions.py " + " ".join(sys.argv[1:]),
-        "machine": {"cpu": platform.processor() or platform.machine(),
-                    "threads": args.threads, "torch": torch.__version__},
+        "machine": machine_info(),
         "run": {"env": cfg.env, "seed": cfg.seed, "env_steps": run.num_timesteps},
         "on_policy_reference": {"z_mean": 0.0, "z_rms": 1.0,
                                 "tail_fraction_2.5": NORMAL_TAIL_2_5},

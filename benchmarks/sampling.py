@@ -42,7 +42,6 @@ import argparse
 import dataclasses
 import json
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -62,6 +61,7 @@ from agdrl.provenance import machine_info, source_version
 
 sys.path.insert(0, str(Path(__file__).parent))
 from guidance_lift import evaluate_variant, paired, train_agent_in_imagination
+from timing import timed
 
 ROWS = ("reference/ddpm:128/pull", "ours/ddpm:128/pull", "ours/ddim:8/pull",
         "ours/ddim:8/sample", "ours/ddim:4/sample", "ours/ddim:2/sample",
@@ -143,17 +143,6 @@ def train_reference(args: argparse.Namespace) -> None:
 
 def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-
-
-def timed(fn, repeats: int) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def run_row(args: argparse.Namespace) -> dict:

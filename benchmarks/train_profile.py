@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from agdrl.provenance import machine_info
 from agdrl.trainer import AGDMBRL, PRESETS, TrainConfig
 
 
@@ -99,8 +99,7 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({
-            "machine": {"cpu": platform.processor() or platform.machine(),
-                        "threads": args.threads, "torch": torch.__version__},
+            "machine": machine_info(),
             "command": "benchmarks/train_profile.py " + " ".join(
                 f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
                 for k, v in vars(args).items() if v is not None),

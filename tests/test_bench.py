@@ -46,6 +46,9 @@ def test_method_names_round_trip_through_the_run_config():
         assert method_of(config) == method
     paper = dataclasses.asdict(PRESETS["paper"])
     assert method_of(paper) == "agd-sag-paper"  # not the fast preset's slow-sampler row
+    every_step = _parse(TrainConfig, ["--imagination.sampler-steps", "0"], PRESETS["fast"],
+                        "agdrl train")
+    assert method_of(dataclasses.asdict(every_step)) == "agd-sag-ddim128"  # 0: all K steps
 
 
 SPECS = sorted((Path(__file__).parents[1] / "benchmarks" / "specs").glob("*.json"))

@@ -12,7 +12,7 @@ import torch
 from agdrl.a2c import ActorCriticAgent
 from agdrl.config import ActorCriticConfig, ConfigError, ImaginationConfig
 from agdrl.diffusion.world_model import DiffusionWorldModel
-from agdrl.guidance import OneStepAdvantage
+from agdrl.guidance import OneStepAdvantage, SigmoidAdvantage
 from agdrl.imagination import Imagination
 
 Factory = Callable[..., DiffusionWorldModel]
@@ -138,6 +138,14 @@ def test_reward_model_learns_and_drives_reward_guidance(world_model_factory: Fac
                           torch.Generator().manual_seed(0))
     torch.testing.assert_close(channel.states, seg.states)  # only the rewards differ
     assert not torch.allclose(channel.rewards, seg.rewards)
+    # and SAG scores the relabelled segments, the ones the agent learns from
+    sag = Imagination(wm, ac, ImaginationConfig(batch_size=32, sampler_steps=8, guidance="sag",
+                                                reward="regressor"), rm)
+    sigmoid_advantage = SigmoidAdvantage(OneStepAdvantage(ac.critic, ac.cfg.gamma))
+    with torch.no_grad():
+        scored = sag.state.objective(channel)
+        torch.testing.assert_close(scored, sigmoid_advantage(rm.relabel(channel)))
+        assert not torch.allclose(scored, sigmoid_advantage(channel))
     with pytest.raises(ValueError, match="need a RewardModel"):
         Imagination(wm, ac, ImaginationConfig(reward="regressor"))
     with pytest.raises(ValueError, match="need a RewardModel"):
