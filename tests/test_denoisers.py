@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from agdrl.config import DenoiserConfig, reference_denoiser
-from agdrl.diffusion.denoisers import make_denoiser
+from agdrl.diffusion.denoisers import SinusoidalTimeEmbedding, make_denoiser, sinusoidal_features
 
 NUM_STEPS = 20
 X_DIM = 5
@@ -124,3 +124,15 @@ def test_label_input(kind: str):
     assert not torch.allclose(mixed[0], none[0]) and not torch.allclose(mixed[2], none[2])
     with pytest.raises(ValueError, match="label"):
         plain(x, cond, k, labels)
+
+
+def test_step_features_are_the_formula_and_are_not_saved() -> None:
+    """The time embedding looks its step features up in a table: the same numbers as the
+    formula at the rescaled step, for float or integer step tensors, and not part of the
+    saved weights (models saved before the table load unchanged)."""
+    embedding = SinusoidalTimeEmbedding(16, num_steps=32)
+    k = torch.tensor([0, 5, 31])
+    torch.testing.assert_close(embedding.features[k],
+                               sinusoidal_features(k.float() * (1000.0 / 32), 16), rtol=0, atol=0)
+    torch.testing.assert_close(embedding(k), embedding(k.float()))
+    assert not any("features" in key for key in embedding.state_dict())

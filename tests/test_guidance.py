@@ -190,7 +190,7 @@ def test_eag_gradient_closed_form_with_a_linear_critic(world_model_factory: Fact
 
 def step_state(wm: DiffusionWorldModel, x0: torch.Tensor, cond: torch.Tensor,
                k: int = 5, k_prev: int = 4) -> StepState:
-    sigma = wm.diffusion.step_coefficients(k, k_prev)[2].to(x0.dtype)
+    sigma = wm.diffusion.step_coefficients(k, k_prev)[2]
     return StepState(x_k=x0.clone(), x0=x0, cond=cond, k=k, k_prev=k_prev, index=0,
                      remaining=k + 1, sigma=sigma, noise_std=sigma,
                      alpha_bar=wm.diffusion.alpha_bar_at(k),

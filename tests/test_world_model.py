@@ -237,7 +237,7 @@ def test_hook_sees_every_step_in_order(world_model_factory: Factory, sampler: Sa
     assert [s.remaining for s in hook.states] == list(range(len(ks), 0, -1))
     # alpha_bar grows towards clean data along the chain; the last step lands on it exactly.
     assert all(s.alpha_bar < s.alpha_bar_prev for s in hook.states)
-    assert hook.states[-1].alpha_bar_prev.item() == 1.0
+    assert hook.states[-1].alpha_bar_prev == 1.0
     assert hook.states[0].x0.shape == (3, wm.cfg.horizon, wm.x_dim)
     # Guidance sees x0 and x_k with s_0 already pinned to the real (normalized) start state.
     s0_norm = wm.state_norm.normalize(s0)
@@ -403,9 +403,9 @@ def test_hook_sigma_is_the_posterior_std_even_for_deterministic_ddim(
     wm.sample(torch.ones(2, 3), Sampler("ddim", steps=4, eta=0.0), hook=hook)
     for state in hook.states:
         expected = wm.diffusion.posterior(state.x_k, state.x0, state.k, state.k_prev)[1]
-        torch.testing.assert_close(state.sigma, expected)
-        assert state.noise_std.item() == 0.0
-    assert all(s.sigma.item() > 0 for s in hook.states if s.k_prev >= 0)
+        assert state.sigma == expected
+        assert state.noise_std == 0.0
+    assert all(s.sigma > 0 for s in hook.states if s.k_prev >= 0)
 
 
 def test_hook_outputs_are_detached(world_model_factory: Factory) -> None:

@@ -36,13 +36,17 @@ class SinusoidalTimeEmbedding(nn.Module):
     label enters as [y, 1] when given and [0, 0] when not (NaN or None), so "no label" is a
     learned embedding of its own, the bias. The label layer starts at zero: adding it leaves
     the network's function unchanged, so a trained unlabelled model can be fine-tuned with
-    labels. k: (B,), label: (B,) or None -> (B, dim).
+    labels. k: (B,) step indices in [0, K) (integer values, any dtype), label: (B,) or None
+    -> (B, dim).
     """
 
     def __init__(self, dim: int, num_steps: int, labelled: bool = False):
         super().__init__()
         self.dim = dim
-        self.scale = 1000.0 / num_steps
+        # the features of every step index, looked up rather than recomputed at each call
+        # (non-persistent: saved models stay as they were)
+        steps = torch.arange(num_steps) * (1000.0 / num_steps)
+        self.register_buffer("features", sinusoidal_features(steps, dim), persistent=False)
         self.mlp = nn.Sequential(nn.Linear(2 * (dim // 2), dim * 2), nn.SiLU(),
                                  nn.Linear(dim * 2, dim))
         self.label = nn.Linear(2, dim) if labelled else None
@@ -51,7 +55,7 @@ class SinusoidalTimeEmbedding(nn.Module):
             nn.init.zeros_(self.label.bias)
 
     def forward(self, k: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
-        emb = self.mlp(sinusoidal_features(k.float() * self.scale, self.dim))
+        emb = self.mlp(self.features[k.long()])
         if self.label is None:
             if label is not None:
                 raise ValueError("this denoiser was built without a label input "

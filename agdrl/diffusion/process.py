@@ -7,6 +7,9 @@ label: (B,) scalar segment labels (NaN: none) or None, for label-conditioned den
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -56,11 +59,16 @@ class GaussianDiffusion(nn.Module):
         # coefficients 1 - ab_k / ab_prev cancel badly in float32 for small steps.
         self.register_buffer("alpha_bar_ext", torch.cat([torch.ones(1, dtype=torch.float64),
                                                          alpha_bar]))
+        # the same on the host, never moved: a sampler's per-step constants are Python floats
+        # computed from it once per (k, k_prev), so a step launches no scalar kernels
+        self._alpha_bar_host: list[float] = self.alpha_bar_ext.tolist()
+        self._step_constants: dict[tuple[str, int, int], tuple[float, ...]] = {}
 
-    def alpha_bar_at(self, k: torch.Tensor | int) -> torch.Tensor:
-        """alpha_bar (float32) at step index k, with k = -1 meaning clean data (alpha_bar = 1)."""
-        if isinstance(k, int):  # a plain index: no host-to-device copy of k
-            return self.alpha_bar_ext[k + 1].float()
+    def alpha_bar_at(self, k: torch.Tensor | int) -> torch.Tensor | float:
+        """alpha_bar at step index k, with k = -1 meaning clean data (alpha_bar = 1): float32
+        on the buffer's device for a tensor k, a Python float (float64) for a plain index."""
+        if isinstance(k, int):
+            return self._alpha_bar_host[k + 1]
         index = torch.as_tensor(k, device=self.alpha_bar_ext.device) + 1
         return self.alpha_bar_ext[index].float()
 
@@ -80,32 +88,38 @@ class GaussianDiffusion(nn.Module):
             out = (x_k - (1 - ab).sqrt() * out) / ab.sqrt()
         return out.clamp(-self.x0_bound, self.x0_bound) if self.x0_bound > 0 else out
 
-    def eps_from_x0(self, x_k: torch.Tensor, x0: torch.Tensor, k: torch.Tensor | int
-                    ) -> torch.Tensor:
+    def eps_from_x0(self, x_k: torch.Tensor, x0: torch.Tensor, k: int) -> torch.Tensor:
         """The noise implied by x_k and x̂_0 at step k."""
         ab = self.alpha_bar_at(k)
-        return (x_k - ab.sqrt() * x0) / (1 - ab).clamp(min=1e-12).sqrt()
+        return (x_k - math.sqrt(ab) * x0) / math.sqrt(max(1 - ab, 1e-12))
 
-    def step_coefficients(self, k: int, k_prev: int
-                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _constants(self, kind: str, k: int, k_prev: int,
+                   make: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
+                   ) -> tuple[float, ...]:
+        """``make(ab_k, ab_prev)``'s float64 tensors as Python floats, computed once."""
+        key = (kind, k, k_prev)
+        if key not in self._step_constants:
+            ab_k, ab_prev = (torch.tensor(self._alpha_bar_host[i + 1], dtype=torch.float64)
+                             for i in (k, k_prev))
+            self._step_constants[key] = tuple(float(c) for c in make(ab_k, ab_prev))
+        return self._step_constants[key]
+
+    def step_coefficients(self, k: int, k_prev: int) -> tuple[float, float, float]:
         """(c0, ct, std) of q(x_{k_prev} | x_k, x_0) = N(c0 x_0 + ct x_k, std²) for a jump
-        k -> k_prev (k_prev = -1: clean), computed in float64 and returned as 0-d float32."""
-        c0, ct, var = posterior_coefficients(self.alpha_bar_ext[k + 1],
-                                             self.alpha_bar_ext[k_prev + 1])
-        return c0.float(), ct.float(), var.clamp(min=0).sqrt().float()
+        k -> k_prev (k_prev = -1: clean), computed in float64 (once per jump)."""
+        c0, ct, var = self._constants("posterior", k, k_prev, posterior_coefficients)
+        return c0, ct, math.sqrt(max(var, 0.0))
 
     def integrator_coefficients(self, k: int, k_prev: int
-                                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                                ) -> tuple[float, float, float, float]:
         """(cx, ca, cl, h) of an exponential-integrator ODE step k -> k_prev ≥ 0 (see
-        :func:`exponential_integrator_coefficients`), in float64, returned as 0-d float32."""
+        :func:`exponential_integrator_coefficients`), computed in float64 (once per jump)."""
         if k_prev < 0:
             raise ValueError("the exponential-integrator step needs a noisy target (k_prev ≥ 0)")
-        coefficients = exponential_integrator_coefficients(self.alpha_bar_ext[k + 1],
-                                                           self.alpha_bar_ext[k_prev + 1])
-        return tuple(c.float() for c in coefficients)
+        return self._constants("integrator", k, k_prev, exponential_integrator_coefficients)
 
     def posterior(self, x_k: torch.Tensor, x0: torch.Tensor, k: int, k_prev: int
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+                  ) -> tuple[torch.Tensor, float]:
         """Mean and std of q(x_{k_prev} | x_k, x_0) for a jump k -> k_prev (k_prev = -1: clean)."""
         c0, ct, std = self.step_coefficients(k, k_prev)
         return c0 * x0 + ct * x_k, std

@@ -20,6 +20,7 @@ second guidance gradient).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol, get_args
 
@@ -43,10 +44,11 @@ class StepState:
     cond: conditioning (B, H, Dc) or None (reassign to guide actions);
     k, k_prev: step indices (k_prev = -1 at the last step); index: position in the chain
     (0 = first, noisiest); remaining: steps left including this one;
-    sigma: std of the exact DDPM posterior q(x_{k_prev} | x_k, x_0) for this jump (0-d), the
-    noise scale that guidance formulas use, whatever the sampler;
+    sigma: std of the exact DDPM posterior q(x_{k_prev} | x_k, x_0) for this jump, the noise
+    scale that guidance formulas use, whatever the sampler;
     noise_std: the noise the sampler will actually add (0 for deterministic DDIM);
-    alpha_bar, alpha_bar_prev: 0-d tensors; generator: the sampling generator (for noise).
+    sigma, noise_std, alpha_bar, alpha_bar_prev: Python floats (no device work per step);
+    generator: the sampling generator (for noise).
     The sampler detaches whatever the hook leaves in x0 and cond.
     """
 
@@ -57,10 +59,10 @@ class StepState:
     k_prev: int
     index: int
     remaining: int
-    sigma: torch.Tensor
-    noise_std: torch.Tensor
-    alpha_bar: torch.Tensor
-    alpha_bar_prev: torch.Tensor
+    sigma: float
+    noise_std: float
+    alpha_bar: float
+    alpha_bar_prev: float
     generator: torch.Generator | None
 
 
@@ -120,22 +122,21 @@ class Sampler:
         return self.kind in ("heun", "dpm2m") or (self.kind == "ddim" and self.eta == 0)
 
     def _mean(self, diffusion: GaussianDiffusion, x_k: torch.Tensor, x0: torch.Tensor,
-              k: int, k_prev: int, c0: torch.Tensor, ct: torch.Tensor,
-              noise_std: torch.Tensor) -> torch.Tensor:
+              k: int, k_prev: int, c0: float, ct: float, noise_std: float) -> torch.Tensor:
         """Mean of the step k -> k_prev given x̂_0: the DDPM posterior mean c0 x̂_0 + ct x_k
         (coefficients from :meth:`GaussianDiffusion.step_coefficients`), or DDIM's."""
         if self.kind == "ddpm":
             return c0 * x0 + ct * x_k
         ab_prev = diffusion.alpha_bar_at(k_prev)
         eps = diffusion.eps_from_x0(x_k, x0, k)
-        return ab_prev.sqrt() * x0 + (1 - ab_prev - noise_std**2).clamp(min=0).sqrt() * eps
+        return math.sqrt(ab_prev) * x0 + math.sqrt(max(1 - ab_prev - noise_std**2, 0.0)) * eps
 
-    def _noise_std(self, posterior_std: torch.Tensor) -> torch.Tensor:
+    def _noise_std(self, posterior_std: float) -> float:
         """DDPM adds the posterior std, DDIM's sigma(eta) is eta times it; the ODE samplers
         add none."""
         if self.kind == "ddpm":
             return posterior_std
-        return self.eta * posterior_std if self.kind == "ddim" else torch.zeros_like(posterior_std)
+        return self.eta * posterior_std if self.kind == "ddim" else 0.0
 
     def grid(self, num_train_steps: int) -> list[int]:
         """The training indices the chain visits, noisiest first."""
