@@ -90,7 +90,7 @@ def main() -> None:
     for name, agent in (("own", run.agent), ("other", other.agent)):
         imagine = Imagination(run.world_model, agent,
                               dataclasses.replace(run.cfg.imagination, batch_size=args.starts),
-                              termination=run.termination_model)
+                              reward_model=run.reward_model, termination=run.termination_model)
         seg, _ = imagine(torch.as_tensor(starts, dtype=torch.float32),
                          torch.Generator().manual_seed(args.seed))
         # the flag of the last step ends no transition inside the segment: no return uses it
