@@ -51,6 +51,7 @@ METHODS: dict[str, tuple[str, ...]] = {
     "agd-sag-student2": ("train", "--guidance", "sag", "--diffusion.student-steps", "2"),
     "agd-sag-termination": ("train", "--guidance", "sag", "--imagination.termination",
                             "classifier"),
+    "agd-sag-resample": ("train", "--guidance", "sag", "--imagination.resample-actions"),
     "agd-sag-termination-reward": ("train", "--guidance", "sag", "--imagination.termination",
                                    "classifier", "--imagination.reward", "regressor"),
 }
@@ -66,7 +67,9 @@ with twice its steps) and a 2-step student distilled from
 an 8-step DDIM teacher as the model trains (the fastest). ``agd-sag-termination`` takes the
 imagined terminal flags from a classifier of real transitions instead of the diffusion model's
 terminal channel (``agdrl.termination``); ``agd-sag-termination-reward`` also takes the
-imagined rewards from a regression of real transitions (``agdrl.reward_model``)."""
+imagined rewards from a regression of real transitions (``agdrl.reward_model``).
+``agd-sag-resample`` draws the imagined actions again at the chain's final states
+(``ImaginationConfig.resample_actions``)."""
 
 
 ROW_DDIM_STEPS = 8
@@ -98,6 +101,8 @@ def method_of(config: dict) -> str:
         steps = imagination["sampler_steps"] or diffusion["num_steps"]
         if steps != ROW_DDIM_STEPS:
             name += f"-ddim{steps}"
+    if imagination.get("resample_actions", False):
+        name += "-resample"
     if imagination.get("termination", "model") == "classifier":
         name += "-termination"
     if imagination.get("reward", "model") == "regressor":

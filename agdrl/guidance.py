@@ -301,6 +301,15 @@ class PolicyGuidance:
             self.last_spread = float(((u - mean) / std).pow(2).mean().sqrt())
         state.cond = cond
 
+    @torch.no_grad()
+    def on_policy_actions(self, states: torch.Tensor) -> torch.Tensor:
+        """'sample' mode, after a chain: a_t = squash(μ(s_t) + σ(s_t) ε_t) at raw ``states``
+        (B, H, ds) with the chain's ε -> raw actions (B, H, da)."""
+        if self.mode != "sample" or self._noise is None:
+            raise RuntimeError("on_policy_actions needs a chain sampled in 'sample' mode")
+        mean, std = self.actor(states)
+        return self.actor.squash(mean + std * self._noise)
+
     def adapt(self) -> None:
         """One SGD step on log δ toward unit RMS of the standardized final actions: a wider
         spread or an offset asks for a stronger pull toward the policy's mean ('pull' only)."""

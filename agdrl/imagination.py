@@ -114,6 +114,9 @@ class Imagination:
                                 student=self.use_student)
         self.policy.adapt()
         with torch.no_grad():
+            if self.cfg.resample_actions:
+                seg = Segment(seg.states, self.policy.on_policy_actions(seg.states)
+                              .to(seg.actions.dtype), seg.rewards, seg.terminals)
             seg = self.relabel(seg)
             metrics = {"action_spread": self.policy.last_spread,
                        "policy_delta": math.exp(self.policy.log_delta),

@@ -4,7 +4,8 @@ The actor-critic's gradient is on-policy: it needs the actions of an imagined se
 draws from π(· | ŝ_t) at the segment's own states. For actions a_t with pre-squash
 u_t = atanh(a_t), the standardized actions z = (u_t − μ(ŝ_t)) / σ(ŝ_t) of true samples are
 N(0, I): mean 0, RMS 1, and |z| > 2.5 for 1.2% of the entries. This script measures z on
-imagined segments from real start states for each policy-guidance mode ('sample', 'pull')
+imagined segments from real start states for each policy-guidance mode ('sample', 'pull', and
+'resample': 'sample' with the actions drawn again at the final states)
 and sampler, with the run's trained policy and with a freshly initialized one, together with
 the dynamics error of the segments against the simulator replaying their actions (so a mode
 that fixes the actions but breaks the dynamics would show).
@@ -93,7 +94,9 @@ def main() -> None:
             for mode in args.modes:
                 icfg = dataclasses.replace(cfg.imagination, batch_size=len(starts),
                                            sampler=kind, sampler_steps=int(steps or 0),
-                                           guidance="none", policy_guidance=mode)
+                                           guidance="none",
+                                           policy_guidance="sample" if mode == "resample"
+                                           else mode, resample_actions=mode == "resample")
                 imagination = Imagination(model, copy.deepcopy(agent), icfg)
                 if mode == "pull":  # tune δ as training would, from the run's δ
                     imagination.policy.log_delta = run.imagination.policy.log_delta

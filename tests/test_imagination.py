@@ -14,6 +14,7 @@ from agdrl.config import ActorCriticConfig, ConfigError, ImaginationConfig
 from agdrl.diffusion.world_model import DiffusionWorldModel
 from agdrl.guidance import OneStepAdvantage, SigmoidAdvantage
 from agdrl.imagination import Imagination
+from agdrl.segments import Segment
 
 Factory = Callable[..., DiffusionWorldModel]
 
@@ -66,6 +67,27 @@ def test_sampled_actions_need_no_delta(world_model_factory: Factory):
     _, metrics = imagine(torch.randn(32, 3), torch.Generator().manual_seed(0))
     assert metrics["policy_delta"] == pytest.approx(0.005)
     assert metrics["action_spread"] == pytest.approx(1.0, abs=0.15)
+
+
+def test_resampled_actions_are_policy_samples_at_the_final_states(world_model_factory: Factory):
+    """With resample_actions the standardized actions at the segment's own states are exactly
+    the chain's ε; without it they are drawn at the last step's predicted states and are not.
+    The states are the same either way."""
+    starts = torch.randn(32, 3)
+    chain = setup(world_model_factory)
+    plain, _ = chain(starts, torch.Generator().manual_seed(0))
+    again = setup(world_model_factory, resample_actions=True)
+    seg, _ = again(starts, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(seg.states, plain.states)
+    actor = again.agent.actor
+    with torch.no_grad():
+        def z(s: Segment) -> torch.Tensor:
+            mean, std = actor(s.states)
+            return (actor.unsquash(s.actions) - mean) / std
+        torch.testing.assert_close(z(seg), again.policy._noise, atol=1e-3, rtol=1e-3)
+        assert (z(plain) - chain.policy._noise).abs().max() > 1e-2
+    with pytest.raises(ConfigError, match="resample_actions"):
+        ImaginationConfig(policy_guidance="pull", resample_actions=True)
 
 
 def test_state_guidance_changes_the_imagined_states(world_model_factory: Factory):
