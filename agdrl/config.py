@@ -332,7 +332,8 @@ class ImaginationConfig:
     states with the chain's ε, so that they are exactly samples of π at the segment's own
     states. Without it they are drawn at the last step's predicted states, which the last
     step's clip and refinement move: with a trained Hopper policy their standardized RMS is 1.37
-    under 8 steps, 1.12 under 128 (results/diagnosis/imagined-actions-hopper-v5-*.json)."""
+    under 8 steps, 1.12 under 128 (results/diagnosis/imagined-actions-hopper-v5-*.json).
+    It did not change the fast preset's Hopper return (results/README.md)."""
     policy_delta: float = 0.005
     """Initial step δ of 'pull' policy guidance (tuned online toward unit RMS of the
     standardized actions)."""
