@@ -19,6 +19,7 @@ training is exactly the single-process code path.
 
 from __future__ import annotations
 
+import gc
 import os
 import weakref
 from collections.abc import Iterable
@@ -45,8 +46,11 @@ def init_from_env() -> None:
 
 def finish() -> None:
     """Wait for every rank, then leave the process group (a no-op without torchrun). A rank
-    that exits while others still talk to it aborts them."""
+    that exits while others still talk to it aborts them. The DDP wrappers go first: one that
+    outlives its process group can abort the process at exit."""
     if dist.is_initialized():
+        _WRAPPERS.clear()
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
 
