@@ -41,7 +41,7 @@ from agdrl.provenance import machine_info, source_version
 from agdrl.trainer import PRESETS
 
 sys.path.insert(0, str(Path(__file__).parent))
-from timing import timed
+from common import timed
 
 
 def main() -> None:

@@ -16,7 +16,6 @@ variety to learn from than the simulator would, even at a small dynamics error.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -28,6 +27,9 @@ from agdrl.envs import set_sim_state
 from agdrl.imagination import Imagination
 from agdrl.provenance import machine_info, source_version
 from agdrl.trainer import AGDMBRL
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import with_sampler
 
 
 def real_rollouts(run: AGDMBRL, sim_state: np.ndarray, draws: int, horizon: int,
@@ -92,9 +94,7 @@ def main() -> None:
     s0 = torch.as_tensor(np.repeat(buffer.obs[starts], args.draws, 0))
     rows = []
     for spec in args.samplers:
-        kind, _, steps = spec.partition(":")
-        icfg = dataclasses.replace(run.cfg.imagination, batch_size=len(s0), sampler=kind,
-                                   sampler_steps=int(steps or 0))
+        icfg = with_sampler(run.cfg.imagination, spec, batch_size=len(s0))
         imagination = Imagination(model, run.agent, icfg, run.reward_model,
                                   run.termination_model)
         seg, _ = imagination(s0, torch.Generator().manual_seed(args.seed))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -36,6 +35,7 @@ from agdrl.segments import Segment
 from agdrl.trainer import AGDMBRL
 
 sys.path.insert(0, str(Path(__file__).parent))
+from common import with_sampler
 from guidance_lift import evaluate_variant
 
 NORMAL_TAIL_2_5 = 0.0124
@@ -90,13 +90,11 @@ def main() -> None:
     rows = []
     for policy_name, agent in (("trained", run.agent), ("fresh", fresh)):
         for spec in args.samplers:
-            kind, _, steps = spec.partition(":")
             for mode in args.modes:
-                icfg = dataclasses.replace(cfg.imagination, batch_size=len(starts),
-                                           sampler=kind, sampler_steps=int(steps or 0),
-                                           guidance="none",
-                                           policy_guidance="sample" if mode == "resample"
-                                           else mode, resample_actions=mode == "resample")
+                icfg = with_sampler(cfg.imagination, spec, batch_size=len(starts),
+                                    guidance="none",
+                                    policy_guidance="sample" if mode == "resample" else mode,
+                                    resample_actions=mode == "resample")
                 imagination = Imagination(model, copy.deepcopy(agent), icfg)
                 if mode == "pull":  # tune δ as training would, from the run's δ
                     imagination.policy.log_delta = run.imagination.policy.log_delta

@@ -60,8 +60,8 @@ from agdrl.imagination import Imagination
 from agdrl.provenance import machine_info, source_version
 
 sys.path.insert(0, str(Path(__file__).parent))
+from common import timed
 from guidance_lift import evaluate_variant, paired, train_agent_in_imagination
-from timing import timed
 
 ROWS = ("reference/ddpm:128/pull", "ours/ddpm:128/pull", "ours/ddim:8/pull",
         "ours/ddim:8/sample", "ours/ddim:4/sample", "ours/ddim:2/sample",

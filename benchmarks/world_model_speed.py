@@ -28,7 +28,7 @@ from agdrl.diffusion.world_model import DiffusionWorldModel
 from agdrl.provenance import machine_info, source_version
 
 sys.path.insert(0, str(Path(__file__).parent))
-from timing import timed
+from common import timed
 
 OBS_DIM, ACTION_DIM = 11, 3
 SIZES = {
