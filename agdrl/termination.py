@@ -6,8 +6,8 @@ puts a terminal in 89–95% of the segments imagined under a policy that really 
 2–4% of them, and in 81–89% of segments with no imagined state past the termination bound
 (``benchmarks/termination_check.py``, results/diagnosis). Termination in the MuJoCo tasks is a
 function of the transition, which a per-transition classifier learns and extrapolates, as the
-ensemble's termination head does. It brings those 89% to 37% there, but not the return: the
-imagined states and rewards carry the same habit (results/README.md).
+ensemble's termination head does. It brings those 89% to 37% there, but the return only a
+little: the imagined states carry the same habit (results/README.md).
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ from agdrl.imagination import Imagination
 from agdrl.provenance import machine_info, source_version
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import timed
+from common import timed, with_sampler
 from guidance_lift import evaluate_variant, paired, train_agent_in_imagination
 
 ROWS = ("reference/ddpm:128/pull", "ours/ddpm:128/pull", "ours/ddim:8/pull",
@@ -162,11 +162,10 @@ def run_row(args: argparse.Namespace) -> dict:
     model_h50, _ = load_model(args.source_h50, arch, None, args.device,
                               student_path(args.out, args.source_h50, int(steps)) if distilled
                               else None)
-    icfg = ImaginationConfig(batch_size=args.batch, sampler="ddim" if distilled else kind,
-                             sampler_steps=int(steps), sampler_spacing=spacing[0] if spacing
-                             else "linspace", guidance="sag", policy_guidance=mode,
-                             guidance_mode=args.guidance_mode,
-                             guidance_scale=args.guidance_scale)
+    icfg = with_sampler(ImaginationConfig(batch_size=args.batch, guidance="sag",
+                                          policy_guidance=mode, guidance_mode=args.guidance_mode,
+                                          guidance_scale=args.guidance_scale),
+                        f"ddim:{steps}" if distilled else sampler)
     imagination = Imagination(model, agent, icfg)
     imagination_h50 = Imagination(model_h50, agent, dataclasses.replace(icfg, batch_size=1))
     rng = np.random.default_rng(args.seed)
