@@ -378,6 +378,9 @@ class AGDMBRL:
         self.log = RunLog(self.run_dir, cfg) if self.run_dir is not None else None
         self.num_timesteps = 0
         self.seconds: dict[str, float] = dict.fromkeys(PHASES, 0.0)
+        self.elapsed_s = 0.0
+        """Wall-clock seconds spent in :meth:`learn` so far, over every call and resume: the
+        ``wall_s`` of ``evaluations.csv``."""
         self.nonfinite_skipped = 0
         self._obs, _ = self.env.reset(seed=cfg.seed)
         self.env.action_space.seed(cfg.seed)
@@ -533,7 +536,8 @@ class AGDMBRL:
             "env": get_env_state(self.env), "eval_env": get_env_state(self.eval_env),
             "policy_log_delta": (self.imagination.policy.log_delta
                                  if isinstance(self.imagination, Imagination) else None),
-            "seconds": self.seconds, "guidance_seconds": self.imagination.guidance_seconds}))
+            "seconds": self.seconds, "guidance_seconds": self.imagination.guidance_seconds,
+            "elapsed_s": self.elapsed_s}))
 
     def _read_training_state(self, folder: Path) -> None:
         try:
@@ -559,6 +563,8 @@ class AGDMBRL:
                 self.bootstrap.load_state(dict(saved))
         self.seconds = state["seconds"]
         self.imagination.guidance_seconds = state["guidance_seconds"]
+        # checkpoints written before elapsed_s was saved: the accounted phases are nearly all
+        self.elapsed_s = state.get("elapsed_s", sum(self.seconds.values()))
         self.num_timesteps = state["num_timesteps"]
 
     @classmethod
@@ -617,6 +623,7 @@ class AGDMBRL:
         if self.run_dir is None and (cfg.video or cfg.wandb):
             raise ConfigError("video and wandb write into the run directory: pass run_dir=")
         start, t0 = self.num_timesteps, time.perf_counter()
+        before = self.elapsed_s  # wall_s continues from earlier calls and from a resume
         bar = None
         if progress_bar and distributed.is_main():
             from tqdm import tqdm
@@ -659,8 +666,9 @@ class AGDMBRL:
                     returns = self.evaluate(video_path=video)
                 last_return = float(np.mean(returns))
                 if self.log is not None:
-                    self.log.evaluation(step, returns, time.perf_counter() - t0)
+                    self.log.evaluation(step, returns, before + time.perf_counter() - t0)
             if last or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+                self.elapsed_s = before + time.perf_counter() - t0
                 distributed.check_in_sync(self.world_model, "the world model")
                 distributed.check_in_sync(self.agent, "the agent")
                 if self.run_dir is not None:
@@ -673,6 +681,7 @@ class AGDMBRL:
                                     env_steps_per_s=f"{speed:.1f}", refresh=False)
             if callback is not None and callback(self) is False:
                 break
+        self.elapsed_s = before + time.perf_counter() - t0
         if bar is not None:
             bar.close()
         if self.log is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import os
 import random
 import shutil
@@ -60,8 +61,21 @@ def test_resumed_run_is_the_uninterrupted_run(tmp_path: Path, guidance: str):
     AGDMBRL("InvertedPendulum-v5", cfg, run_dir=tmp_path / "cut").learn(200).close()
     resumed = AGDMBRL.resume(tmp_path / "cut")
     assert resumed.num_timesteps == 200 and resumed.buffer.size == 200
+    start = time.perf_counter()
     resumed.learn(100)
+    resumed_call_s = time.perf_counter() - start
     assert_same_run(whole, resumed, tmp_path / "whole", tmp_path / "cut")
+    assert_wall_clock_continues(tmp_path / "cut", resumed_call_s)
+
+
+def assert_wall_clock_continues(run_dir: Path, resumed_call_s: float) -> None:
+    """``wall_s`` counts on from the checkpoint instead of restarting at zero (which made a
+    resumed run's seconds per env step look smaller than they were): the last row exceeds
+    both the row before the cut and the whole duration of the resumed ``learn`` call."""
+    with open(run_dir / "evaluations.csv") as f:
+        wall = [float(r["wall_s"]) for r in csv.DictReader(f)]
+    assert len(wall) == 3 and wall[0] < wall[1] < wall[2], wall
+    assert wall[2] > resumed_call_s, (wall, resumed_call_s)
 
 
 def test_resume_drops_what_was_logged_after_the_checkpoint(tmp_path: Path):
@@ -121,6 +135,23 @@ def test_checkpoint_holds_the_whole_training_state(tmp_path: Path):
                 torch.testing.assert_close(sa[i][k], sb[i][k], rtol=0, atol=0)
     np.testing.assert_array_equal(model.buffer.obs[:200], loaded.buffer.obs[:200])
     assert loaded.imagination.policy.log_delta == model.imagination.policy.log_delta
+    # the clock as the checkpoint was written: all the phases, not the write itself
+    assert 0 < sum(loaded.seconds.values()) < loaded.elapsed_s <= model.elapsed_s
+
+
+def test_checkpoint_from_before_elapsed_time_was_saved_resumes_with_the_phase_total(
+        tmp_path: Path):
+    """Checkpoints of older versions lack ``elapsed_s``: the resumed clock then starts from
+    the accounted phases' total instead of from zero."""
+    model = AGDMBRL("InvertedPendulum-v5", TINY, run_dir=tmp_path).learn(100)
+    state_file = latest_checkpoint(tmp_path) / "training_state.json"
+    state = json.loads(state_file.read_text())
+    del state["elapsed_s"]
+    state_file.write_text(json.dumps(state))
+    (state_file.parent / "manifest.json").unlink()  # as an older version's folder by hand
+    loaded = AGDMBRL.resume(tmp_path)
+    assert loaded.elapsed_s == pytest.approx(sum(loaded.seconds.values()))
+    assert 0.5 * model.elapsed_s < loaded.elapsed_s <= model.elapsed_s
 
 
 TINY_ARGS = ["--env", "InvertedPendulum-v5", "--total-steps", "600", "--prefill-steps", "120",
