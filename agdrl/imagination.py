@@ -38,7 +38,10 @@ class Imagination:
     transitions (``reward_model``, ``termination``).
 
     The critic seen by SAG/EAG is the agent's current critic; its γ is the agent's.
-    ``guidance_seconds`` accumulates the wall-clock time spent inside the guidance hooks.
+    ``guidance_seconds`` accumulates the time spent inside the guidance hooks: wall-clock on
+    the CPU; on CUDA the device's time between CUDA events around each hook call (the hooks
+    only enqueue kernels, so a host clock would count launches; a synchronize per step would
+    stall the chain), read when ``guidance_seconds`` is.
     """
 
     def __init__(self, model: DiffusionWorldModel, agent: ActorCriticAgent,
@@ -99,10 +102,32 @@ class Imagination:
             raise ValueError("the Q − V advantage needs an agent built with learn_q=True")
         return QMinusV(agent.q_critic, agent.critic)
 
+    @property
+    def guidance_seconds(self) -> float:
+        if self._pending_events:
+            self._pending_events[-1][1].synchronize()
+            self._guidance_seconds += sum(start.elapsed_time(end) for start, end
+                                          in self._pending_events) / 1000.0
+            self._pending_events.clear()
+        return self._guidance_seconds
+
+    @guidance_seconds.setter
+    def guidance_seconds(self, seconds: float) -> None:
+        self._guidance_seconds = seconds
+        self._pending_events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+
     def _timed_hooks(self, state: StepState) -> None:
-        start = time.perf_counter()
+        if state.x_k.is_cuda:
+            start, end = (torch.cuda.Event(enable_timing=True),
+                          torch.cuda.Event(enable_timing=True))
+            start.record()
+            self.hooks(state)
+            end.record()
+            self._pending_events.append((start, end))
+            return
+        start_s = time.perf_counter()
         self.hooks(state)
-        self.guidance_seconds += time.perf_counter() - start
+        self._guidance_seconds += time.perf_counter() - start_s
 
     def __call__(self, start_states: torch.Tensor, generator: torch.Generator | None = None
                  ) -> tuple[Segment, dict[str, float]]:

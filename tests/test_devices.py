@@ -8,6 +8,8 @@ present (the lent GPU machine) and are skipped elsewhere.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -51,7 +53,11 @@ def _run(device: str, buffer: ReplayBuffer, build: DiffusionWorldModel,
     starts = torch.as_tensor(buffer.obs[:8], device=device)
     imagine = Imagination(wm, ac, ImaginationConfig(batch_size=8, sampler_steps=4,
                                                     guidance="sag", policy_guidance="sample"))
+    start = time.perf_counter()
     seg, _ = imagine(starts, gen)
+    imagine_s = time.perf_counter() - start
+    # on CUDA timed by events around the hooks, read here; positive, and at most the chain's
+    assert 0 < imagine.guidance_seconds < imagine_s, (imagine.guidance_seconds, imagine_s)
     updated = ac.update(seg)
     rolled, _ = EnsembleImagination(ens, ac, horizon=4)(starts, gen)
     return {"losses": np.array(losses), "states": seg.states.cpu().numpy(),
