@@ -16,9 +16,11 @@ Starts from an error-avalanche run's data and diffusion world model (run
      the exact start state.
 Reported per variant and sampler: mean V over the imagined states, the imagined discounted
 return (Σ γ^t r̂_t + γ^{H-1} V(ŝ_{H-1})), the same quantity with the simulator's states and
-rewards under the imagined actions ("replayed"), and the normalized state MSE between imagined
-and replayed states; differences to the unguided row are paired per start state with a 95%
-normal-approximation confidence interval.
+rewards under the imagined actions ("replayed"), the normalized state MSE between imagined
+and replayed states, the mean absolute error of the imagined rewards over the replayed steps,
+and the fraction of segments that terminate in imagination and in the simulator; differences
+to the unguided row are paired per start state with a 95% normal-approximation confidence
+interval.
 
     .venv/bin/python benchmarks/guidance_lift.py --env Hopper-v5 \\
         --source results/avalanche/hopper-v5 --out results/guidance_lift/hopper-v5
@@ -85,7 +87,8 @@ def evaluate_variant(model: DiffusionWorldModel, agent: ActorCriticAgent,
     alive = np.cumprod(np.concatenate([np.ones((len(starts), 1)), continues[:, :-1]], 1), 1)
     imagined_states, actions = seg.states.numpy(), seg.actions.numpy()
     imagined = discounted_return(seg.rewards.numpy()[:, :-1], values[:, -1], alive, gamma)
-    replayed, errors, replay_rewards = [], [], []
+    replayed, errors, replay_rewards, reward_errors, ends = [], [], [], [], []
+    imagined_rewards = seg.rewards.numpy()
     for j, i in enumerate(starts):
         states, rewards, steps, ended = replay_actions(env, test.sim_states[i], actions[j, :-1])
         with torch.no_grad():
@@ -95,10 +98,16 @@ def evaluate_variant(model: DiffusionWorldModel, agent: ActorCriticAgent,
         replayed.append(discounted_return(rewards[None], np.array([last]), real_alive[None],
                                           gamma)[0])
         replay_rewards.append(rewards[:steps].sum())
+        reward_errors.append(float(np.abs(imagined_rewards[j, :steps] - rewards[:steps]).mean())
+                             if steps else np.nan)
+        ends.append(float(ended))
         diff = (imagined_states[j, 1 : steps + 1] - states[1 : steps + 1]) / state_std
         errors.append(float((diff**2).mean()) if steps else np.nan)
     per_segment = {"imagined_return": imagined, "replayed_return": np.array(replayed),
-                   "mean_value": values.mean(1), "dynamics_error": np.array(errors)}
+                   "mean_value": values.mean(1), "dynamics_error": np.array(errors),
+                   "reward_error": np.array(reward_errors),
+                   "imagined_termination": 1.0 - alive[:, -1],
+                   "replayed_termination": np.array(ends)}
     row = {k: float(np.nanmean(v)) for k, v in per_segment.items()}
     row.update({"replayed_reward_sum": float(np.mean(replay_rewards)), "seconds": seconds,
                 **{f"imagination_{k}": v for k, v in metrics.items()}})

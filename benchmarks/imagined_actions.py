@@ -8,7 +8,9 @@ imagined segments from real start states for each policy-guidance mode ('sample'
 'resample': 'sample' with the actions drawn again at the final states)
 and sampler, with the run's trained policy and with a freshly initialized one, together with
 the dynamics error of the segments against the simulator replaying their actions (so a mode
-that fixes the actions but breaks the dynamics would show).
+that fixes the actions but breaks the dynamics would show), the error of their rewards, their
+discounted return (imagined and replayed) and how often they terminate (imagined and
+replayed).
 
 Starts from a training run with a checkpoint (``agdrl train … --checkpoint-every N``). The
 'pull' rows first tune δ online for ``--tune-batches`` batches, as training does.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -29,14 +32,21 @@ import numpy as np
 import torch
 
 from agdrl.a2c import ActorCriticAgent
+from agdrl.buffer import ReplayBuffer
 from agdrl.imagination import Imagination
 from agdrl.provenance import machine_info
 from agdrl.segments import Segment
+from agdrl.termination import TerminationModel
 from agdrl.trainer import AGDMBRL
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import with_sampler
 from guidance_lift import evaluate_variant
+
+SEGMENT_FIELDS = ("dynamics_error", "reward_error", "imagined_return", "replayed_return",
+                  "imagined_termination", "replayed_termination")
+"""What each row keeps of :func:`guidance_lift.evaluate_variant`: the segments' accuracy
+against the simulator replaying their actions, and what the critic would learn from them."""
 
 NORMAL_TAIL_2_5 = 0.0124
 """P(|z| > 2.5) for z ~ N(0, 1)."""
@@ -66,6 +76,20 @@ class Recorder:
         return self.segment, metrics
 
 
+def fit_termination_classifier(buffer: ReplayBuffer, steps: int, rng: np.random.Generator
+                               ) -> TerminationModel:
+    """A termination classifier trained on the buffer's transitions as training trains it
+    (normalizers from every transition, batches of 256), for ``steps`` steps."""
+    n = buffer.size
+    head = TerminationModel(buffer.obs_dim, buffer.action_dim)
+    head.update_normalizers(buffer.obs[:n], buffer.actions[:n], buffer.rewards[:n])
+    for step in range(steps):
+        loss = head.train_step(buffer.sample_transitions(256, rng))
+        if step % 1000 == 0 or step == steps - 1:
+            print(f"termination classifier step {step}: loss {loss:.4f}", flush=True)
+    return head
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-dir", type=Path, required=True)
@@ -74,6 +98,9 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["sample", "pull"])
     parser.add_argument("--starts", type=int, default=256)
     parser.add_argument("--tune-batches", type=int, default=30)
+    parser.add_argument("--termination-classifier-steps", type=int, default=0,
+                        help="also rows whose terminal flags come from a termination classifier "
+                        "fitted to the run's replay buffer for this many steps (0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -87,33 +114,42 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     starts = rng.choice(buffer.size, size=min(args.starts, buffer.size), replace=False)
     state_std = buffer.obs[: buffer.size].std(0) + 1e-6
+    terminations = {"model": None}
+    if args.termination_classifier_steps:
+        terminations["classifier"] = fit_termination_classifier(
+            buffer, args.termination_classifier_steps, rng)
     rows = []
     for policy_name, agent in (("trained", run.agent), ("fresh", fresh)):
-        for spec in args.samplers:
-            for mode in args.modes:
-                icfg = with_sampler(cfg.imagination, spec, batch_size=len(starts),
-                                    guidance="none",
-                                    policy_guidance="sample" if mode == "resample" else mode,
-                                    resample_actions=mode == "resample")
-                imagination = Imagination(model, copy.deepcopy(agent), icfg)
-                if mode == "pull":  # tune δ as training would, from the run's δ
-                    imagination.policy.log_delta = run.imagination.policy.log_delta
-                    gen = torch.Generator().manual_seed(args.seed + 1)
-                    for _ in range(args.tune_batches):
-                        idx = rng.integers(0, buffer.size, len(starts))
-                        imagination(torch.as_tensor(buffer.obs[idx]), gen)
-                recorder = Recorder(imagination)
-                row, _ = evaluate_variant(model, imagination.agent, recorder, run.env, starts,
-                                          buffer, state_std, args.seed)
-                row = {"policy": policy_name, "sampler": spec, "mode": mode,
-                       **z_stats(standardized_actions(recorder.segment, imagination.agent)),
-                       "dynamics_error": row["dynamics_error"],
-                       "policy_delta": row["imagination_policy_delta"]}
-                rows.append(row)
-                print(f"{policy_name:8s} {spec:8s} {mode:7s} z mean "
-                      f"{np.round(row['z_mean_per_dim'], 3)} rms {row['z_rms']:.3f} "
-                      f"tail {row['tail_fraction_2.5']:.3f} dyn err {row['dynamics_error']:.4f}",
-                      flush=True)
+        for spec, mode, (termination, classifier) in itertools.product(
+                args.samplers, args.modes, terminations.items()):
+            icfg = with_sampler(cfg.imagination, spec, batch_size=len(starts),
+                                guidance="none",
+                                policy_guidance="sample" if mode == "resample" else mode,
+                                resample_actions=mode == "resample", termination=termination)
+            imagination = Imagination(model, copy.deepcopy(agent), icfg,
+                                      termination=classifier)
+            if mode == "pull":  # tune δ as training would, from the run's δ
+                imagination.policy.log_delta = run.imagination.policy.log_delta
+                gen = torch.Generator().manual_seed(args.seed + 1)
+                for _ in range(args.tune_batches):
+                    idx = rng.integers(0, buffer.size, len(starts))
+                    imagination(torch.as_tensor(buffer.obs[idx]), gen)
+            recorder = Recorder(imagination)
+            row, _ = evaluate_variant(model, imagination.agent, recorder, run.env, starts,
+                                      buffer, state_std, args.seed)
+            row = {"policy": policy_name, "sampler": spec, "mode": mode,
+                   "termination": termination,
+                   **z_stats(standardized_actions(recorder.segment, imagination.agent)),
+                   **{k: row[k] for k in SEGMENT_FIELDS},
+                   "policy_delta": row["imagination_policy_delta"]}
+            rows.append(row)
+            print(f"{policy_name:8s} {spec:8s} {mode:7s} {termination:10s} z mean "
+                  f"{np.round(row['z_mean_per_dim'], 3)} rms {row['z_rms']:.3f} "
+                  f"tail {row['tail_fraction_2.5']:.3f} dyn err {row['dynamics_error']:.4f} "
+                  f"reward err {row['reward_error']:.4f} return imagined "
+                  f"{row['imagined_return']:.2f} replayed {row['replayed_return']:.2f} "
+                  f"terminated {row['imagined_termination']:.3f} "
+                  f"(real {row['replayed_termination']:.3f})", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "command": "benchmarks/imagined_actions.py " + " ".join(sys.argv[1:]),
