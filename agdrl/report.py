@@ -68,6 +68,10 @@ class RunCurve:
     wall_s: float
     """Wall-clock seconds at the last evaluation."""
     folder: Path
+    clock_restarted: bool = False
+    """Whether ``wall_s`` falls somewhere along the run: a run resumed by agdrl before its
+    clock continued from the checkpoint (commit 5d2a373) counted from zero again, so its
+    ``wall_s`` is too small and it is left out of the wall-clock column."""
     source: str = "unrecorded"
     """The agdrl commit the run came from (short hash, '+dirty' for uncommitted changes), as
     its ``bench_run.json`` recorded it."""
@@ -110,6 +114,8 @@ def find_runs(runs_dir: Path) -> tuple[list[RunCurve], list[Path]]:
             steps=np.array([int(r["env_step"]) for r in rows]),
             returns=np.array([float(r["mean_return"]) for r in rows]),
             wall_s=float(rows[-1].get("wall_s") or "nan"), folder=folder,
+            clock_restarted=bool(np.any(np.diff([float(r.get("wall_s") or "nan")
+                                                 for r in rows]) < 0)),
             source=_source_label((status or {}).get("source"))))
     return runs, unfinished
 
@@ -196,6 +202,7 @@ def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
             tables.append(_raw_table(task, budget, scores, stats, by_task[task], anchors[task]))
 
     normalized = _normalized(by_task, anchors, cfg)
+    restarted = [r for r in runs if r.clock_restarted]
     for task in tasks:
         _plot_curves(task, by_task[task], out / f"curves_{task}.png", cfg)
 
@@ -208,6 +215,10 @@ def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
              f"stratified bootstrap interval ({cfg.reps} resamples, rliable). Wall-clock per env "
              "step includes evaluation and is only comparable between runs made the same way "
              "(same machine, same number of parallel runs).", "",
+             *([f"Clock restarted at a resume (an agdrl before 5d2a373), so left out of the "
+                f"wall-clock column: "
+                f"{', '.join(str(r.folder.relative_to(cfg.runs_dir)) for r in restarted)}.", ""]
+               if restarted else []),
              *([f"Not finished, not scored: "
                 f"{', '.join(str(f.relative_to(cfg.runs_dir)) for f in unfinished)}.", ""]
                if unfinished else []),
@@ -234,7 +245,8 @@ def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
         "runs": [{"task": r.task, "method": r.method, "seed": r.seed,
                   "folder": str(r.folder.relative_to(cfg.runs_dir)),
                   "steps": r.steps.tolist(), "returns": r.returns.tolist(),
-                  "wall_s": r.wall_s, "source": r.source} for r in runs]}, indent=1))
+                  "wall_s": r.wall_s, "clock_restarted": r.clock_restarted,
+                  "source": r.source} for r in runs]}, indent=1))
     return path
 
 
@@ -247,10 +259,12 @@ def _raw_table(task: str, budget: int, scores: dict[str, np.ndarray],
              "|---|---|---|---|---|---|"]
     for m in sorted(scores, key=lambda m: -stats[m][0]):
         iqm, lo, hi = stats[m]
-        per_step = np.median([r.wall_s / r.steps[-1] for r in runs[m]])
+        timed = [r.wall_s / r.steps[-1] for r in runs[m] if not r.clock_restarted]
+        per_step = f"{1000 * np.median(timed):.1f}" if timed else "n/a"
+        if len(timed) < len(runs[m]):
+            per_step += f" ({len(timed)} of {len(runs[m])} runs)"
         lines.append(f"| {m} | {len(scores[m])} | {iqm:.1f} | [{lo:.1f}, {hi:.1f}] | "
-                     f"{', '.join(f'{x:.1f}' for x in scores[m][:, 0])} | "
-                     f"{1000 * per_step:.1f} |")
+                     f"{', '.join(f'{x:.1f}' for x in scores[m][:, 0])} | {per_step} |")
     return "\n".join(lines) + "\n"
 
 

@@ -101,6 +101,25 @@ def test_source_versions_are_listed_per_row(tmp_path: Path):
     assert f"| {TASK} | slow-learner | unrecorded (4) |" in text
 
 
+def test_a_run_whose_clock_restarted_is_left_out_of_the_wall_clock(tmp_path: Path):
+    """Runs resumed by an older agdrl logged wall_s from zero again after the resume; their
+    seconds per env step would be too small, so the column uses the other seeds."""
+    make_runs(tmp_path)
+    for seed in (0, 1):  # 2 s at 500 steps, then 0.1 s at 1000 (the median would be 1.05 ms)
+        with open(tmp_path / TASK / "fast-learner" / f"seed{seed}" / "evaluations.csv", "w",
+                  newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["env_step", "mean_return", "std_return", "episodes", "wall_s"])
+            writer.writerow([500, FINAL["fast-learner"][seed] / 10, 0.0, 10, 2.0])
+            writer.writerow([1000, FINAL["fast-learner"][seed], 0.0, 10, 0.1])
+    text = write_report(ReportConfig(runs_dir=tmp_path, reps=200)).read_text()
+    assert "| 2.0 (2 of 4 runs) |" in text
+    assert (f"left out of the wall-clock column: {TASK}/fast-learner/seed0, "
+            f"{TASK}/fast-learner/seed1." in text)
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert [r["clock_restarted"] for r in report["runs"]].count(True) == 2
+
+
 def test_report_refuses_an_empty_folder(tmp_path: Path):
     with pytest.raises(ConfigError, match="no runs"):
         write_report(ReportConfig(runs_dir=tmp_path))
