@@ -25,10 +25,11 @@ class SegmentBatch:
     """A batch of ``B`` segments of ``H`` steps (numpy, unnormalized).
 
     states: (B, H, ds); actions: (B, H, da); rewards: (B, H); terminals: (B, H) in {0, 1};
-    mask: (B, H), 1 where the step is real, 0 where the segment ran past its episode's end and
-    was padded (padded states repeat the episode's final observation, actions its last action,
-    rewards are 0, the terminal flag stays 1 after a true terminal); sim_states: (B, nq + nv)
-    of ``s_0`` or None.
+    mask: (B, H), 1 where the step (transition) is real, 0 where the segment ran past its
+    episode's end and was padded (padded states repeat the episode's final observation, actions
+    its last action, rewards are 0, the terminal flag stays 1 after a true terminal);
+    sim_states: (B, nq + nv) of ``s_0`` or None. The first padded state is real all the same:
+    see :attr:`state_mask`.
     """
 
     states: np.ndarray
@@ -37,6 +38,13 @@ class SegmentBatch:
     terminals: np.ndarray
     mask: np.ndarray
     sim_states: np.ndarray | None
+
+    @property
+    def state_mask(self) -> np.ndarray:
+        """(B, H), 1 where the state is a real observation: s_0 and the state after every real
+        transition, so also the one after the episode's last step (the fallen state after a
+        terminal, the last observation before a time limit), which no later step holds."""
+        return np.concatenate([np.ones_like(self.mask[:, :1]), self.mask[:, :-1]], 1)
 
 
 @dataclass(frozen=True)

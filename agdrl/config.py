@@ -112,7 +112,8 @@ class DiffusionConfig:
     """Decay of the exponential moving average of the weights used for sampling."""
     pad_segments: bool = True
     """Sample segments that run past an episode's end, padded and masked out of the loss (so
-    terminals are seen at every position); False keeps only segments that fit in an episode."""
+    terminals, and the states they lead to, are seen at every position); False keeps only
+    segments that fit in an episode, which never show the state after a terminal."""
     clip_max_step: int = 10
     """At step indices k ≤ this, clip the change |μ̃ − x_k| (DESIGN §2.3 step 5; −1: never)."""
     clip_value: float = 0.25

@@ -120,6 +120,9 @@ def test_segments_stay_inside_one_episode(episodes: list[Episode], horizon: int,
             np.testing.assert_array_equal(seg.rewards[i], rewards)
             np.testing.assert_array_equal(seg.terminals[i], terminals)
             np.testing.assert_array_equal(seg.mask[i], mask)
+            # the states are real one step further: the one after the episode's last step too
+            np.testing.assert_array_equal(
+                seg.state_mask[i], [float(t0 + h <= episodes[ep].length) for h in range(horizon)])
             np.testing.assert_array_equal(seg.sim_states[i], sim_of(ep, t0))
         if not pad:
             assert np.all(seg.mask == 1)

@@ -161,14 +161,17 @@ class DiffusionWorldModel(nn.Module):
         seg = Segment.from_numpy(batch.states, batch.actions, batch.rewards, batch.terminals,
                                  self.device)
         x0, cond = self.encode(seg)
-        mask = torch.as_tensor(batch.mask, device=self.device)
+        # every channel on real steps, and the states also on the state after the last one
+        # (without it the model never sees what a terminal transition leads to)
+        mask = torch.as_tensor(batch.mask, device=self.device)[..., None].expand_as(x0).clone()
+        mask[..., : self.obs_dim] = torch.as_tensor(batch.state_mask, device=self.device)[..., None]
         pin_actions = None
         if self.joint:  # sampling may be asked to follow given actions: train for that too
             pin_actions = (rand((x0.shape[0],), generator, self.device)
                            < self.cfg.joint_action_pin_prob)
         pin = self.pin_start(x0[:, 0, : self.obs_dim], x0.shape[0],
                              x0[..., self.obs_dim : self.obs_dim + self.action_dim], pin_actions)
-        weight = mask[..., None].expand_as(x0) * (~pin.mask)  # nothing to learn where pinned
+        weight = mask * (~pin.mask)  # nothing to learn where pinned
         return x0, cond, weight, pin
 
     def distill_step(self, batch: SegmentBatch, generator: torch.Generator | None = None
