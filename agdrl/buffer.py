@@ -124,6 +124,14 @@ class ReplayBuffer:
         if terminated or truncated:
             self._episode_start = self.size
 
+    def cut_episode(self) -> None:
+        """End the episode in progress at its last transition, as a time limit would (its next
+        state is real, nothing follows it): for an environment reset mid-episode, so that the
+        next episode's transitions are not joined to it."""
+        if self._episode_start < self.size:
+            self.truncated[self.size - 1] = True
+            self._episode_start = self.size
+
     def add_episode(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
                     terminated: bool, truncated: bool,
                     sim_states: np.ndarray | None = None) -> None:

@@ -443,6 +443,7 @@ class AGDMBRL:
         next_obs, reward, terminated, truncated, _ = self.env.step(action)
         if not (np.isfinite(next_obs).all() and np.isfinite(reward)):
             self._obs, _ = self.env.reset()  # the episode's state is unreliable from here
+            self.buffer.cut_episode()  # what it stored so far stays one episode of its own
             raise NonFiniteError("the environment's observation or reward")
         self.buffer.add(self._obs, action, float(reward), next_obs, terminated, truncated, sim)
         if self.bootstrap is None:

@@ -409,3 +409,18 @@ def test_normalizer_without_data_is_the_identity() -> None:
     norm = RunningNormalizer(3)
     x = torch.randn(4, 3)
     torch.testing.assert_close(norm.normalize(x), x)
+
+
+def test_cut_episode_ends_the_open_episode_as_a_time_limit() -> None:
+    """An environment reset mid-episode (after a non-finite observation) must not join the
+    next episode to the stored part of the last one."""
+    buf = ReplayBuffer(1, 1, capacity=10)
+    for t in range(3):
+        buf.add([t], [0.0], 0.0, [t + 1], False, False)
+    buf.cut_episode()
+    buf.cut_episode()  # nothing open: no effect
+    for t in range(2):
+        buf.add([10 + t], [0.0], 0.0, [11 + t], False, False)
+    assert buf.episode_bounds() == [(0, 3), (3, 5)]
+    assert buf.truncated[:5].tolist() == [False, False, True, False, False]
+    assert not buf.terminated[:5].any()

@@ -77,6 +77,10 @@ def test_skip_mode_drops_the_bad_transitions_and_goes_on(tmp_path: Path):
     assert model.num_timesteps == 300 and model.nonfinite_skipped == 4
     assert model.buffer.size == 296
     assert np.isfinite(model.buffer.next_obs[:296]).all()
+    # the env was reset at each bad step: no stored episode runs across a reset
+    for start, stop in model.buffer.episode_bounds():
+        np.testing.assert_array_equal(model.buffer.next_obs[start : stop - 1],
+                                      model.buffer.obs[start + 1 : stop])
     assert all(torch.isfinite(p).all() for p in model.world_model.parameters())
 
 
