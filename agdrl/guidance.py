@@ -319,18 +319,27 @@ class PolicyGuidance:
 
 def advantage_labels(value: ValueFn, seg: Segment, valid: torch.Tensor, gamma: float
                      ) -> torch.Tensor:
-    """Labels for classifier-free advantage guidance: the H-step advantage of each real
-    segment under the critic, standardized over the batch,
+    """Labels for classifier-free advantage guidance: the advantage of each real segment
+    under the critic over its real transitions, standardized over the batch,
 
-        A = Σ_{t<H-1} γ^t w_t r_t + γ^{H-1} w_{H-1} V(s_{H-1}) - V(s_0),
+        A = Σ_{t<T} γ^t w_t r_t + γ^T w_T V(s_T) - V(s_0),   w_t = Π_{j<t} (1 - d_j),
 
-    with w_t = Π_{j<t} c_j and c_j = (1 - d_j) · valid_{j+1} (padding past an episode's end
-    and terminals stop the sum). seg: raw (B, H); valid: (B, H) bool -> (B,).
+    with T the number of real transitions among the segment's H - 1: s_T is s_{H-1}, or the
+    state after the episode's last transition, which is real too, so a time limit bootstraps
+    from it and only a terminal (w = 0) does not. seg: raw (B, H); valid: (B, H) bool, the
+    real transitions (``SegmentBatch.mask``) -> (B,).
     """
     with torch.no_grad():
-        continues = (1 - seg.terminals) * torch.cat(
-            [valid[:, 1:].to(seg.rewards.dtype), torch.zeros_like(seg.rewards[:, :1])], 1)
-        advantage = gae(seg.rewards, value(seg.states), continues, gamma, 1.0)[:, 0]
+        real = valid[:, :-1].to(seg.rewards.dtype)  # (B, H - 1)
+        last = real.sum(1).long()  # T: (B,)
+        alive = torch.cumprod(torch.cat([torch.ones_like(seg.terminals[:, :1]),
+                                         1 - seg.terminals[:, :-1]], 1), 1)  # w: (B, H)
+        discounts = gamma ** torch.arange(seg.rewards.shape[1], dtype=seg.rewards.dtype,
+                                          device=seg.rewards.device)
+        values = value(seg.states)  # (B, H)
+        rows = torch.arange(len(last), device=last.device)
+        advantage = ((discounts[:-1] * alive[:, :-1] * real * seg.rewards[:, :-1]).sum(1)
+                     + discounts[last] * alive[rows, last] * values[rows, last] - values[:, 0])
         return (advantage - advantage.mean()) / (advantage.std() + 1e-8)
 
 

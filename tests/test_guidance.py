@@ -89,20 +89,21 @@ def test_q_minus_v_by_hand():
 
 
 def test_advantage_labels_by_hand():
-    """H-step advantage under V, stopped by a terminal or by padding, then standardized."""
-    seg = segment(b=3, h=4)
-    valid = torch.ones(3, 4, dtype=torch.bool)
-    valid[2, 3] = False  # segment 2 runs past its episode's end after t = 2
+    """The advantage under V over the segment's real transitions, bootstrapped from the state
+    after the last of them (real, also after a time limit) unless a terminal came first, then
+    standardized."""
+    seg = segment(b=4, h=4)
+    seg.terminals.zero_()
+    seg.terminals[3, 1] = 1.0  # segment 3 terminates at its transition 1
+    valid = torch.ones(4, 4, dtype=torch.bool)
+    valid[2, 2:] = False  # segment 2's episode ends (time limit) after transition 1
     labels = advantage_labels(smooth_value, seg, valid, GAMMA)
     v, r = smooth_value(seg.states), seg.rewards
-    raw = []
-    for b in range(3):
-        total, weight = 0.0, 1.0
-        for t in range(3):
-            total += weight * GAMMA**t * r[b, t]
-            weight *= (1 - seg.terminals[b, t]) * float(valid[b, t + 1])
-        raw.append(total + GAMMA**3 * weight * v[b, 3] - v[b, 0])
-    raw = torch.stack(raw)
+    raw = torch.stack([
+        r[0, 0] + GAMMA * r[0, 1] + GAMMA**2 * r[0, 2] + GAMMA**3 * v[0, 3] - v[0, 0],
+        r[1, 0] + GAMMA * r[1, 1] + GAMMA**2 * r[1, 2] + GAMMA**3 * v[1, 3] - v[1, 0],
+        r[2, 0] + GAMMA * r[2, 1] + GAMMA**2 * v[2, 2] - v[2, 0],  # bootstrapped at s_2
+        r[3, 0] + GAMMA * r[3, 1] - v[3, 0]])  # nothing after the terminal
     torch.testing.assert_close(labels, (raw - raw.mean()) / (raw.std() + 1e-8))
 
 
