@@ -98,9 +98,10 @@ class ActorCriticAgent(nn.Module):
             q_values = self.q_critic(states[:, :-1], actions[:, :-1])
             q_loss = 0.5 * (weights * (q_values - returns) ** 2).sum() / weights.sum()
             self.q_opt.zero_grad(set_to_none=True)
+            check_finite("the Q-critic loss", q_loss)
             q_loss.backward()
             average_gradients(self.q_critic.parameters())
-            self._clip(list(self.q_critic.parameters()))
+            check_finite("the Q-critic gradient", self._clip(list(self.q_critic.parameters())))
             self.q_opt.step()
             metrics["q_loss"] = q_loss.item()
 

@@ -103,7 +103,7 @@ class DiffusionConfig:
     batch_size: int = 256
     """Segments per training step."""
     lr: float = 3e-4
-    """Adam learning rate."""
+    """AdamW learning rate."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     grad_clip: float = 1.0
@@ -181,7 +181,9 @@ class EnsembleConfig:
     members: int = 7
     """Ensemble members trained on bootstrapped batches."""
     elites: int = 5
-    """Members with the lowest validation loss used for rollouts."""
+    """Members used for rollouts: those with the lowest mean-prediction error on the
+    transitions given to ``select_elites`` (held-out data in the error-avalanche measurement;
+    replayed transitions, which the members also train on, in the online loop)."""
     width: int = 200
     """Hidden width of each member."""
     depth: int = 4
@@ -292,7 +294,8 @@ class ImaginationConfig:
     sampler_spacing: TimestepSpacing = "linspace"
     """Which training indices a few-step sampler visits: 'linspace' ends its chain with a
     call at the nearly clean index 0, 'trailing' spends that call higher up (more accurate
-    with few steps: benchmarks/sampling.py). Same grid for all K steps."""
+    with few steps: benchmarks/sampling.py). Same grid for all K steps. A trailing grid of
+    few steps may visit no index ≤ the model's clip_max_step, and then never clips."""
     termination: Literal["model", "classifier"] = "model"
     """Where the imagined terminal flags come from: the diffusion model's own terminal channel
     (the papers'), or a classifier of real transitions (s, a, s') learned beside it
@@ -324,7 +327,8 @@ class ImaginationConfig:
     leaves only interior terms, which lower V: see agdrl.guidance.state_gradient)."""
     policy_guidance: Literal["sample", "pull"] = "sample"
     """How the imagined actions follow the policy: 'sample' makes them samples of π at the
-    predicted states (ε fixed over the chain; exact under any sampler), 'pull' is PolyGRAD's
+    predicted states (ε fixed over the chain; exact at the states they are drawn at, under any
+    sampler; see resample_actions), 'pull' is PolyGRAD's
     original (noise pulled toward π by a step δ tuned online; not samples of π under
     few-step or deterministic samplers, and the agent then fails to learn Reacher: see
     results/diagnosis)."""

@@ -22,6 +22,7 @@ from agdrl.buffer import ReplayBuffer, TransitionBatch
 from agdrl.checkpoint import load_weights, read_meta, save_module
 from agdrl.config import EnsembleConfig
 from agdrl.distributed import average_gradients
+from agdrl.faults import check_finite
 from agdrl.normalization import RunningNormalizer
 from agdrl.rng import randint, randn
 from agdrl.segments import Segment
@@ -158,16 +159,20 @@ class ProbabilisticEnsemble(nn.Module):
         decay = self.cfg.weight_decay * sum((layer.weight**2).sum()
                                             for layer in [*self.hidden, self.head])
         loss = nll + bce + bound + decay
+        check_finite("the ensemble loss", loss)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         average_gradients(self.parameters())
+        check_finite("the ensemble gradient",
+                     nn.utils.clip_grad_norm_(self.parameters(), float("inf")))
         self.optimizer.step()
         self.train_steps += 1
         return float(loss.detach())
 
     @torch.no_grad()
     def select_elites(self, batch: TransitionBatch) -> torch.Tensor:
-        """Keep the members with the lowest mean-prediction MSE on held-out transitions."""
+        """Keep the members with the lowest mean-prediction MSE on ``batch`` (best held out;
+        the online loop passes replayed transitions, see ``EnsembleConfig.elites``)."""
         e = self.cfg.members
         states = torch.as_tensor(batch.states, device=self.device).expand(e, -1, -1)
         actions = torch.as_tensor(batch.actions, device=self.device).expand(e, -1, -1)

@@ -173,7 +173,7 @@ class StateGuidance:
 
     scale: c. mode: 'sigma4' (paper) or 'normalized'. max_step: guide only steps with
     k ≤ max_step (None: all but the last). guide_last: also move the segment's last state
-    (see :func:`state_gradient`). ``last_grad_norm`` and ``last_objective`` hold the batch
+    (see :func:`state_gradient`). ``last_grad_rms`` and ``last_objective`` hold the batch
     means of |∇J| (RMS over entries) and J at the last guided step.
 
     Nothing is read back from the device during the chain (each read would make the host wait
@@ -198,7 +198,7 @@ class StateGuidance:
                              "'normalized'")
 
     @property
-    def last_grad_norm(self) -> float:
+    def last_grad_rms(self) -> float:
         return 0.0 if self._grad_rms is None else float(self._grad_rms)
 
     @property
@@ -236,8 +236,11 @@ class PolicyGuidance:
     mode 'sample': the imagined actions are samples of π at the predicted states,
     a_t = squash(μ(ŝ_t) + σ(ŝ_t) ε_t), with ε: (B, H, da) ~ N(0, I) drawn once per chain and
     re-evaluated at every step's predicted states. The chain settles on states and actions that
-    agree, and the standardized final actions z = ε are exactly those of on-policy samples
-    under any sampler, deterministic DDIM included. There is no δ to tune.
+    agree: the standardized actions z = ε are exactly those of on-policy samples at the states
+    they were drawn at, under any sampler, deterministic DDIM included, and there is no δ to
+    tune. The last step still moves the states a little, so at the final states z is close to,
+    not exactly, on-policy (``resample_actions`` in the imagination config draws them again
+    there). ``last_spread`` is then the RMS of ε, 1 by construction.
 
     mode 'pull' (PolyGRAD's policy guidance): at every step, in the policy's pre-squash space
     u (where π(· | ŝ_t) is N(μ, σ)) and at the predicted states ŝ_t: clamp u to μ ± clip_std·σ,
@@ -263,7 +266,7 @@ class PolicyGuidance:
     delta: float = 0.005
     clip_std: float = 3.0
     adapt_lr: float = 0.1
-    mode: Literal["sample", "pull"] = "pull"
+    mode: Literal["sample", "pull"] = "sample"
     log_delta: float = field(init=False)
     last_spread: float = field(default=float("nan"), init=False)
     _noise: torch.Tensor | None = field(default=None, init=False, repr=False)

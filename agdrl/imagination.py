@@ -147,7 +147,7 @@ class Imagination:
                        "policy_delta": math.exp(self.policy.log_delta),
                        **segment_metrics(seg, self.agent)}
         if self.state is not None:
-            metrics["guidance_grad_rms"] = self.state.last_grad_norm
+            metrics["guidance_grad_rms"] = self.state.last_grad_rms
             metrics["guidance_objective"] = self.state.last_objective
         return seg, metrics
 

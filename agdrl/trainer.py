@@ -538,7 +538,7 @@ class AGDMBRL:
             "policy_log_delta": (self.imagination.policy.log_delta
                                  if isinstance(self.imagination, Imagination) else None),
             "seconds": self.seconds, "guidance_seconds": self.imagination.guidance_seconds,
-            "elapsed_s": self.elapsed_s}))
+            "elapsed_s": self.elapsed_s, "nonfinite_skipped": self.nonfinite_skipped}))
 
     def _read_training_state(self, folder: Path) -> None:
         try:
@@ -566,6 +566,7 @@ class AGDMBRL:
         self.imagination.guidance_seconds = state["guidance_seconds"]
         # checkpoints written before elapsed_s was saved: the accounted phases are nearly all
         self.elapsed_s = state.get("elapsed_s", sum(self.seconds.values()))
+        self.nonfinite_skipped = state.get("nonfinite_skipped", 0)
         self.num_timesteps = state["num_timesteps"]
 
     @classmethod

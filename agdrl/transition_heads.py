@@ -42,5 +42,7 @@ class TransitionHead(nn.Module):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         average_gradients(self.net.parameters())
+        check_finite(f"the gradient of {what}",
+                     nn.utils.clip_grad_norm_(self.net.parameters(), float("inf")))
         self.optimizer.step()
         return loss.item()

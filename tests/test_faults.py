@@ -17,10 +17,13 @@ from agdrl.a2c import ActorCriticAgent
 from agdrl.buffer import ReplayBuffer
 from agdrl.checkpoint import latest_checkpoint
 from agdrl.cli import main
-from agdrl.config import ActorCriticConfig
+from agdrl.config import ActorCriticConfig, EnsembleConfig
+from agdrl.ensemble import ProbabilisticEnsemble
 from agdrl.faults import NonFiniteError, NumericalFaultError, RunDirectoryError
 from agdrl.guidance import OneStepAdvantage, SigmoidAdvantage, StateGuidance
+from agdrl.reward_model import RewardModel
 from agdrl.segments import Segment
+from agdrl.termination import TerminationModel
 from agdrl.trainer import AGDMBRL, PRESETS
 
 TINY = dataclasses.replace(PRESETS["tiny"], prefill_steps=120, pretrain_steps=10, eval_every=0,
@@ -82,6 +85,9 @@ def test_skip_mode_drops_the_bad_transitions_and_goes_on(tmp_path: Path):
         np.testing.assert_array_equal(model.buffer.next_obs[start : stop - 1],
                                       model.buffer.obs[start + 1 : stop])
     assert all(torch.isfinite(p).all() for p in model.world_model.parameters())
+    resumed = AGDMBRL.resume(tmp_path, env=gym.make("InvertedPendulum-v5"),
+                             eval_env=gym.make("InvertedPendulum-v5"))
+    assert resumed.nonfinite_skipped == 4  # the count goes on from the checkpoint
 
 
 def test_nan_in_a_training_batch_never_reaches_the_weights(world_model_factory, linear_buffer):
@@ -111,6 +117,26 @@ def test_nan_in_a_training_batch_never_reaches_the_weights(world_model_factory, 
     with pytest.raises(NonFiniteError, match="state-guidance gradient"):
         wm.sample(torch.zeros(2, 3), wm.default_sampler("ddim", 4),
                   actions=torch.zeros(2, 5, 2), hook=guidance)
+
+
+def test_nan_in_a_transition_batch_never_reaches_the_ensemble_or_the_heads(linear_buffer):
+    """The autoregressive ensemble, the reward model and the termination classifier refuse
+    a non-finite batch before their optimizer steps."""
+    batch = linear_buffer.sample_transitions(16, np.random.default_rng(0))
+    batch.next_states[5, 0] = np.nan
+    ensemble = ProbabilisticEnsemble(3, 2, EnsembleConfig(members=2, elites=1, width=8, depth=1))
+    heads = (RewardModel(3, 2, hidden=8), TerminationModel(3, 2, hidden=8))
+    for model, what in ((ensemble, "ensemble"), (heads[1], "termination")):
+        before = [p.clone() for p in model.parameters()]
+        with pytest.raises(NonFiniteError, match=what):
+            model.train_step(batch)
+        assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    batch.next_states[5, 0] = 0.0
+    batch.rewards[3] = np.inf
+    before = [p.clone() for p in heads[0].parameters()]
+    with pytest.raises(NonFiniteError, match="reward"):
+        heads[0].train_step(batch)
+    assert all(torch.equal(a, b) for a, b in zip(before, heads[0].parameters(), strict=True))
 
 
 def test_a_run_directory_that_cannot_be_written(tmp_path: Path):

@@ -217,7 +217,7 @@ def test_a_guidance_step_raises_its_objective(world_model_factory: Factory, name
     ds = wm.obs_dim
     torch.testing.assert_close(state.x0[:, [0, -1]], x0[:, [0, -1]])
     torch.testing.assert_close(state.x0[..., ds:], x0[..., ds:])
-    assert hook.last_grad_norm > 0
+    assert hook.last_grad_rms > 0
 
 
 def test_steps_outside_the_guided_range_are_untouched(world_model_factory: Factory):
@@ -273,7 +273,7 @@ def test_policy_guidance_step_closed_form(world_model_factory: Factory):
     clamp to μ ± 3σ (δ / σ² < 1 here, so the cap does not act)."""
     wm = world_model_factory(horizon=5, num_steps=16)
     actor = constant_actor(wm.obs_dim, mean=0.2, std=0.5)
-    hook = PolicyGuidance(wm, actor, delta=0.1)
+    hook = PolicyGuidance(wm, actor, delta=0.1, mode="pull")
     u = torch.tensor([-3.0, -0.5, 0.2, 0.6, 2.5])[None, :, None].expand(1, 5, 2).clone()
     cond = wm.action_norm.normalize(actor.squash(u))
     x0 = torch.zeros(1, 5, wm.x_dim)
@@ -293,7 +293,7 @@ def test_policy_guidance_never_overshoots_the_policy_mean(world_model_factory: F
     (a regression: the uncapped step diverged and log δ overflowed in training)."""
     wm = world_model_factory(horizon=5, num_steps=16)
     actor = constant_actor(wm.obs_dim, mean=0.2, std=0.1)
-    hook = PolicyGuidance(wm, actor, delta=1.0)  # δ / σ² = 100
+    hook = PolicyGuidance(wm, actor, delta=1.0, mode="pull")  # δ / σ² = 100
     u = torch.linspace(-0.1, 0.5, 5)[None, :, None].expand(1, 5, 2).clone()
     state = step_state(wm, torch.zeros(1, 5, wm.x_dim),
                        wm.action_norm.normalize(actor.squash(u)).float(), k=0, k_prev=-1)
@@ -312,7 +312,7 @@ def test_policy_guided_sampling_matches_the_policy(world_model_factory: Factory)
     torch.manual_seed(0)
     wm = world_model_factory(horizon=5, num_steps=32)
     actor = constant_actor(wm.obs_dim, mean=0.3, std=0.4)
-    hook = PolicyGuidance(wm, actor, delta=0.02, adapt_lr=0.5)
+    hook = PolicyGuidance(wm, actor, delta=0.02, adapt_lr=0.5, mode="pull")
     for i in range(15):
         seg = wm.sample(torch.zeros(256, 3), Sampler("ddpm", 32), hook=hook,
                         generator=torch.Generator().manual_seed(i))
@@ -340,7 +340,7 @@ def test_policy_guidance_removes_an_offset_from_the_policy(world_model_factory: 
     wm = world_model_factory(horizon=5, num_steps=16)
     wm.action_norm.mean.fill_(0.6)  # the data's actions sit far from the policy's
     actor = constant_actor(wm.obs_dim, mean=-0.3, std=0.3)
-    hook = PolicyGuidance(wm, actor, delta=0.005, adapt_lr=0.5)
+    hook = PolicyGuidance(wm, actor, delta=0.005, adapt_lr=0.5, mode="pull")
     for i in range(40):
         seg = wm.sample(torch.zeros(128, 3), Sampler("ddpm", 8), hook=hook,
                         generator=torch.Generator().manual_seed(i))

@@ -2,10 +2,10 @@
 
 Every denoiser maps ``(x_k, cond, k, label) -> output`` with
 x_k: (B, H, Dx) noisy diffused variables, cond: (B, H, Dc) or None (conditioning actions),
-k: (B,) diffusion step indices (float, may be fractional), label: (B,) a scalar segment label
-(the standardized advantage, for classifier-free guidance) with NaN meaning "no label", or None
-(no label for the whole batch); output: (B, H, Dx). Only denoisers built ``labelled`` accept a
-label.
+k: (B,) diffusion step indices (integer values in [0, K), any dtype), label: (B,) a scalar
+segment label (the standardized advantage, for classifier-free guidance) with NaN meaning "no
+label", or None (no label for the whole batch); output: (B, H, Dx). Only denoisers built
+``labelled`` accept a label.
 """
 
 from __future__ import annotations
