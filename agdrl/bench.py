@@ -101,6 +101,19 @@ def method_of(config: dict) -> str:
         steps = imagination["sampler_steps"] or diffusion["num_steps"]
         if steps != ROW_DDIM_STEPS:
             name += f"-ddim{steps}"
+    elif imagination["sampler"] not in ("ddpm", "ddim"):  # the second-order samplers
+        name += f"-{imagination['sampler']}{imagination['sampler_steps'] or diffusion['num_steps']}"
+    if imagination.get("sampler_spacing", "linspace") != "linspace":
+        name += f"-{imagination['sampler_spacing']}"
+    if imagination.get("advantage", "td") != "td" and imagination["guidance"] in ("sag", "eag"):
+        name += f"-{imagination['advantage']}"
+    if imagination["guidance"] in ("sag", "eag", "reward"):
+        if imagination.get("guidance_mode", "sigma4") != "sigma4":
+            name += f"-{imagination['guidance_mode']}"
+        if imagination.get("guidance_scale", 4.0) != 4.0:
+            name += f"-c{imagination['guidance_scale']:g}"
+        if imagination.get("guide_last_state", False):
+            name += "-last"
     if imagination.get("resample_actions", False):
         name += "-resample"
     if imagination.get("termination", "model") == "classifier":

@@ -49,6 +49,18 @@ def test_method_names_round_trip_through_the_run_config():
     every_step = _parse(TrainConfig, ["--imagination.sampler-steps", "0"], PRESETS["fast"],
                         "agdrl train")
     assert method_of(dataclasses.asdict(every_step)) == "agd-sag-ddim128"  # 0: all K steps
+    # hand-made runs that differ from a row in how they imagine are not pooled with it
+    for options, name in (
+            (["--imagination.sampler", "heun", "--imagination.sampler-steps", "4"],
+             "agd-sag-heun4"),
+            (["--imagination.sampler-spacing", "trailing"], "agd-sag-trailing"),
+            (["--advantage", "gae"], "agd-sag-gae"),
+            (["--imagination.guidance-mode", "normalized", "--imagination.guidance-scale", "1"],
+             "agd-sag-normalized-c1"),
+            (["--imagination.guide-last-state"], "agd-sag-last"),
+            (["--guidance", "none", "--advantage", "gae"], "polygrad")):  # no advantage used
+        cfg = _parse(TrainConfig, options, PRESETS["fast"], "agdrl train")
+        assert method_of(dataclasses.asdict(cfg)) == name, options
 
 
 SPECS = sorted((Path(__file__).parents[1] / "benchmarks" / "specs").glob("*.json"))
