@@ -22,7 +22,7 @@ from agdrl.buffer import ReplayBuffer, TransitionBatch
 from agdrl.checkpoint import load_weights, read_meta, save_module
 from agdrl.config import EnsembleConfig
 from agdrl.distributed import average_gradients
-from agdrl.faults import check_finite
+from agdrl.faults import check_finite, check_finite_gradients
 from agdrl.normalization import RunningNormalizer
 from agdrl.rng import randint, randn
 from agdrl.segments import Segment
@@ -163,8 +163,7 @@ class ProbabilisticEnsemble(nn.Module):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         average_gradients(self.parameters())
-        check_finite("the ensemble gradient",
-                     nn.utils.clip_grad_norm_(self.parameters(), float("inf")))
+        check_finite_gradients("the ensemble gradient", self.parameters())
         self.optimizer.step()
         self.train_steps += 1
         return float(loss.detach())

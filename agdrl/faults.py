@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 
 
@@ -29,3 +31,12 @@ def check_finite(where: str, *values: torch.Tensor | float) -> None:
                   else torch.isfinite(torch.tensor(float(value))))
         if not finite:
             raise NonFiniteError(where)
+
+
+def check_finite_gradients(where: str, parameters: Iterable[torch.Tensor]) -> None:
+    """Raise :class:`NonFiniteError` naming ``where`` unless every gradient of ``parameters``
+    is finite (without changing them, unlike a clip)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if grads:
+        check_finite(where, torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(g) for g in grads])))

@@ -240,7 +240,7 @@ class PolicyGuidance:
     they were drawn at, under any sampler, deterministic DDIM included, and there is no δ to
     tune. The last step still moves the states a little, so at the final states z is close to,
     not exactly, on-policy (``resample_actions`` in the imagination config draws them again
-    there). ``last_spread`` is then the RMS of ε, 1 by construction.
+    there). ``last_spread`` is then the RMS of the drawn ε, about 1 by construction.
 
     mode 'pull' (PolyGRAD's policy guidance): at every step, in the policy's pre-squash space
     u (where π(· | ŝ_t) is N(μ, σ)) and at the predicted states ŝ_t: clamp u to μ ± clip_std·σ,

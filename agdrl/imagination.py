@@ -104,11 +104,7 @@ class Imagination:
 
     @property
     def guidance_seconds(self) -> float:
-        if self._pending_events:
-            self._pending_events[-1][1].synchronize()
-            self._guidance_seconds += sum(start.elapsed_time(end) for start, end
-                                          in self._pending_events) / 1000.0
-            self._pending_events.clear()
+        self._collect_events()
         return self._guidance_seconds
 
     @guidance_seconds.setter
@@ -116,13 +112,22 @@ class Imagination:
         self._guidance_seconds = seconds
         self._pending_events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
 
+    def _collect_events(self) -> None:
+        """Add the device time between the recorded CUDA events (waiting for the last)."""
+        if self._pending_events:
+            self._pending_events[-1][1].synchronize()
+            self._guidance_seconds += sum(start.elapsed_time(end) for start, end
+                                          in self._pending_events) / 1000.0
+            self._pending_events.clear()
+
     def _timed_hooks(self, state: StepState) -> None:
         if state.x_k.is_cuda:
+            stream = torch.cuda.current_stream(state.x_k.device)
             start, end = (torch.cuda.Event(enable_timing=True),
                           torch.cuda.Event(enable_timing=True))
-            start.record()
+            start.record(stream)
             self.hooks(state)
-            end.record()
+            end.record(stream)
             self._pending_events.append((start, end))
             return
         start_s = time.perf_counter()
@@ -149,6 +154,7 @@ class Imagination:
         if self.state is not None:
             metrics["guidance_grad_rms"] = self.state.last_grad_rms
             metrics["guidance_objective"] = self.state.last_objective
+        self._collect_events()  # the metrics' reads have waited for the chain already
         return seg, metrics
 
 

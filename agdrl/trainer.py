@@ -378,12 +378,19 @@ class AGDMBRL:
         self.log = RunLog(self.run_dir, cfg) if self.run_dir is not None else None
         self.num_timesteps = 0
         self.seconds: dict[str, float] = dict.fromkeys(PHASES, 0.0)
-        self.elapsed_s = 0.0
-        """Wall-clock seconds spent in :meth:`learn` so far, over every call and resume: the
-        ``wall_s`` of ``evaluations.csv``."""
+        self._elapsed_before = 0.0  # seconds in learn() before the call in progress
+        self._clock_start: float | None = None  # perf_counter() minus that, during learn()
         self.nonfinite_skipped = 0
         self._obs, _ = self.env.reset(seed=cfg.seed)
         self.env.action_space.seed(cfg.seed)
+
+    @property
+    def elapsed_s(self) -> float:
+        """Wall-clock seconds spent in :meth:`learn` so far, over every call and resume (a
+        checkpoint keeps it): the ``wall_s`` of ``evaluations.csv``."""
+        if self._clock_start is None:
+            return self._elapsed_before
+        return time.perf_counter() - self._clock_start
 
     def _seed_streams(self, step: int) -> None:
         """The random streams. One process: one numpy and one torch stream from the seed
@@ -412,7 +419,8 @@ class AGDMBRL:
     def time_profile(self) -> dict[str, float]:
         """Wall-clock seconds spent so far in each phase of :meth:`learn`: environment (acting
         and storing), model (diffusion and reward-model training), sampling and guidance (the
-        two parts of imagination), agent (actor-critic update), evaluation."""
+        two parts of imagination; on CUDA guidance is the device's time between events around
+        the hooks), agent (actor-critic update), evaluation."""
         out = dict(self.seconds)
         out["guidance"] = self.imagination.guidance_seconds
         out["sampling"] = out.pop("imagination") - out["guidance"]
@@ -565,7 +573,7 @@ class AGDMBRL:
         self.seconds = state["seconds"]
         self.imagination.guidance_seconds = state["guidance_seconds"]
         # checkpoints written before elapsed_s was saved: the accounted phases are nearly all
-        self.elapsed_s = state.get("elapsed_s", sum(self.seconds.values()))
+        self._elapsed_before = state.get("elapsed_s", sum(self.seconds.values()))
         self.nonfinite_skipped = state.get("nonfinite_skipped", 0)
         self.num_timesteps = state["num_timesteps"]
 
@@ -625,7 +633,19 @@ class AGDMBRL:
         if self.run_dir is None and (cfg.video or cfg.wandb):
             raise ConfigError("video and wandb write into the run directory: pass run_dir=")
         start, t0 = self.num_timesteps, time.perf_counter()
-        before = self.elapsed_s  # wall_s continues from earlier calls and from a resume
+        # wall_s continues from earlier calls and from a resume, and stops between calls
+        self._clock_start = t0 - self._elapsed_before
+        try:
+            self._learn_steps(start, t0, total_timesteps, progress_bar, callback)
+        finally:
+            self._elapsed_before, self._clock_start = self.elapsed_s, None
+        return self
+
+    def _learn_steps(self, start: int, t0: float, total_timesteps: int, progress_bar: bool,
+                     callback: Callable[[AGDMBRL], bool | None] | None) -> None:
+        """The loop of :meth:`learn`: ``total_timesteps`` steps from step ``start``, begun at
+        ``t0``."""
+        cfg = self.cfg
         bar = None
         if progress_bar and distributed.is_main():
             from tqdm import tqdm
@@ -668,9 +688,8 @@ class AGDMBRL:
                     returns = self.evaluate(video_path=video)
                 last_return = float(np.mean(returns))
                 if self.log is not None:
-                    self.log.evaluation(step, returns, before + time.perf_counter() - t0)
+                    self.log.evaluation(step, returns, self.elapsed_s)
             if last or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
-                self.elapsed_s = before + time.perf_counter() - t0
                 distributed.check_in_sync(self.world_model, "the world model")
                 distributed.check_in_sync(self.agent, "the agent")
                 if self.run_dir is not None:
@@ -683,12 +702,10 @@ class AGDMBRL:
                                     env_steps_per_s=f"{speed:.1f}", refresh=False)
             if callback is not None and callback(self) is False:
                 break
-        self.elapsed_s = before + time.perf_counter() - t0
         if bar is not None:
             bar.close()
         if self.log is not None:
             self.log.writer.flush()
-        return self
 
     def close(self) -> None:
         """Close the run's logs (TensorBoard, Weights & Biases)."""

@@ -11,7 +11,7 @@ from torch import nn
 
 from agdrl.actor_critic import mlp
 from agdrl.distributed import average_gradients
-from agdrl.faults import check_finite
+from agdrl.faults import check_finite, check_finite_gradients
 from agdrl.normalization import RunningNormalizer
 
 
@@ -42,7 +42,6 @@ class TransitionHead(nn.Module):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         average_gradients(self.net.parameters())
-        check_finite(f"the gradient of {what}",
-                     nn.utils.clip_grad_norm_(self.net.parameters(), float("inf")))
+        check_finite_gradients(f"the gradient of {what}", self.net.parameters())
         self.optimizer.step()
         return loss.item()

@@ -19,11 +19,12 @@
 #                          cuda, seconds per env step split by phase
 #   device_check.log       everything printed
 set -euo pipefail
+cd "$(dirname "$0")/.."  # the repository root, wherever it is started from
 
 stage() {
-  local base=${1:-817205a}
-  grep -qx '/.whl/' .git/info/exclude || echo '/.whl/' >>.git/info/exclude
-  grep -qx '/.device_ab/' .git/info/exclude || echo '/.device_ab/' >>.git/info/exclude
+  local base=${1:-817205a} exclude
+  exclude=$(git rev-parse --git-path info/exclude)  # a worktree's .git is a file
+  grep -qx '/.device_ab/' "$exclude" || echo '/.device_ab/' >>"$exclude"  # .whl/ is ignored
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
@@ -31,16 +32,21 @@ stage() {
     farama-notifications==0.0.6 tyro==1.0.17 docstring-parser==0.18.0 typeguard==4.6.1
   rm -rf .device_ab && mkdir -p .device_ab/base
   git archive "$base" agdrl benchmarks | tar -x -C .device_ab/base
+  git rev-parse "$base" >.device_ab/base/COMMIT  # its JSONs' "source" may name the checkout's
   echo "staged: $(ls .whl | wc -l) wheels, agdrl of $(git rev-parse --short "$base") in .device_ab/base"
 }
 
 run() {
   : "${OUT:?run this on the device machine, where \$OUT is set}"
-  exec > >(tee "$OUT/device_check.log") 2>&1
+  checks 2>&1 | tee "$OUT/device_check.log"
+}
+
+checks() {
+  echo "base package: $(cat .device_ab/base/COMMIT)"
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 MUJOCO_GL=egl
-  nvidia-smi -L
+  nvidia-smi -L || true
   PYTHONPATH=/tmp/site:. python3 -m pytest -q -p no:cacheprovider -p no:jaxtyping \
     tests/test_devices.py 2>&1 | tee "$OUT/tests.log" || true
   for i in 1 2; do

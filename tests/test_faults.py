@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import pickle
+import time
 from pathlib import Path
 
 import gymnasium as gym
@@ -64,6 +66,12 @@ def test_nan_from_the_env_stops_the_run_with_a_good_checkpoint(tmp_path: Path, f
     assert "on_nonfinite='skip'" in str(err.value)
     saved = latest_checkpoint(tmp_path)
     assert saved.name == "step_000000179"
+    # the fault's checkpoint keeps the run's clock, which stopped with the fault
+    state = json.loads((saved / "training_state.json").read_text())
+    assert 0 < sum(state["seconds"].values()) < state["elapsed_s"] <= model.elapsed_s
+    stopped = model.elapsed_s
+    time.sleep(0.01)
+    assert model.elapsed_s == stopped  # the clock does not run outside learn()
     buffer = ReplayBuffer.load(saved / "buffer.npz")
     assert buffer.size == 179 and np.isfinite(buffer.obs[:179]).all()
     assert np.isfinite(buffer.next_obs[:179]).all() and np.isfinite(buffer.rewards[:179]).all()
@@ -120,23 +128,28 @@ def test_nan_in_a_training_batch_never_reaches_the_weights(world_model_factory, 
 
 
 def test_nan_in_a_transition_batch_never_reaches_the_ensemble_or_the_heads(linear_buffer):
-    """The autoregressive ensemble, the reward model and the termination classifier refuse
-    a non-finite batch before their optimizer steps."""
-    batch = linear_buffer.sample_transitions(16, np.random.default_rng(0))
-    batch.next_states[5, 0] = np.nan
-    ensemble = ProbabilisticEnsemble(3, 2, EnsembleConfig(members=2, elites=1, width=8, depth=1))
-    heads = (RewardModel(3, 2, hidden=8), TerminationModel(3, 2, hidden=8))
-    for model, what in ((ensemble, "ensemble"), (heads[1], "termination")):
+    """The autoregressive ensemble, the reward model and the termination classifier refuse a
+    non-finite loss, and a non-finite gradient from a finite loss, before their optimizer
+    steps."""
+    clean = linear_buffer.sample_transitions(16, np.random.default_rng(0))
+    bad = dataclasses.replace(clean, next_states=clean.next_states.copy(),
+                              rewards=clean.rewards.copy())
+    bad.next_states[5, 0] = np.nan
+    bad.rewards[3] = np.inf
+    models = {"ensemble": ProbabilisticEnsemble(3, 2, EnsembleConfig(members=2, elites=1,
+                                                                      width=8, depth=1)),
+              "reward": RewardModel(3, 2, hidden=8),
+              "termination": TerminationModel(3, 2, hidden=8)}
+    for what, model in models.items():
         before = [p.clone() for p in model.parameters()]
-        with pytest.raises(NonFiniteError, match=what):
-            model.train_step(batch)
+        with pytest.raises(NonFiniteError, match=f"{what}.*loss"):
+            model.train_step(bad)
+        weight = next(p for p in model.parameters() if p.requires_grad and p.dim() > 1)
+        hook = weight.register_hook(lambda grad: grad * float("nan"))
+        with pytest.raises(NonFiniteError, match="gradient"):
+            model.train_step(clean)
+        hook.remove()
         assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
-    batch.next_states[5, 0] = 0.0
-    batch.rewards[3] = np.inf
-    before = [p.clone() for p in heads[0].parameters()]
-    with pytest.raises(NonFiniteError, match="reward"):
-        heads[0].train_step(batch)
-    assert all(torch.equal(a, b) for a, b in zip(before, heads[0].parameters(), strict=True))
 
 
 def test_a_run_directory_that_cannot_be_written(tmp_path: Path):
