@@ -103,7 +103,7 @@ def method_of(config: dict) -> str:
             name += f"-ddim{steps}"
     elif imagination["sampler"] not in ("ddpm", "ddim"):  # the second-order samplers
         name += f"-{imagination['sampler']}{imagination['sampler_steps'] or diffusion['num_steps']}"
-    if imagination.get("sampler_spacing", "linspace") != "linspace":
+    if imagination.get("sampler_spacing", "linspace") != "linspace" and not student:
         name += f"-{imagination['sampler_spacing']}"
     if imagination.get("advantage", "td") != "td" and imagination["guidance"] in ("sag", "eag"):
         name += f"-{imagination['advantage']}"
