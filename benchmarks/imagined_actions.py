@@ -101,11 +101,16 @@ def main() -> None:
     parser.add_argument("--termination-classifier-steps", type=int, default=0,
                         help="also rows whose terminal flags come from a termination classifier "
                         "fitted to the run's replay buffer for this many steps (0: none)")
+    parser.add_argument("--policy-run", type=Path,
+                        help="take the trained agent (policy and critic) from this run instead "
+                        "(same task and agent sizes), to compare world models under one policy")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     run = AGDMBRL.resume(args.run_dir)
+    if args.policy_run is not None:  # another run's agent on this run's model and data
+        run.agent.load_state_dict(AGDMBRL.resume(args.policy_run).agent.state_dict())
     model, buffer, cfg = run.world_model, run.buffer, run.cfg
     fresh = ActorCriticAgent(model.obs_dim, run.env.action_space.low, run.env.action_space.high,
                              cfg.agent)
@@ -154,7 +159,8 @@ def main() -> None:
     args.out.write_text(json.dumps({
         "command": "benchmarks/imagined_actions.py " + " ".join(sys.argv[1:]),
         "machine": machine_info(),
-        "run": {"env": cfg.env, "seed": cfg.seed, "env_steps": run.num_timesteps},
+        "run": {"env": cfg.env, "seed": cfg.seed, "env_steps": run.num_timesteps,
+                "policy_run": None if args.policy_run is None else str(args.policy_run)},
         "on_policy_reference": {"z_mean": 0.0, "z_rms": 1.0,
                                 "tail_fraction_2.5": NORMAL_TAIL_2_5},
         "rows": rows}, indent=1))
