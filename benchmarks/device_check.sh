@@ -4,7 +4,7 @@
 #
 #   here:        benchmarks/device_check.sh stage [BASE]
 #                  the wheels the machine's image lacks (MuJoCo, Gymnasium, tyro and their
-#                  needs) into .whl/, and BASE's agdrl and benchmarks (default 817205a: before
+#                  needs) into .whl/, and BASE's agdrl and benchmarks (default 817205a~1 = c00ac89: before
 #                  the sampler's per-step constants moved to the host) into .device_ab/base/;
 #                  both folders are excluded from git locally.
 #   the device:  command "bash benchmarks/device_check.sh run", carry [".whl", ".device_ab"],
@@ -22,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."  # the repository root, wherever it is started from
 
 stage() {
-  local base=${1:-817205a} exclude
+  local base=${1:-817205a~1} exclude
   exclude=$(git rev-parse --git-path info/exclude)  # a worktree's .git is a file
   grep -qx '/.device_ab/' "$exclude" || echo '/.device_ab/' >>"$exclude"  # .whl/ is ignored
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
@@ -45,7 +45,7 @@ checks() {
   echo "base package: $(cat .device_ab/base/COMMIT)"
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 MUJOCO_GL=egl
+  export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 MUJOCO_GL=disable  # no rendering; the image has no EGL
   nvidia-smi -L || true
   PYTHONPATH=/tmp/site:. python3 -m pytest -q -p no:cacheprovider -p no:jaxtyping \
     tests/test_devices.py 2>&1 | tee "$OUT/tests.log" || true
