@@ -62,10 +62,23 @@ class ActorCriticAgent(nn.Module):
             return float(nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
         return float(torch.sqrt(sum((p.grad**2).sum() for p in params if p.grad is not None)))
 
+    def _gradient(self, what: str, loss: torch.Tensor, net: nn.Module,
+                  opt: torch.optim.Optimizer) -> float:
+        """Backpropagate ``loss`` into ``net`` (averaged over ranks, clipped) without stepping;
+        returns the norm before clipping. Raises :class:`NonFiniteError` on a non-finite loss
+        or gradient."""
+        opt.zero_grad(set_to_none=True)
+        check_finite(f"{what} loss", loss)
+        loss.backward()
+        average_gradients(net.parameters())
+        grad_norm = self._clip(list(net.parameters()))
+        check_finite(f"{what} gradient", grad_norm)
+        return grad_norm
+
     def update(self, seg: Segment) -> dict[str, float]:
         """One actor and one critic step on imagined segments (raw units, no graph). Non-finite
-        inputs, losses or gradients raise :class:`NonFiniteError` before the step they would
-        corrupt."""
+        inputs, losses or gradients raise :class:`NonFiniteError` before any network steps, so
+        a skipped batch leaves the critic, the Q-critic and the actor all unchanged."""
         cfg = self.cfg
         check_finite("the imagined segment", seg.states, seg.actions, seg.rewards,
                      seg.terminals)
@@ -83,26 +96,17 @@ class ActorCriticAgent(nn.Module):
                 mean, std = mean_std_over_ranks(advantages[valid])
                 advantages = (advantages - mean) / (std + 1e-8)
 
+        # All gradients first, then all steps: none of the three losses depends on the
+        # others' parameters (the targets come from the target critic).
         # critic: regress V(s_t) on the λ-returns of the target critic
         values = self.critic(states[:, :-1])
         critic_loss = 0.5 * (weights * (values - returns) ** 2).sum() / weights.sum()
-        self.critic_opt.zero_grad(set_to_none=True)
-        check_finite("the critic loss", critic_loss)
-        critic_loss.backward()
-        average_gradients(self.critic.parameters())
-        critic_grad = self._clip(list(self.critic.parameters()))
-        check_finite("the critic gradient", critic_grad)
-        self.critic_opt.step()
+        critic_grad = self._gradient("the critic", critic_loss, self.critic, self.critic_opt)
         metrics = {}
         if self.q_critic is not None:  # Q(s_t, a_t) on the same λ-returns
             q_values = self.q_critic(states[:, :-1], actions[:, :-1])
             q_loss = 0.5 * (weights * (q_values - returns) ** 2).sum() / weights.sum()
-            self.q_opt.zero_grad(set_to_none=True)
-            check_finite("the Q-critic loss", q_loss)
-            q_loss.backward()
-            average_gradients(self.q_critic.parameters())
-            check_finite("the Q-critic gradient", self._clip(list(self.q_critic.parameters())))
-            self.q_opt.step()
+            self._gradient("the Q-critic", q_loss, self.q_critic, self.q_opt)
             metrics["q_loss"] = q_loss.item()
 
         # actor: REINFORCE with the (standardized) advantages plus an entropy bonus
@@ -112,12 +116,11 @@ class ActorCriticAgent(nn.Module):
         entropy = torch.distributions.Normal(mean, std).entropy().sum(-1)
         actor_loss = -(weights * (advantages * logp + cfg.entropy_weight * entropy)).sum()
         actor_loss = actor_loss / weights.sum()
-        self.actor_opt.zero_grad(set_to_none=True)
-        check_finite("the actor loss", actor_loss)
-        actor_loss.backward()
-        average_gradients(self.actor.parameters())
-        actor_grad = self._clip(list(self.actor.parameters()))
-        check_finite("the actor gradient", actor_grad)
+        actor_grad = self._gradient("the actor", actor_loss, self.actor, self.actor_opt)
+
+        self.critic_opt.step()
+        if self.q_critic is not None:
+            self.q_opt.step()
         before = [p.detach().clone() for p in self.actor.parameters()]
         self.actor_opt.step()
         scale, change = self._line_search(before, s, a, logp.detach(), weights)

@@ -127,6 +127,28 @@ def test_nan_in_a_training_batch_never_reaches_the_weights(world_model_factory, 
                   actions=torch.zeros(2, 5, 2), hook=guidance)
 
 
+def test_a_non_finite_actor_or_q_gradient_leaves_every_network_unchanged():
+    """The actor-critic checks all three gradients before any optimizer steps: a non-finite
+    actor or Q-critic gradient from finite losses (so only found after backward) must not
+    leave the critic stepped while the actor is not."""
+    for net in ("actor", "q_critic"):
+        agent = ActorCriticAgent(3, -np.ones(2), np.ones(2), ActorCriticConfig(hidden=8),
+                                 learn_q=True)
+        seg = Segment(torch.randn(8, 5, 3), torch.rand(8, 5, 2) * 2 - 1, torch.randn(8, 5),
+                      torch.zeros(8, 5))
+        weight = next(p for p in getattr(agent, net).parameters() if p.dim() > 1)
+        hook = weight.register_hook(lambda grad: grad * float("nan"))
+        before = [p.clone() for p in agent.parameters()]
+        with pytest.raises(NonFiniteError, match="gradient"):
+            agent.update(seg)
+        assert all(torch.equal(a, b) for a, b in zip(before, agent.parameters(), strict=True))
+        hook.remove()
+        agent.update(seg)  # the same batch with finite gradients steps every network
+        for stepped in (agent.actor, agent.critic, agent.q_critic):
+            weight = next(stepped.parameters())
+            assert not any(weight is b or torch.equal(weight, b) for b in before)
+
+
 def test_nan_in_a_transition_batch_never_reaches_the_ensemble_or_the_heads(linear_buffer):
     """The autoregressive ensemble, the reward model and the termination classifier refuse a
     non-finite loss, and a non-finite gradient from a finite loss, before their optimizer
