@@ -122,6 +122,11 @@ def method_of(config: dict) -> str:
         name += "-reward"  # rewards from the regressor (not reward guidance: reward-diffusion)
     if imagination.get("policy_guidance", "pull") == "pull":  # runs made before 'sample'
         name += "-pull"
+    else:  # runs made before relaxation and settling replaced the actions each step
+        if imagination.get("policy_relaxation", 1.0) != 0.5:
+            name += f"-relax{imagination.get('policy_relaxation', 1.0):g}"
+        if imagination.get("settle_steps", 0) != 4:
+            name += f"-settle{imagination.get('settle_steps', 0)}"
     return name
 
 

@@ -332,13 +332,24 @@ class ImaginationConfig:
     original (noise pulled toward π by a step δ tuned online; not samples of π under
     few-step or deterministic samplers, and the agent then fails to learn Reacher: see
     results/diagnosis)."""
+    policy_relaxation: float = 0.5
+    """'sample' policy guidance: the fraction β of the way the imagined pre-squash actions move
+    toward π's sample at each step's predicted states (1: replace them, as before
+    2026-11-27). Below 1 it damps the alternation between two state-action solutions that a
+    sharp policy shows (agdrl.guidance.PolicyGuidance)."""
+    settle_steps: int = 4
+    """'sample' policy guidance: network calls at the clean index 0 after the chain, each
+    followed by policy guidance,
+    so that the states and the on-policy actions settle on each other (0: none; a distilled
+    student settles with its teacher). Each costs one denoiser and one actor evaluation,
+    without guidance gradients."""
     resample_actions: bool = False
     """'sample' policy guidance only: after the chain, draw the actions again at the final
     states with the chain's ε, so that they are exactly samples of π at the segment's own
-    states. Without it they are drawn at the last step's predicted states, which the last
-    step's clip and refinement move: with a trained Hopper policy their standardized RMS is 1.37
-    under 8 steps, 1.12 under 128 (results/diagnosis/imagined-actions-hopper-v5-*.json).
-    It did not change the fast preset's Hopper return (results/README.md)."""
+    states. Without it they are drawn at the last call's predicted states, which the last
+    step's clip moves (results/diagnosis/imagined-actions-hopper-v5-*.json). The states were
+    then generated under other actions, so it trades dynamics accuracy for on-policy actions;
+    policy_relaxation and settle_steps get both."""
     policy_delta: float = 0.005
     """Initial step δ of 'pull' policy guidance (tuned online toward unit RMS of the
     standardized actions)."""
@@ -356,6 +367,9 @@ class ImaginationConfig:
         require(not self.resample_actions or self.policy_guidance == "sample",
                 "resample_actions draws the actions from π with the chain's ε: it needs "
                 "policy_guidance 'sample'")
+        require(0.0 < self.policy_relaxation <= 1.0,
+                f"policy_relaxation must be in (0, 1], got {self.policy_relaxation}")
+        require(self.settle_steps >= 0, f"settle_steps must be ≥ 0, got {self.settle_steps}")
         require_choice(self, "guidance", ("none", "sag", "eag", "reward", "cfg"))
         require_choice(self, "termination", ("model", "classifier"))
         require_choice(self, "reward", ("model", "regressor"))

@@ -3,6 +3,7 @@ rollouts of the autoregressive ensemble (the classic-MBRL row), with per-batch d
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -59,7 +60,8 @@ class Imagination:
         self.termination, self.reward_model = termination, reward_model
         self.guidance_seconds = 0.0
         self.policy = PolicyGuidance(model, agent.actor, cfg.policy_delta,
-                                     mode=cfg.policy_guidance)
+                                     mode=cfg.policy_guidance,
+                                     relaxation=cfg.policy_relaxation)
         objectives = {"sag": lambda: SigmoidAdvantage(self._advantage_estimator()),
                       "eag": lambda: ExponentialAdvantage(self._advantage_estimator()),
                       "reward": lambda: RewardSum(reward_model)}
@@ -79,9 +81,11 @@ class Imagination:
                                                                 cfg.cfg_weight)
         self.hooks = compose(self.policy, self.state)
         self.use_student = model.student is not None
-        self.sampler = (model.student_sampler() if self.use_student
-                        else model.default_sampler(cfg.sampler, cfg.sampler_steps or None,
-                                                   spacing=cfg.sampler_spacing))
+        self.sampler = dataclasses.replace(
+            model.student_sampler() if self.use_student
+            else model.default_sampler(cfg.sampler, cfg.sampler_steps or None,
+                                       spacing=cfg.sampler_spacing),
+            settle_steps=cfg.settle_steps if cfg.policy_guidance == "sample" else 0)
 
     def relabel(self, seg: Segment) -> Segment:
         """``seg`` with its rewards and terminal flags from the transition models that ``cfg``
@@ -159,12 +163,17 @@ class Imagination:
 
 
 def segment_metrics(seg: Segment, agent: ActorCriticAgent) -> dict[str, float]:
-    """Mean one-step advantage, predicted reward and value of an imagined batch."""
+    """Mean one-step advantage, predicted reward and value of an imagined batch, and the RMS
+    of its standardized actions z = (atanh(a_t) − μ(s_t)) / σ(s_t) at its own states
+    (t < H − 1): about 1 when the actions the agent learns from are samples of π there."""
     with torch.no_grad():
+        mean, std = agent.actor(seg.states[:, :-1])
+        z = (agent.actor.unsquash(seg.actions[:, :-1]) - mean) / std
         return {"mean_advantage": OneStepAdvantage(agent.critic, agent.cfg.gamma)(seg)
                 .mean().item(),
                 "mean_reward": seg.rewards.mean().item(),
-                "mean_value": agent.critic(seg.states).mean().item()}
+                "mean_value": agent.critic(seg.states).mean().item(),
+                "action_z_rms": z.pow(2).mean().sqrt().item()}
 
 
 class EnsembleImagination:

@@ -1,16 +1,16 @@
 """Are the imagined actions samples of the policy?
 
 The actor-critic's gradient is on-policy: it needs the actions of an imagined segment to be
-draws from π(· | ŝ_t) at the segment's own states. For actions a_t with pre-squash
-u_t = atanh(a_t), the standardized actions z = (u_t − μ(ŝ_t)) / σ(ŝ_t) of true samples are
-N(0, I): mean 0, RMS 1, and |z| > 2.5 for 1.2% of the entries. This script measures z on
-imagined segments from real start states for each policy-guidance mode ('sample', 'pull', and
-'resample': 'sample' with the actions drawn again at the final states)
-and sampler, with the run's trained policy and with a freshly initialized one, together with
-the dynamics error of the segments against the simulator replaying their actions (so a mode
-that fixes the actions but breaks the dynamics would show), the error of their rewards, their
-discounted return (imagined and replayed) and how often they terminate (imagined and
-replayed).
+draws from π(· | ŝ_t) at the segment's own states. For actions a_t with pre-squash u_t =
+atanh(a_t), the standardized actions z = (u_t − μ(ŝ_t)) / σ(ŝ_t) of true samples are N(0, I):
+mean 0, RMS 1, and |z| > 2.5 for 1.2% of the entries. This script measures z on imagined
+segments from real start states for each policy-guidance mode ('sample', 'pull', and
+'resample': 'sample' with the actions drawn again at the final states), each 'sample' setting
+of relaxation β and settle steps (``--settle``), and sampler, with the run's trained policy and
+with a freshly initialized one, together with the dynamics error of the segments against the
+simulator replaying their actions (so a mode that fixes the actions but breaks the dynamics
+would show), the error of their rewards, their discounted return (imagined and replayed) and
+how often they terminate (imagined and replayed).
 
 Starts from a training run with a checkpoint (``agdrl train … --checkpoint-every N``). The
 'pull' rows first tune δ online for ``--tune-batches`` batches, as training does.
@@ -96,6 +96,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--samplers", nargs="+", default=["ddim:8", "ddpm:8", "ddpm:32"])
     parser.add_argument("--modes", nargs="+", default=["sample", "pull"])
+    parser.add_argument("--settle", nargs="+", default=["0.5:4"], metavar="BETA:STEPS",
+                        help="'sample' and 'resample' rows for each policy_relaxation β and "
+                        "settle_steps pair (1:0 is the chain before 2026-11-27)")
     parser.add_argument("--starts", type=int, default=256)
     parser.add_argument("--tune-batches", type=int, default=30)
     parser.add_argument("--termination-classifier-steps", type=int, default=0,
@@ -125,12 +128,16 @@ def main() -> None:
             buffer, args.termination_classifier_steps, rng)
     rows = []
     for policy_name, agent in (("trained", run.agent), ("fresh", fresh)):
-        for spec, mode, (termination, classifier) in itertools.product(
-                args.samplers, args.modes, terminations.items()):
+        variants = [(mode, settle) for mode in args.modes
+                    for settle in (args.settle if mode != "pull" else ["1:0"])]
+        for spec, (mode, settle), (termination, classifier) in itertools.product(
+                args.samplers, variants, terminations.items()):
+            beta, _, steps = settle.partition(":")
             icfg = with_sampler(cfg.imagination, spec, batch_size=len(starts),
                                 guidance="none",
                                 policy_guidance="sample" if mode == "resample" else mode,
-                                resample_actions=mode == "resample", termination=termination)
+                                resample_actions=mode == "resample", termination=termination,
+                                policy_relaxation=float(beta), settle_steps=int(steps))
             imagination = Imagination(model, copy.deepcopy(agent), icfg,
                                       termination=classifier)
             if mode == "pull":  # tune δ as training would, from the run's δ
@@ -143,12 +150,14 @@ def main() -> None:
             row, _ = evaluate_variant(model, imagination.agent, recorder, run.env, starts,
                                       buffer, state_std, args.seed)
             row = {"policy": policy_name, "sampler": spec, "mode": mode,
+                   "policy_relaxation": float(beta), "settle_steps": int(steps),
                    "termination": termination,
                    **z_stats(standardized_actions(recorder.segment, imagination.agent)),
                    **{k: row[k] for k in SEGMENT_FIELDS},
                    "policy_delta": row["imagination_policy_delta"]}
             rows.append(row)
-            print(f"{policy_name:8s} {spec:8s} {mode:7s} {termination:10s} z mean "
+            print(f"{policy_name:8s} {spec:8s} {mode:7s} β:settle {settle:6s} "
+                  f"{termination:10s} z mean "
                   f"{np.round(row['z_mean_per_dim'], 3)} rms {row['z_rms']:.3f} "
                   f"tail {row['tail_fraction_2.5']:.3f} dyn err {row['dynamics_error']:.4f} "
                   f"reward err {row['reward_error']:.4f} return imagined "

@@ -381,18 +381,45 @@ def test_sampled_actions_are_policy_samples_under_deterministic_ddim(
 def test_sampled_actions_are_exact_policy_samples_under_ode_samplers(
         world_model_factory: Factory, kind: str):
     """Under the second-order samplers too, the final actions are the policy's samples at the
-    final states: z equals the chain's fixed noise ε exactly (without the near-end clip, which
-    moves the final states after the actions are drawn)."""
+    final states: with relaxation 1 (the actions replaced at every step) z equals the chain's
+    fixed noise ε exactly (without the near-end clip, which moves the final states after the
+    actions are drawn)."""
     torch.manual_seed(0)
     wm = world_model_factory(horizon=5, num_steps=16)
     actor = Actor(wm.obs_dim, np.array([-1.0, -1.0]), np.array([1.0, 1.0]), hidden=16,
                   min_std=0.05, init_std=0.3)
-    hook = PolicyGuidance(wm, actor, mode="sample")
+    hook = PolicyGuidance(wm, actor, mode="sample", relaxation=1.0)
     seg = wm.sample(torch.randn(64, 3), Sampler(kind, 4, clip_max_step=-1), hook=hook,
                     generator=torch.Generator().manual_seed(0))
     mean, std = actor(seg.states)
     z = (actor.unsquash(seg.actions) - mean) / std
     torch.testing.assert_close(z, hook._noise, atol=2e-3, rtol=0)
+
+
+def test_relaxed_sample_guidance_closed_form(world_model_factory: Factory):
+    """'sample' mode: the first step sets u = μ + σ ε; every later step moves u the fraction β
+    of the way to μ' + σ' ε under the policy at the new predicted states; last_spread is the
+    RMS of (u − μ') / σ' after the last update."""
+    wm = world_model_factory(horizon=5, num_steps=16)
+    x0 = torch.zeros(4, 5, wm.x_dim)
+    hook = PolicyGuidance(wm, constant_actor(wm.obs_dim, mean=0.2, std=0.5), relaxation=0.25)
+    first = step_state(wm, x0, torch.zeros(4, 5, 2), k=5, k_prev=4)
+    first.generator = torch.Generator().manual_seed(0)
+    hook(first)
+    eps = hook._noise
+    u0 = hook.actor.unsquash(wm.action_norm.unnormalize(first.cond))
+    torch.testing.assert_close(u0, 0.2 + 0.5 * eps, atol=2e-4, rtol=1e-4)
+    hook.actor = constant_actor(wm.obs_dim, mean=-0.4, std=0.2)  # the states moved
+    last = step_state(wm, x0, first.cond, k=0, k_prev=-1)
+    last.index = 1
+    hook(last)
+    expected = u0 + 0.25 * (-0.4 + 0.2 * eps - u0)
+    got = hook.actor.unsquash(wm.action_norm.unnormalize(last.cond))
+    torch.testing.assert_close(got, expected, atol=2e-4, rtol=1e-4)
+    z = (expected - (-0.4)) / 0.2
+    assert hook.last_spread == pytest.approx(float(z.pow(2).mean().sqrt()), rel=1e-3)
+    with pytest.raises(ValueError, match="relaxation"):
+        PolicyGuidance(wm, hook.actor, relaxation=0.0)
 
 
 def test_sampled_actions_follow_the_generator(world_model_factory: Factory):

@@ -52,7 +52,7 @@ def test_segments_start_at_real_states_and_report_their_diagnostics(
 def test_sampler_spacing_sets_the_visited_indices(world_model_factory: Factory, spacing: str,
                                                   grid: list[int]):
     imagine = setup(world_model_factory, sampler="ddim", sampler_steps=4,
-                    sampler_spacing=spacing)
+                    sampler_spacing=spacing, settle_steps=0)
     seen = []
     imagine.hooks = lambda state: seen.append(state.k)
     imagine(torch.randn(32, 3), torch.Generator().manual_seed(0))
@@ -71,23 +71,49 @@ def test_sampled_actions_need_no_delta(world_model_factory: Factory):
 
 def test_resampled_actions_are_policy_samples_at_the_final_states(world_model_factory: Factory):
     """With resample_actions the standardized actions at the segment's own states are exactly
-    the chain's ε; without it they are drawn at the last step's predicted states and are not.
-    The states are the same either way."""
+    the chain's ε; without it, and without relaxation and settling (as before 2026-11-27),
+    they are drawn at the last step's predicted states and are not. The states are the same
+    either way."""
     starts = torch.randn(32, 3)
-    chain = setup(world_model_factory)
+    old = {"policy_relaxation": 1.0, "settle_steps": 0}
+    chain = setup(world_model_factory, **old)
     plain, _ = chain(starts, torch.Generator().manual_seed(0))
-    again = setup(world_model_factory, resample_actions=True)
+    again = setup(world_model_factory, resample_actions=True, **old)
     seg, _ = again(starts, torch.Generator().manual_seed(0))
     torch.testing.assert_close(seg.states, plain.states)
-    actor = again.agent.actor
     with torch.no_grad():
-        def z(s: Segment) -> torch.Tensor:
-            mean, std = actor(s.states)
-            return (actor.unsquash(s.actions) - mean) / std
-        torch.testing.assert_close(z(seg), again.policy._noise, atol=1e-3, rtol=1e-3)
-        assert (z(plain) - chain.policy._noise).abs().max() > 1e-2
+        torch.testing.assert_close(z_at_own_states(seg, again), again.policy._noise,
+                                   atol=1e-3, rtol=1e-3)
+        assert (z_at_own_states(plain, chain) - chain.policy._noise).abs().max() > 1e-2
     with pytest.raises(ConfigError, match="resample_actions"):
         ImaginationConfig(policy_guidance="pull", resample_actions=True)
+
+
+def z_at_own_states(seg: Segment, imagine: Imagination) -> torch.Tensor:
+    """Standardized actions (B, H, da) at the segment's own states."""
+    actor = imagine.agent.actor
+    mean, std = actor(seg.states)
+    return (actor.unsquash(seg.actions) - mean) / std
+
+
+def test_settle_steps_make_the_actions_policy_samples_at_the_returned_states(
+        world_model_factory: Factory):
+    """The default relaxation and settle steps continue the state-action iteration at the
+    clean end of the chain: the actions end close to π's samples at the segment's own
+    states, closer with each settle step, and the reported action_z_rms is their RMS."""
+    starts = torch.randn(32, 3)
+    gaps = []
+    for settle in (0, 2, 8):
+        imagine = setup(world_model_factory, settle_steps=settle)
+        seg, metrics = imagine(starts, torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            z = z_at_own_states(seg, imagine)
+        gaps.append((z - imagine.policy._noise).abs().max().item())
+        assert metrics["action_z_rms"] == pytest.approx(
+            z[:, :-1].pow(2).mean().sqrt().item(), rel=1e-4)
+    assert gaps[0] > gaps[1] > gaps[2]
+    assert gaps[2] < 0.02
+    assert imagine.sampler.network_calls(16) == 8 + 8
 
 
 def test_state_guidance_changes_the_imagined_states(world_model_factory: Factory):

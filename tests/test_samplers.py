@@ -157,6 +157,44 @@ def test_network_calls_and_bad_kinds() -> None:
         Sampler("euler")
 
 
+class ConditionDenoiser(nn.Module):
+    """x̂_0 = the conditioning (a model whose clean sample is set by its actions alone)."""
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None, k: torch.Tensor,
+                label: torch.Tensor | None = None) -> torch.Tensor:
+        return cond.clone()
+
+
+def test_settle_steps_iterate_the_clean_prediction_and_the_hook() -> None:
+    """After the chain, each settle step predicts x̂_0 at index 0 from the last result under
+    the conditioning the hook last set, and calls the hook as a last step (k = 0, k_prev = −1,
+    no noise; the index goes on). With a conditioning that the hook derives from the states,
+    c ← x̂_0 / 2 + 1, the pair converges to the fixed point x = c = 2, one halving of the
+    error per settle step; no noise is drawn for them."""
+    calls: list[tuple[int, int, int, float]] = []
+
+    def halve(state: StepState) -> None:
+        calls.append((state.index, state.k, state.k_prev, state.noise_std))
+        state.cond = state.x0 / 2 + 1
+
+    diffusion = GaussianDiffusion(ConditionDenoiser(), 16, "cosine", 1.0, "x0")
+    cond = torch.zeros(2, 4, 3)
+    results = {}
+    for settle in (0, 3, 30):
+        gen = torch.Generator().manual_seed(0)
+        calls.clear()
+        x, last = Sampler("ddim", steps=4, settle_steps=settle).sample(
+            diffusion, (2, 4, 3), cond=cond, hook=halve, generator=gen)
+        results[settle] = (x, last, gen.get_state())
+        assert calls[4:] == [(4 + i, 0, -1, 0.0) for i in range(settle)]
+    torch.testing.assert_close(results[3][0], 2 - (2 - results[0][1]) / 4)  # x_n = c_{n-1}
+    torch.testing.assert_close(results[30][0], torch.full((2, 4, 3), 2.0))
+    assert torch.equal(results[0][2], results[30][2])
+    assert Sampler("ddim", steps=4, settle_steps=3).network_calls(16) == 7
+    with pytest.raises(ValueError, match="settle_steps"):
+        Sampler("ddim", steps=4, settle_steps=-1)
+
+
 @pytest.mark.parametrize(("kind", "eta"), [("ddim", 0.0), ("heun", 0.0), ("dpm2m", 0.0)])
 def test_deterministic_samplers_draw_only_the_starting_noise(kind: str, eta: float) -> None:
     """A chain that adds no noise draws none: the generator moves by the start noise alone."""

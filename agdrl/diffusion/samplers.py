@@ -87,6 +87,11 @@ class Sampler:
     clip_max_step / clip_value: clip |mean − x_k| ≤ clip_value at steps whose training index
     k ≤ clip_max_step (the end of the chain; −1 = never). Counting in training indices keeps
     the clip's meaning when a few-step sampler strides over the chain.
+    settle_steps: after the chain, this many more network calls at the clean index 0, each
+    on the last result and followed by the hook as at the last step (``k_prev`` = −1, no
+    noise, no clip): the states are predicted again under the conditioning the hook last
+    edited, so that conditioning that depends on the states (policy guidance's actions) and
+    the states settle on each other. 0: none.
     """
 
     kind: SamplerKind = "ddpm"
@@ -96,6 +101,7 @@ class Sampler:
     clip_value: float = 0.25
     timesteps: tuple[int, ...] | None = None
     spacing: TimestepSpacing = "linspace"
+    settle_steps: int = 0
 
     def __post_init__(self):
         if self.kind not in SAMPLER_KINDS:
@@ -110,6 +116,8 @@ class Sampler:
             raise ValueError(f"DDIM eta must be in [0, 1], got {self.eta}")
         if self.clip_value <= 0:
             raise ValueError(f"clip_value must be positive, got {self.clip_value}")
+        if self.settle_steps < 0:
+            raise ValueError(f"settle_steps must be ≥ 0, got {self.settle_steps}")
         if self.timesteps is not None and (
                 not self.timesteps or min(self.timesteps) < 0
                 or any(a <= b for a, b in zip(self.timesteps, self.timesteps[1:], strict=False))):
@@ -149,26 +157,47 @@ class Sampler:
 
     def network_calls(self, num_train_steps: int) -> int:
         """Denoiser evaluations per sample from a K-step model: one per step, plus Heun's
-        second evaluation at all but the last."""
+        second evaluation at all but the last, plus the settle steps."""
         steps = len(self.grid(num_train_steps))
-        return 2 * steps - 1 if self.kind == "heun" else steps
+        return (2 * steps - 1 if self.kind == "heun" else steps) + self.settle_steps
 
     @torch.no_grad()
     def sample(self, diffusion: GaussianDiffusion, shape: tuple[int, int, int],
                cond: torch.Tensor | None = None, inpainting: Inpainting | None = None,
                hook: DenoisingHook | None = None, denoiser: nn.Module | None = None,
-               generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+               generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+               settle_denoiser: nn.Module | None = None
                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Draw samples x: (B, H, Dx); returns ``(x, cond)`` (cond as edited by the hook).
 
-        ``denoiser`` overrides the process's network (e.g. the EMA copy). Guidance hooks may
-        enable gradients inside themselves; the chain itself runs without autograd.
+        ``denoiser`` overrides the process's network (e.g. the EMA copy); ``settle_denoiser``
+        the one the settle steps call (default: ``denoiser``; a distilled student knows only
+        its grid's indices, not 0). Guidance hooks may enable gradients inside themselves; the
+        chain itself runs without autograd.
         """
         x = randn(shape, generator, device)
         if inpainting is not None:
             x = inpainting.apply(x)
         ks = self.grid(diffusion.num_steps)
-        return self.denoise(diffusion, x, ks, -1, cond, inpainting, hook, denoiser, generator)
+        x, cond = self.denoise(diffusion, x, ks, -1, cond, inpainting, hook, denoiser, generator)
+        settle_denoiser = denoiser if settle_denoiser is None else settle_denoiser
+        clean = torch.zeros(x.shape[0], device=x.device, dtype=torch.long)
+        for i in range(self.settle_steps):
+            x = diffusion.predict_x0(x, cond, clean, settle_denoiser)
+            if inpainting is not None:
+                x = inpainting.apply(x)
+            if hook is not None:
+                state = StepState(x_k=x, x0=x, cond=cond, k=0, k_prev=-1, index=len(ks) + i,
+                                  remaining=0, sigma=0.0, noise_std=0.0,
+                                  alpha_bar=diffusion.alpha_bar_at(0),
+                                  alpha_bar_prev=diffusion.alpha_bar_at(-1),
+                                  generator=generator)
+                hook(state)
+                x = state.x0.detach()
+                cond = None if state.cond is None else state.cond.detach()
+                if inpainting is not None:
+                    x = inpainting.apply(x)
+        return x, cond
 
     @torch.no_grad()
     def denoise(self, diffusion: GaussianDiffusion, x: torch.Tensor, ks: list[int],

@@ -224,7 +224,8 @@ class DiffusionWorldModel(nn.Module):
         to start them from N(0, I) in normalized space (a hook such as policy guidance then
         shapes them; without a hook they stay noise). ``wrap_denoiser`` replaces the network
         by a wrapper around it (classifier-free guidance); ``student`` samples with the
-        distilled student (use :meth:`student_sampler`). Returns a raw-unit :class:`Segment`.
+        distilled student (use :meth:`student_sampler`; the sampler's settle steps, at index 0,
+        call the teacher). Returns a raw-unit :class:`Segment`.
         """
         b, h = s0.shape[0], self.cfg.horizon
         s0_norm = self.state_norm.normalize(torch.as_tensor(s0, dtype=torch.float32,
@@ -241,14 +242,15 @@ class DiffusionWorldModel(nn.Module):
         pin = self.pin_start(s0_norm, b, a_norm)
         if student:
             self._require_student()
-        denoiser = (self.student if student
-                    else self.ema.model if use_ema else self.diffusion.denoiser)
+        teacher = self.ema.model if use_ema else self.diffusion.denoiser
+        denoiser = self.student if student else teacher
         denoiser.eval()
+        teacher.eval()
         if wrap_denoiser is not None:
-            denoiser = wrap_denoiser(denoiser)
+            denoiser, teacher = wrap_denoiser(denoiser), wrap_denoiser(teacher)
         x, cond = sampler.sample(self.diffusion, (b, h, self.x_dim), cond=cond, inpainting=pin,
                                  hook=hook, denoiser=denoiser, generator=generator,
-                                 device=self.device)
+                                 device=self.device, settle_denoiser=teacher)
         return self.decode(x, cond)
 
     def default_sampler(self, kind: SamplerKind = "ddpm", steps: int | None = None,
