@@ -243,9 +243,10 @@ class PolicyGuidance:
     states, under any sampler, and there is no δ to tune. β = 1 (replace the actions each
     step) lets a trained, sharp policy and the states it steers alternate between two
     solutions: with a 15k-step Hopper policy and DDIM-8 the returned states paired with
-    actions at z RMS 7 (up to 15 at the segment's end) and lay 0.45 from the simulator's,
-    against 1.26 and 0.16 at β = 0.5 (results/diagnosis/imagined-actions-*-relaxation*).
-    The sampler's settle steps continue the iteration at the clean end of the chain.
+    actions at z RMS 7.2 (up to 15 at the segment's end), and the simulator replaying those
+    actions missed the states by 0.45 (normalized MSE); at β = 0.5, 1.26 and 0.15, and with
+    the sampler's 4 settle steps (which continue the iteration at the clean end of the chain)
+    1.10 and 0.037 (results/diagnosis/imagined-actions-hopper-v5-agd-sag-15k-seed0-relaxation).
     ``last_spread`` is the RMS of z at the last call's predicted states, after its update.
 
     mode 'pull' (PolyGRAD's policy guidance): at every step, in the policy's pre-squash space
