@@ -8,8 +8,10 @@ the configured learning rate). Scaling the parameter change, instead of re-runni
 optimizer, leaves Adam's moment estimates as one step left them.
 
 Under torchrun (:mod:`agdrl.distributed`) each rank updates on its own segments; gradients,
-the advantage statistics and the line search's log-prob change are averaged over ranks, so
-the update equals one process's on all ranks' segments together.
+the advantage statistics and the line search's log-prob change are averaged over ranks. The
+update equals one process's on all ranks' segments together when every rank's batch has the
+same number of steps before a terminal; otherwise only nearly, since each rank divides its
+losses by its own count and the log-prob change is a mean of per-rank means.
 """
 
 from __future__ import annotations
