@@ -12,8 +12,10 @@ For each configuration ("row"), in one run:
       the data and the imagination (CPU; each row runs in its own process, so peaks do not
       mix), or the peak CUDA memory allocated during the timed calls.
 
-Rows: NAME = ARCH/SAMPLER:STEPS[:SPACING]/POLICY, e.g. ``ours/ddim:8/sample`` (the fast
-preset), ``ours/ddim:4:trailing/sample`` (4 DDIM steps on the trailing grid) or
+Rows: NAME = ARCH/SAMPLER:STEPS[:SPACING]/POLICY[:settleN][:relaxB], e.g.
+``ours/ddim:8/sample`` (the fast preset, with the imagination config's default settle steps
+and relaxation), ``ours/ddim:8/sample:settle0:relax1`` (the policy guidance before
+2026-11-27), ``ours/ddim:4:trailing/sample`` (4 DDIM steps on the trailing grid) or
 ``reference/ddpm:128/pull`` (the reference: a 1024 × 6 residual MLP, 128 ancestral steps,
 PolyGRAD's policy guidance). SAMPLER is ddpm, ddim, heun, dpm2m, or ``student``: the model
 distilled (once, before the rows, ``--distill-updates`` steps from its EMA weights) into a
@@ -149,6 +151,15 @@ def run_row(args: argparse.Namespace) -> dict:
     """Measure one row in this process (called through ``--row``)."""
     torch.set_num_threads(args.threads)
     arch, sampler, mode = args.row.split("/")
+    mode, *options = mode.split(":")
+    policy_changes: dict[str, float] = {}
+    for option in options:
+        if option.startswith("settle"):
+            policy_changes["settle_steps"] = int(option.removeprefix("settle"))
+        elif option.startswith("relax"):
+            policy_changes["policy_relaxation"] = float(option.removeprefix("relax"))
+        else:
+            raise SystemExit(f"{args.row}: unknown policy option {option!r} (settleN, relaxB)")
     kind, steps, *spacing = sampler.split(":")
     device = torch.device(args.device)
     test = ReplayBuffer.load(args.source / "test_buffer.npz")
@@ -165,7 +176,7 @@ def run_row(args: argparse.Namespace) -> dict:
     icfg = with_sampler(ImaginationConfig(batch_size=args.batch, guidance="sag",
                                           policy_guidance=mode, guidance_mode=args.guidance_mode,
                                           guidance_scale=args.guidance_scale),
-                        f"ddim:{steps}" if distilled else sampler)
+                        f"ddim:{steps}" if distilled else sampler, **policy_changes)
     imagination = Imagination(model, agent, icfg)
     imagination_h50 = Imagination(model_h50, agent, dataclasses.replace(icfg, batch_size=1))
     rng = np.random.default_rng(args.seed)
