@@ -58,9 +58,14 @@ def test_method_names_round_trip_through_the_run_config():
             (["--imagination.guidance-mode", "normalized", "--imagination.guidance-scale", "1"],
              "agd-sag-normalized-c1"),
             (["--imagination.guide-last-state"], "agd-sag-last"),
-            (["--guidance", "none", "--advantage", "gae"], "polygrad")):  # no advantage used
+            (["--guidance", "none", "--advantage", "gae"], "polygrad"),  # no advantage used
+            (["--imagination.settle-steps", "0"], "agd-sag-settle0")):
         cfg = _parse(TrainConfig, options, PRESETS["fast"], "agdrl train")
         assert method_of(dataclasses.asdict(cfg)) == name, options
+    # a config written before relaxation and settle steps existed: actions replaced each step
+    before = dataclasses.asdict(PRESETS["fast"])
+    del before["imagination"]["policy_relaxation"], before["imagination"]["settle_steps"]
+    assert method_of(before) == "agd-sag-relax1-settle0"
 
 
 SPECS = sorted((Path(__file__).parents[1] / "benchmarks" / "specs").glob("*.json"))
