@@ -5,7 +5,7 @@ standardized RMS at the segments' own states, the actor's gradient norm and the 
 search lets through.
 
     .venv/bin/python benchmarks/actor_update_relaxation.py \\
-        --run-dir results/bench/Hopper-v5/agd-sag/seed0 \\
+        --run-dir results/before_relaxation/Hopper-v5/agd-sag/seed0 \\
         --out results/diagnosis/actor-update-relaxation-hopper-v5-15k-seed0.json
 """
 

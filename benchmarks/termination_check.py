@@ -13,7 +13,7 @@ Needs a task whose observation is the simulator's full (qpos, qvel), so that a s
 can be restored exactly (InvertedPendulum-v5).
 
     .venv/bin/python benchmarks/termination_check.py \\
-        --run results/bench/InvertedPendulum-v5/agd-sag/seed0 \\
+        --run results/before_relaxation/InvertedPendulum-v5/agd-sag/seed0 \\
         --other-run results/bench/InvertedPendulum-v5/mbrl-ensemble-h30/seed0 \\
         --out results/diagnosis/invertedpendulum-termination.json
 """
