@@ -187,16 +187,8 @@ class Sampler:
             if inpainting is not None:
                 x = inpainting.apply(x)
             if hook is not None:
-                state = StepState(x_k=x, x0=x, cond=cond, k=0, k_prev=-1, index=len(ks) + i,
-                                  remaining=0, sigma=0.0, noise_std=0.0,
-                                  alpha_bar=diffusion.alpha_bar_at(0),
-                                  alpha_bar_prev=diffusion.alpha_bar_at(-1),
-                                  generator=generator)
-                hook(state)
-                x = state.x0.detach()
-                cond = None if state.cond is None else state.cond.detach()
-                if inpainting is not None:
-                    x = inpainting.apply(x)
+                x, cond = _guided(hook, diffusion, x, x, cond, 0, -1, len(ks) + i, 0, 0.0, 0.0,
+                                  inpainting, generator)
         return x, cond
 
     @torch.no_grad()
@@ -220,16 +212,8 @@ class Sampler:
             c0, ct, posterior_std = diffusion.step_coefficients(k, k_prev)
             noise_std = self._noise_std(posterior_std)
             if hook is not None:
-                state = StepState(x_k=x, x0=x0, cond=cond, k=k, k_prev=k_prev, index=i,
-                                  remaining=n - i, sigma=posterior_std, noise_std=noise_std,
-                                  alpha_bar=diffusion.alpha_bar_at(k),
-                                  alpha_bar_prev=diffusion.alpha_bar_at(k_prev),
-                                  generator=generator)
-                hook(state)
-                x0 = state.x0.detach()
-                cond = None if state.cond is None else state.cond.detach()
-                if inpainting is not None:
-                    x0 = inpainting.apply(x0)
+                x0, cond = _guided(hook, diffusion, x, x0, cond, k, k_prev, i, n - i,
+                                   posterior_std, noise_std, inpainting, generator)
             if self.kind in ("ddpm", "ddim") or k_prev < 0:
                 mean = self._mean(diffusion, x, x0, k, k_prev, c0, ct, noise_std)
             else:
@@ -254,3 +238,20 @@ class Sampler:
             if inpainting is not None:
                 x = inpainting.apply(x)
         return x, cond
+
+
+def _guided(hook: DenoisingHook, diffusion: GaussianDiffusion, x_k: torch.Tensor,
+            x0: torch.Tensor, cond: torch.Tensor | None, k: int, k_prev: int, index: int,
+            remaining: int, sigma: float, noise_std: float, inpainting: Inpainting | None,
+            generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Call ``hook`` on one step's :class:`StepState`; its x̂_0 (pinned again) and
+    conditioning, detached."""
+    state = StepState(x_k=x_k, x0=x0, cond=cond, k=k, k_prev=k_prev, index=index,
+                      remaining=remaining, sigma=sigma, noise_std=noise_std,
+                      alpha_bar=diffusion.alpha_bar_at(k),
+                      alpha_bar_prev=diffusion.alpha_bar_at(k_prev), generator=generator)
+    hook(state)
+    x0 = state.x0.detach()
+    if inpainting is not None:
+        x0 = inpainting.apply(x0)
+    return x0, None if state.cond is None else state.cond.detach()
