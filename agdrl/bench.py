@@ -29,7 +29,7 @@ from typing import Annotated
 import gymnasium as gym
 import tyro
 
-from agdrl.config import ConfigError, require, require_positive
+from agdrl.config import ConfigError, ImaginationConfig, require, require_positive
 from agdrl.provenance import machine_info, source_version
 
 METHODS: dict[str, tuple[str, ...]] = {
@@ -120,13 +120,14 @@ def method_of(config: dict) -> str:
         name += "-termination"
     if imagination.get("reward", "model") == "regressor":
         name += "-reward"  # rewards from the regressor (not reward guidance: reward-diffusion)
-    if imagination.get("policy_guidance", "pull") == "pull":  # runs made before 'sample'
+    former = {**ImaginationConfig.FORMER_DEFAULTS, **imagination}  # older runs' meaning
+    if former["policy_guidance"] == "pull":
         name += "-pull"
-    else:  # runs made before relaxation and settling replaced the actions each step
-        if imagination.get("policy_relaxation", 1.0) != 0.5:
-            name += f"-relax{imagination.get('policy_relaxation', 1.0):g}"
-        if imagination.get("settle_steps", 0) != 4:
-            name += f"-settle{imagination.get('settle_steps', 0)}"
+    else:
+        if former["policy_relaxation"] != ImaginationConfig.policy_relaxation:
+            name += f"-relax{former['policy_relaxation']:g}"
+        if former["settle_steps"] != ImaginationConfig.settle_steps:
+            name += f"-settle{former['settle_steps']}"
     return name
 
 

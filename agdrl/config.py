@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Annotated, Literal, get_args
+from typing import Annotated, ClassVar, Literal, get_args
 
 import tyro
 
@@ -204,10 +204,15 @@ class EnsembleConfig:
 
 def config_from_dict(cls: type, raw: dict):
     """Rebuild a (nested) frozen config dataclass from ``dataclasses.asdict`` output (JSON):
-    nested configs are rebuilt by their field's default factory, lists become tuples."""
+    nested configs are rebuilt by their field's default factory, lists become tuples, and a
+    field the saved config lacks takes the class's ``FORMER_DEFAULTS`` entry if it has one,
+    else its default."""
     kwargs = {}
+    former = getattr(cls, "FORMER_DEFAULTS", {})
     for f in dataclasses.fields(cls):
         if f.name not in raw:
+            if f.name in former:  # written before the field existed
+                kwargs[f.name] = former[f.name]
             continue
         value = raw[f.name]
         factory = f.default_factory
@@ -283,6 +288,11 @@ class ActorCriticConfig:
 @dataclass(frozen=True)
 class ImaginationConfig:
     """How imagined segments are generated for the agent (DESIGN §2.3)."""
+
+    FORMER_DEFAULTS: ClassVar[dict[str, object]] = {
+        "policy_guidance": "pull", "policy_relaxation": 1.0, "settle_steps": 0}
+    """What a saved config written before one of these fields existed meant by its absence
+    (what agdrl did then), so that a resumed or reported older run keeps its behaviour."""
 
     batch_size: int = 512
     """Segments per imagination batch (reference: 512 for AGD, 1024 for PolyGRAD)."""

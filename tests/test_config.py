@@ -19,6 +19,7 @@ from agdrl.config import (
     DiffusionConfig,
     EnsembleConfig,
     ImaginationConfig,
+    config_from_dict,
 )
 from agdrl.trainer import AGDMBRL, TrainConfig
 
@@ -146,3 +147,16 @@ def test_bad_command_lines_end_in_one_line(pairs):
         main(args)
     message = str(exc.value.code)
     assert message.startswith("agdrl: ") and "\n" not in message.strip()
+
+
+def test_a_saved_config_keeps_the_meaning_it_had_when_written():
+    """A config saved before a field existed is read back with what agdrl did then (its
+    ``FORMER_DEFAULTS``), not the current default; a current config round-trips."""
+    saved = dataclasses.asdict(TrainConfig())
+    assert config_from_dict(TrainConfig, saved) == TrainConfig()
+    for name in ("policy_guidance", "policy_relaxation", "settle_steps"):
+        del saved["imagination"][name]
+    old = config_from_dict(TrainConfig, saved).imagination
+    assert (old.policy_guidance, old.policy_relaxation, old.settle_steps) == ("pull", 1.0, 0)
+    assert (TrainConfig().imagination.policy_relaxation, TrainConfig().imagination.settle_steps,
+            TrainConfig().imagination.policy_guidance) == (0.5, 4, "sample")
