@@ -349,10 +349,9 @@ class ImaginationConfig:
     sharp policy shows (agdrl.guidance.PolicyGuidance)."""
     settle_steps: int = 4
     """'sample' policy guidance: network calls at the clean index 0 after the chain, each
-    followed by policy guidance,
-    so that the states and the on-policy actions settle on each other (0: none; a distilled
-    student settles with its teacher). Each costs one denoiser and one actor evaluation,
-    without guidance gradients."""
+    followed by policy guidance, so that the states and the on-policy actions settle on each
+    other (0: none; a distilled student settles with its teacher). Each costs one denoiser
+    and one actor evaluation, without guidance gradients."""
     resample_actions: bool = False
     """'sample' policy guidance only: after the chain, draw the actions again at the final
     states with the chain's ε, so that they are exactly samples of π at the segment's own

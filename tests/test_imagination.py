@@ -60,8 +60,9 @@ def test_sampler_spacing_sets_the_visited_indices(world_model_factory: Factory, 
 
 
 def test_sampled_actions_need_no_delta(world_model_factory: Factory):
-    """The default 'sample' policy guidance has nothing to tune; its reported spread is the
-    RMS of the policy noise it drew (≈ 1 for 32 × 5 × 2 draws)."""
+    """The default 'sample' policy guidance has nothing to tune; its reported spread, the RMS
+    of the standardized actions at the last predicted states, is about 1 once the states and
+    actions have settled (32 × 5 × 2 draws)."""
     imagine = setup(world_model_factory)
     assert imagine.cfg.policy_guidance == "sample"
     _, metrics = imagine(torch.randn(32, 3), torch.Generator().manual_seed(0))
