@@ -8,15 +8,20 @@ chosen preset as it is, the Stable-Baselines3 rows their library defaults.
 
 Runs land in ``RUNS_DIR/TASK/METHOD/seedS`` with their log (``log.txt``) and status
 (``bench_run.json``). A sweep is resumable: finished runs are skipped, an AGD run that stopped
-part-way continues from its newest checkpoint, other unfinished runs restart. A run that fails
-is reported and the sweep goes on. Runs execute as local processes (``parallel`` at a time,
-``threads`` torch threads each) or as Ray Tune trials on a Ray cluster (``ray_address``).
+part-way continues from its newest checkpoint, other unfinished runs restart, and a run that
+another live sweep on this machine is running is left to it. A finished run whose config is
+not the one this sweep would write (a row whose meaning changed since, another budget, preset
+or option) is *stale*: it is reported and kept, not rerun and not counted as done; move it
+away to rerun it. A run that fails is reported and the sweep goes on. Runs execute as local
+processes (``parallel`` at a time, ``threads`` torch threads each) or as Ray Tune trials on a
+Ray cluster (``ray_address``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -29,7 +34,13 @@ from typing import Annotated
 import gymnasium as gym
 import tyro
 
-from agdrl.config import ConfigError, ImaginationConfig, require, require_positive
+from agdrl.config import (
+    ConfigError,
+    ImaginationConfig,
+    config_from_dict,
+    require,
+    require_positive,
+)
 from agdrl.provenance import machine_info, source_version
 
 METHODS: dict[str, tuple[str, ...]] = {
@@ -219,16 +230,80 @@ class Run:
 
     def command(self, cfg: BenchConfig) -> list[str]:
         """The ``agdrl`` arguments of this run (a resume if it stopped with a checkpoint)."""
-        kind, *options = METHODS[self.method]
+        kind = METHODS[self.method][0]
         if kind == "train" and any((self.folder / "checkpoints").glob("step_*")):
             return ["train", "--resume", str(self.folder), "--total-steps", str(cfg.total_steps)]
+        return [kind, *(["--preset", cfg.preset] if kind == "train" else []),
+                *self.options(cfg), "--run-dir", str(self.folder)]
+
+    def options(self, cfg: BenchConfig) -> list[str]:
+        """The config options of a fresh run of this row (all but its preset and folder)."""
+        kind, *options = METHODS[self.method]
         common = ["--env", self.task, "--seed", str(self.seed), "--total-steps",
                   str(cfg.total_steps), "--eval-every", str(cfg.eval_every),
-                  "--eval-episodes", str(cfg.eval_episodes), "--run-dir", str(self.folder)]
+                  "--eval-episodes", str(cfg.eval_episodes)]
         if kind == "baseline":
-            return [kind, *options, *common]
-        return [kind, "--preset", cfg.preset, *options, *common, "--checkpoint-every",
-                str(cfg.checkpoint_every), *cfg.agd_args]
+            return [*options, *common]
+        return [*options, *common, "--checkpoint-every", str(cfg.checkpoint_every),
+                *cfg.agd_args]
+
+    def stale_reason(self, cfg: BenchConfig) -> str | None:
+        """Why this finished run does not answer the sweep (None if it does): the fields in
+        which its config.json differs from the one a fresh run would write, or a last
+        evaluation before the budget. A longer run answers (it is scored at the budget)."""
+        from agdrl.baselines import BaselineConfig
+        from agdrl.trainer import PRESETS, TrainConfig, resolve_for_task
+
+        kind = METHODS[self.method][0]
+        cls, default = ((TrainConfig, PRESETS[cfg.preset]) if kind == "train"
+                        else (BaselineConfig, BaselineConfig()))
+        try:
+            saved = config_from_dict(cls, json.loads((self.folder / "config.json").read_text()))
+            with open(self.folder / "evaluations.csv") as f:
+                last = f.read().strip().splitlines()[-1]
+            reached = int(last.split(",")[0])
+        except (OSError, ValueError, TypeError, IndexError, json.JSONDecodeError) as err:
+            return f"its config.json or evaluations.csv cannot be read ({err})"
+        try:
+            expected = tyro.cli(cls, args=self.options(cfg), default=default)
+        except (ConfigError, SystemExit) as err:
+            return f"the sweep's options make no valid config ({err})"
+        if kind == "train":
+            expected = resolve_for_task(expected, self.task)
+        unused = _unused_fields(asdict(expected))
+        differences = [f"{name} {ours!r} (sweep: {theirs!r})" for name, ours, theirs
+                       in _differences(asdict(saved), asdict(expected))
+                       if name not in RUN_ONLY_FIELDS and not name.startswith(unused)]
+        if reached < cfg.total_steps:
+            differences.insert(0, f"ends at {reached} env steps (sweep: {cfg.total_steps})")
+        return "; ".join(differences) or None
+
+
+RUN_ONLY_FIELDS = frozenset({"total_steps", "checkpoint_every", "keep_checkpoints", "device",
+                             "video", "wandb", "wandb_project"})
+"""Config fields that do not change what a run learns, or (total_steps) are checked against
+the evaluations it made instead."""
+
+
+def _unused_fields(config: dict) -> tuple[str, ...]:
+    """Prefixes of the config fields a run of this config never reads: the ensemble row
+    imagines by policy rollouts, without the diffusion model and its sampler and guidance."""
+    if config.get("world_model") != "ensemble":
+        return ()
+    used = {"batch_size", "advantage", "termination", "reward", "guidance"}
+    return ("diffusion.", *(f"imagination.{k}" for k in config["imagination"] if k not in used))
+
+
+def _differences(ours: dict, theirs: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted name, ours, theirs) for every leaf field in which two config dicts differ."""
+    out = []
+    for key in sorted(set(ours) | set(theirs)):
+        a, b = ours.get(key), theirs.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append((prefix + key, a, b))
+    return out
 
 
 def plan(cfg: BenchConfig) -> list[Run]:
@@ -245,6 +320,7 @@ def execute(run: Run, cfg: BenchConfig) -> dict:
     argv = run.command(cfg)
     status = {"task": run.task, "method": run.method, "seed": run.seed,
               "command": "agdrl " + " ".join(argv), "state": "running",
+              "host": platform.node(), "pid": os.getpid(),
               "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "machine": {**machine_info(), "threads": cfg.threads, "parallel": cfg.parallel},
               "source": source_version()}
@@ -280,10 +356,24 @@ def run_sweep(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[dict
     """Run every unfinished run of the sweep; returns the status of every run (the finished
     ones included) and writes them to RUNS_DIR/bench.json."""
     runs = plan(cfg)
-    todo = [r for r in runs if r.status().get("state") != "done"]
-    log(f"{len(runs)} runs, {len(runs) - len(todo)} finished already, {len(todo)} to run "
+    todo, stale, elsewhere = [], {}, []
+    for run in runs:
+        status = run.status()
+        if status.get("state") == "done":
+            reason = run.stale_reason(cfg)
+            if reason:
+                stale[run] = reason
+        elif status.get("state") == "running" and _alive(status):
+            elsewhere.append(run)
+        else:
+            todo.append(run)
+    finished = len(runs) - len(todo) - len(stale) - len(elsewhere)
+    log(f"{len(runs)} runs, {finished} finished already, {len(todo)} to run "
         f"({'Ray Tune at ' + cfg.ray_address if cfg.ray_address else 'local processes'}, "
-        f"{cfg.parallel} at a time)")
+        f"{cfg.parallel} at a time)"
+        + (f", {len(elsewhere)} running in another sweep" if elsewhere else "")
+        + (f", {len(stale)} stale (kept, not rerun: move them away to rerun them)"
+           if stale else ""))
     if todo:
         if cfg.ray_address:
             _run_with_ray(todo, cfg, log)
@@ -293,6 +383,9 @@ def run_sweep(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[dict
                     log(_describe(status))
     statuses = [r.status() or {"task": r.task, "method": r.method, "seed": r.seed,
                                "state": "missing"} for r in runs]
+    statuses = [{**s, "state": "stale", "error": stale[r]} if r in stale
+                else {**s, "state": "running elsewhere", "error": f"pid {s.get('pid')}"}
+                if r in elsewhere else s for r, s in zip(runs, statuses, strict=True)]
     cfg.runs_dir.mkdir(parents=True, exist_ok=True)
     (cfg.runs_dir / "bench.json").write_text(json.dumps(
         {"config": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path)
@@ -302,6 +395,20 @@ def run_sweep(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[dict
     log(f"{len(statuses) - len(failed)} of {len(statuses)} runs done"
         + "".join(f"\n  NOT DONE {_describe(s)}" for s in failed))
     return statuses
+
+
+def _alive(status: dict) -> bool:
+    """Whether the sweep process that marked a run 'running' still lives on this machine (a
+    sweep that was stopped leaves the mark behind; the run is then resumed)."""
+    if status.get("host") != platform.node() or not status.get("pid"):
+        return False
+    try:
+        os.kill(int(status["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process of that id
+        return True
+    return True
 
 
 def _describe(status: dict) -> str:

@@ -151,7 +151,10 @@ def state_gradient(objective: Objective, model: DiffusionWorldModel, x0: torch.T
     Why the last state matters: for any objective linear in one-step advantages (EAG with TD
     or GAE), Σ_t A_t telescopes, and the gradient at an interior state is a *negative*
     multiple of ∇V (−(1 − γ)∇V(ŝ_t) for EAG with TD): the only term that raises V is the one
-    on s_{H-1}, which the reference zeroes.
+    on s_{H-1}, which the reference zeroes. SAG is no exception: the gradient of
+    Σ_t log σ(A_t) at an interior s_j is (γ σ(−A_{j−1}) − σ(−A_j)) ∇V(ŝ_j), which evens out the
+    one-step advantages along the segment rather than raising V, and is −(1 − γ) σ(−A) ∇V(ŝ_j)
+    where they are equal (``guide_last_state`` keeps the last term).
     """
     ds = model.obs_dim
     with torch.enable_grad():

@@ -3,12 +3,15 @@ bootstrap confidence intervals (rliable), learning curves with CI bands, a markd
 
 A run is any folder below ``runs_dir`` with a ``config.json`` and an ``evaluations.csv``
 (``agdrl bench`` runs, and hand-made ``agdrl train`` / ``agdrl baseline`` runs alike); its
-method is read from its ``bench_run.json`` or, failing that, from its config. Sweep runs that
-have not finished (their ``bench_run.json`` does not say 'done') are listed, not scored.
+method is the one its config says (``agdrl.bench.method_of``), which for a sweep run is the
+row of its ``bench_run.json`` unless the row's meaning changed since or the sweep's options made
+another method (such runs are listed). Sweep runs that have not finished (their
+``bench_run.json`` does not say 'done') are listed, not scored.
 
 Scores are reported twice, and labelled:
 - **raw**: the mean evaluation return of a run at a budget (the evaluation at that env step,
-  else the last one before it), IQM over seeds per task;
+  else the last one before it; a run that stopped before the budget is listed, not scored),
+  IQM over seeds per task;
 - **normalized**: (R − R_random) / (R_threshold − R_random), with R_random the uniform random
   policy's return under the same evaluation protocol (measured here) and R_threshold
   Gymnasium's ``reward_threshold`` of the task (its "solved" level); aggregated over tasks by
@@ -65,8 +68,8 @@ class RunCurve:
     """(E,) env steps of the evaluations."""
     returns: np.ndarray
     """(E,) mean evaluation returns."""
-    wall_s: float
-    """Wall-clock seconds at the last evaluation."""
+    walls: np.ndarray
+    """(E,) wall-clock seconds at the evaluations (NaN where not logged)."""
     folder: Path
     clock_restarted: bool = False
     """Whether ``wall_s`` falls somewhere along the run: a run resumed by agdrl before its
@@ -75,12 +78,32 @@ class RunCurve:
     source: str = "unrecorded"
     """The agdrl commit the run came from (short hash, '+dirty' for uncommitted changes), as
     its ``bench_run.json`` recorded it."""
+    parallel: int | None = None
+    """How many runs its sweep ran at a time (None: not recorded)."""
+    renamed_from: str | None = None
+    """The sweep row that made the run, where its config says it is another method."""
+
+    @property
+    def wall_s(self) -> float:
+        """Wall-clock seconds at the last evaluation."""
+        return float(self.walls[-1])
+
+    def _index_at(self, budget: int) -> int | None:
+        """The evaluation that stands for ``budget``: the one there, else the last before it;
+        None if the run has none or stopped before the budget."""
+        before = np.nonzero(self.steps <= budget)[0]
+        return int(before[-1]) if len(before) and self.steps[-1] >= budget else None
 
     def at(self, budget: int) -> float:
-        """The return at ``budget``: the evaluation there, else the last before it (NaN if
-        none)."""
-        before = np.nonzero(self.steps <= budget)[0]
-        return float(self.returns[before[-1]]) if len(before) else float("nan")
+        """The return at ``budget`` (NaN if the run has no evaluation by then, or stopped
+        before it)."""
+        i = self._index_at(budget)
+        return float("nan") if i is None else float(self.returns[i])
+
+    def seconds_per_step(self, budget: int) -> float:
+        """Wall-clock seconds per env step up to the evaluation that stands for ``budget``."""
+        i = self._index_at(budget)
+        return float("nan") if i is None else float(self.walls[i] / self.steps[i])
 
 
 def find_runs(runs_dir: Path) -> tuple[list[RunCurve], list[Path]]:
@@ -109,14 +132,23 @@ def find_runs(runs_dir: Path) -> tuple[list[RunCurve], list[Path]]:
         if status and status.get("state") != "done":
             unfinished.append(folder)
             continue
+        renamed_from = None
+        if status:  # what the run did (its config) wins over what its sweep row asked for
+            try:
+                derived = method_of(config)
+            except KeyError:  # a config too bare to tell (hand-written)
+                derived = method
+            if derived != method:
+                method, renamed_from = derived, method
+        walls = np.array([float(r.get("wall_s") or "nan") for r in rows])
         runs.append(RunCurve(
             task=config["env"], method=method, seed=int(config["seed"]),
             steps=np.array([int(r["env_step"]) for r in rows]),
             returns=np.array([float(r["mean_return"]) for r in rows]),
-            wall_s=float(rows[-1].get("wall_s") or "nan"), folder=folder,
-            clock_restarted=bool(np.any(np.diff([float(r.get("wall_s") or "nan")
-                                                 for r in rows]) < 0)),
-            source=_source_label((status or {}).get("source"))))
+            walls=walls, folder=folder, clock_restarted=bool(np.any(np.diff(walls) < 0)),
+            source=_source_label((status or {}).get("source")),
+            parallel=((status or {}).get("machine") or {}).get("parallel"),
+            renamed_from=renamed_from))
     return runs, unfinished
 
 
@@ -184,15 +216,26 @@ def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
         log(f"{task}: random policy {anchors[task]['random']:.2f}, threshold "
             f"{anchors[task]['threshold']}")
 
-    tables, raw_scores = [], {}
+    tables, raw_scores, notes = [], {}, []
     for task in tasks:
-        budgets = cfg.budgets or (min(int(r.steps[-1]) for rs in by_task[task].values()
-                                      for r in rs),)
-        for budget in budgets:
+        ends = sorted({int(r.steps[-1]) for rs in by_task[task].values() for r in rs})
+        if not cfg.budgets and len(ends) > 1:
+            notes.append(f"{task}: runs end at {', '.join(map(str, ends))} env steps; the "
+                         f"table is at the shortest ({ends[0]}); pass --budgets for others.")
+        for budget in cfg.budgets or (ends[0],):
             scores = {m: np.array([[r.at(budget)] for r in rs])
                       for m, rs in by_task[task].items()}
+            short = [r for rs in by_task[task].values() for r in rs
+                     if not np.isfinite(r.at(budget))]
+            if short:
+                notes.append(f"{task} at {budget}: not scored (no evaluation by then, or the "
+                             "run stopped before): " + ", ".join(
+                                 f"{r.folder.relative_to(cfg.runs_dir)} (ends at "
+                                 f"{int(r.steps[-1])})" for r in short) + ".")
             scores = {m: s[np.isfinite(s[:, 0])] for m, s in scores.items()}
             scores = {m: s for m, s in scores.items() if len(s)}
+            if not scores:
+                continue
             stats = iqm_with_ci(scores, cfg.reps, cfg.seed)
             raw_scores[f"{task}@{budget}"] = {
                 m: {"returns": s[:, 0].tolist(), "seeds": [r.seed for r in by_task[task][m]
@@ -203,6 +246,15 @@ def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
 
     normalized = _normalized(by_task, anchors, cfg)
     restarted = [r for r in runs if r.clock_restarted]
+    renamed = [r for r in runs if r.renamed_from]
+    if renamed:
+        notes.append("Reported under the method their config says, not the sweep row that "
+                     "made them (the row's meaning changed since, or the sweep's preset or "
+                     "options made them another method): " + ", ".join(
+                         f"{r.folder.relative_to(cfg.runs_dir)} ({r.renamed_from} → {r.method})"
+                         for r in renamed) + ".")
+    for note in notes:
+        log(note)
     for task in tasks:
         _plot_curves(task, by_task[task], out / f"curves_{task}.png", cfg)
 
@@ -212,9 +264,12 @@ def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
              + (f" --budgets {' '.join(map(str, cfg.budgets))}" if cfg.budgets else "")
              + "`.", "",
              "IQM = interquartile mean over seeds (with 3 seeds: their mean); [lo, hi] = 95% "
-             f"stratified bootstrap interval ({cfg.reps} resamples, rliable). Wall-clock per env "
-             "step includes evaluation and is only comparable between runs made the same way "
-             "(same machine, same number of parallel runs).", "",
+             f"stratified bootstrap interval ({cfg.reps} resamples, rliable). With 3 seeds or "
+             "fewer the interval is the range of the seeds, and one seed has none (—): DESIGN "
+             "§4 asks for at least 5. Wall-clock per env step (median over seeds, up to the "
+             "budget's evaluation, evaluation included) is only comparable between runs made "
+             "the same way: same machine, same number of runs at a time (in brackets).", "",
+             *[line for note in notes for line in (note, "")],
              *([f"Clock restarted at a resume (an agdrl before 5d2a373), so left out of the "
                 f"wall-clock column: "
                 f"{', '.join(str(r.folder.relative_to(cfg.runs_dir)) for r in restarted)}.", ""]
@@ -246,7 +301,8 @@ def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
                   "folder": str(r.folder.relative_to(cfg.runs_dir)),
                   "steps": r.steps.tolist(), "returns": r.returns.tolist(),
                   "wall_s": r.wall_s, "clock_restarted": r.clock_restarted,
-                  "source": r.source} for r in runs]}, indent=1))
+                  "source": r.source, "parallel": r.parallel,
+                  "renamed_from": r.renamed_from} for r in runs]}, indent=1))
     return path
 
 
@@ -259,11 +315,19 @@ def _raw_table(task: str, budget: int, scores: dict[str, np.ndarray],
              "|---|---|---|---|---|---|"]
     for m in sorted(scores, key=lambda m: -stats[m][0]):
         iqm, lo, hi = stats[m]
-        timed = [r.wall_s / r.steps[-1] for r in runs[m] if not r.clock_restarted]
-        per_step = f"{1000 * np.median(timed):.1f}" if timed else "n/a"
-        if len(timed) < len(runs[m]):
-            per_step += f" ({len(timed)} of {len(runs[m])} runs)"
-        lines.append(f"| {m} | {len(scores[m])} | {iqm:.1f} | [{lo:.1f}, {hi:.1f}] | "
+        scored = [r for r in runs[m] if np.isfinite(r.at(budget))]
+        timed = [r for r in scored
+                 if not r.clock_restarted and np.isfinite(r.seconds_per_step(budget))]
+        per_step = (f"{1000 * np.median([r.seconds_per_step(budget) for r in timed]):.1f}"
+                    if timed else "n/a")
+        at_a_time = sorted({r.parallel for r in timed if r.parallel is not None})
+        if at_a_time:
+            per_step += (f" [{at_a_time[0]} at a time]" if len(at_a_time) == 1 else
+                         f" [{at_a_time[0]}–{at_a_time[-1]} at a time]")
+        if len(timed) < len(scored):
+            per_step += f" ({len(timed)} of {len(scored)} runs)"
+        interval = f"[{lo:.1f}, {hi:.1f}]" if len(scores[m]) > 1 else "—"
+        lines.append(f"| {m} | {len(scores[m])} | {iqm:.1f} | {interval} | "
                      f"{', '.join(f'{x:.1f}' for x in scores[m][:, 0])} | {per_step} |")
     return "\n".join(lines) + "\n"
 
@@ -274,10 +338,12 @@ def _normalized(by_task: dict, anchors: dict, cfg: ReportConfig) -> dict:
     tasks = [t for t in sorted(by_task) if anchors[t]["threshold"] is not None]
     if not tasks:
         return {}
-    methods = [m for m in sorted({m for t in tasks for m in by_task[t]})
-               if all(m in by_task[t] for t in tasks)]
+    every = sorted({m for t in tasks for m in by_task[t]})
+    methods = [m for m in every if all(m in by_task[t] for t in tasks)]
     if not methods:
         return {}
+    left_out = [m for m in every if m not in methods]
+    no_threshold = [t for t in sorted(by_task) if anchors[t]["threshold"] is None]
     scores = {}
     for m in methods:  # (seeds, tasks): the first n seeds of each task, n the fewest of any
         seeds = min(len(by_task[t][m]) for t in tasks)
@@ -289,7 +355,11 @@ def _normalized(by_task: dict, anchors: dict, cfg: ReportConfig) -> dict:
             cols.append([(r.at(budget) - lo) / (hi - lo) for r in runs])
         scores[m] = np.array(cols).T
     stats = iqm_with_ci(scores, cfg.reps, cfg.seed)
-    lines = [f"Tasks: {', '.join(tasks)}.", "",
+    lines = [f"Tasks: {', '.join(tasks)}."
+             + (f" Left out, for not having run on every one of them: {', '.join(left_out)}."
+                if left_out else "")
+             + (f" Tasks without a reward threshold, left out: {', '.join(no_threshold)}."
+                if no_threshold else ""), "",
              "| method | seeds per task | normalized IQM | 95% CI |", "|---|---|---|---|"]
     for m in sorted(methods, key=lambda m: -stats[m][0]):
         lines.append(f"| {m} | {len(scores[m])} | {stats[m][0]:.3f} | "

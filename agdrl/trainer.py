@@ -154,6 +154,16 @@ class TrainConfig:
                 f"world model's diffusion steps ({self.diffusion.num_steps})")
 
 
+def resolve_for_task(cfg: TrainConfig, env: str) -> TrainConfig:
+    """The config a run on task ``env`` runs with and records: task-dependent defaults filled
+    in (:func:`agdrl.config.for_task`), and the denoiser's advantage input switched on for
+    classifier-free guidance."""
+    diffusion = for_task(cfg.diffusion, env)
+    if cfg.imagination.guidance == "cfg":  # the denoiser needs its advantage input
+        diffusion = dataclasses.replace(diffusion, advantage_conditioning=True)
+    return dataclasses.replace(cfg, env=env, diffusion=diffusion)
+
+
 PRESETS: dict[str, TrainConfig] = {
     # the papers' defaults (DESIGN §2.2–2.5): reference MLP, 128-step DDPM, 512 segments
     "paper": TrainConfig(diffusion=DiffusionConfig(denoiser=reference_denoiser())),
@@ -241,7 +251,8 @@ class RunLog:
 
     def __init__(self, run_dir: Path, cfg: TrainConfig, resume_step: int | None = None):
         """``resume_step``: continue a run whose last checkpoint is at that step, dropping what
-        was logged after it (so no step is logged twice)."""
+        was logged after it (so no step is logged twice); None: a fresh run, which drops
+        whatever an earlier run in the same folder logged."""
         from torch.utils.tensorboard import SummaryWriter
 
         self.eval_path = run_dir / "evaluations.csv"
@@ -249,11 +260,14 @@ class RunLog:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
-            if resume_step is not None:
-                for path in (self.eval_path, self.train_path):
+            for path in (self.eval_path, self.train_path):
+                if resume_step is None:
+                    path.unlink(missing_ok=True)
+                else:
                     _truncate_csv(path, resume_step)
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=None
-                                        if resume_step is None else resume_step + 1)
+            # TensorBoard hides the events an earlier writer logged at or after purge_step
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"),
+                                        purge_step=0 if resume_step is None else resume_step + 1)
         except OSError as err:
             raise RunDirectoryError(f"cannot write to the run directory {run_dir}: "
                                     f"{err}") from err
@@ -336,10 +350,7 @@ class AGDMBRL:
         elif cfg.video and eval_env.render_mode != "rgb_array":
             raise ValueError("video needs an eval_env made with render_mode='rgb_array'")
         self.eval_env = make_env(eval_env, seed=cfg.seed + 10_000)
-        diffusion = for_task(cfg.diffusion, env_id(self.env))
-        if cfg.imagination.guidance == "cfg":  # the denoiser needs its advantage input
-            diffusion = dataclasses.replace(diffusion, advantage_conditioning=True)
-        cfg = dataclasses.replace(cfg, env=env_id(self.env), diffusion=diffusion)
+        cfg = resolve_for_task(cfg, env_id(self.env))
         self.cfg = cfg
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         self._seed_streams(step=0)

@@ -134,18 +134,24 @@ def test_local_sweep_isolates_failures_and_resumes(tmp_path: Path, capsys):
     folder = tmp_path / "InvertedPendulum-v5" / "polygrad" / "seed0"
     assert (folder / "evaluations.csv").read_text().count("\n") == 3  # header + 2 rows
     assert AGDMBRL.load(folder / "model").num_timesteps == 300
-    # resumable: rerun both rows through the CLI; the finished one is not run again
+    # resumable: the same sweep again does not run the finished run again
     mtime = (folder / "bench_run.json").stat().st_mtime_ns
+    assert [s["state"] for s in run_sweep(good)] == ["done"]
+    assert "1 runs, 1 finished already, 0 to run" in capsys.readouterr().out
+    # both rows through the CLI with the bad option: the finished run was made without it,
+    # so it is stale (kept, not rerun); the failed one is run again and fails again
     code = main(["bench", "--runs-dir", str(tmp_path), "--methods", "polygrad", "agd-sag",
                  "--tasks", "InvertedPendulum-v5", "--seeds", "0", "--total-steps", "300",
                  "--eval-every", "150", "--eval-episodes", "2", "--preset", "tiny",
                  "--", "--agent.gamma", "2"])
     out = capsys.readouterr().out
     assert code == 1
-    assert "2 runs, 1 finished already, 1 to run" in out and "NOT DONE failed" in out
+    assert "2 runs, 0 finished already, 1 to run" in out and "1 stale" in out
+    assert "NOT DONE failed" in out and "NOT DONE stale" in out
+    assert "make no valid config" in out and "gamma must be in (0, 1]" in out
     assert (folder / "bench_run.json").stat().st_mtime_ns == mtime
     summary = json.loads((tmp_path / "bench.json").read_text())
-    assert [r["state"] for r in summary["runs"]] == ["done", "failed"]
+    assert [r["state"] for r in summary["runs"]] == ["stale", "failed"]
 
 
 def test_an_interrupted_model_based_run_resumes_from_its_checkpoint(tmp_path: Path):
@@ -176,3 +182,95 @@ def test_tiny_sweep_through_a_local_two_cpu_ray_instance(tmp_path: Path):
     good = tmp_path / "runs" / "InvertedPendulum-v5" / "polygrad" / "seed0"
     assert (good / "evaluations.csv").read_text().count("\n") == 3
     assert (tmp_path / "runs" / "ray").is_dir()  # Tune's own records
+
+
+def finished_run(cfg: BenchConfig, method: str, config: dict | None = None,
+                 last_step: int | None = None) -> Run:
+    """A run folder that looks finished: status 'done', the config a fresh run of the sweep
+    would write (or ``config``), evaluations up to ``last_step`` (default: the budget)."""
+    from agdrl.trainer import resolve_for_task
+
+    (run,) = [r for r in plan(cfg) if r.method == method]
+    run.folder.mkdir(parents=True)
+    if config is None:
+        kind = METHODS[method][0]
+        config = dataclasses.asdict(
+            resolve_for_task(_parse(TrainConfig, run.options(cfg), PRESETS[cfg.preset],
+                                    "agdrl train"), run.task) if kind == "train"
+            else _parse(BaselineConfig, run.options(cfg), BaselineConfig(), "agdrl baseline"))
+    (run.folder / "config.json").write_text(json.dumps(config))
+    (run.folder / "evaluations.csv").write_text(
+        f"env_step,mean_return\n{last_step or cfg.total_steps},1.0\n")
+    run.status_path.write_text(json.dumps({"task": run.task, "method": method,
+                                           "seed": run.seed, "state": "done"}))
+    return run
+
+
+def test_a_finished_run_of_another_config_is_stale_not_done(tmp_path: Path):
+    """A finished run answers a sweep only if its config is the one a fresh run would write
+    (task defaults resolved; fields that do not change learning aside) and it reached the
+    budget; a run of the row before its meaning changed, or of another budget, does not."""
+    cfg = BenchConfig(methods=("agd-sag", "agd-cfg", "mbrl-ensemble", "sac"),
+                      runs_dir=tmp_path, **TINY_SWEEP)
+    for method in cfg.methods:
+        assert finished_run(cfg, method).stale_reason(cfg) is None, method
+    shorter = replace_sweep(cfg, total_steps=200)  # a longer run is scored at the budget
+    assert all(r.stale_reason(shorter) is None for r in plan(shorter))
+    longer = replace_sweep(cfg, total_steps=600)
+    assert plan(longer)[0].stale_reason(longer) == "ends at 300 env steps (sweep: 600)"
+    other = replace_sweep(cfg, agd_args=("--agent.gamma", "0.9"))
+    (sag, cfg_row, ensemble, sac) = plan(other)
+    assert sag.stale_reason(other) == "agent.gamma 0.99 (sweep: 0.9)"
+    assert sac.stale_reason(other) is None  # extra train options are not the baselines'
+    # a run of the row made before relaxation and settle steps existed
+    old = json.loads((sag.folder / "config.json").read_text())
+    del old["imagination"]["policy_relaxation"], old["imagination"]["settle_steps"]
+    (sag.folder / "config.json").write_text(json.dumps(old))
+    assert sag.stale_reason(cfg) == ("imagination.policy_relaxation 1.0 (sweep: 0.5); "
+                                     "imagination.settle_steps 0 (sweep: 4)")
+    # the ensemble row never reads the diffusion model's fields
+    old = json.loads((ensemble.folder / "config.json").read_text())
+    del old["imagination"]["settle_steps"]
+    old["diffusion"]["schedule_tau"] = 0.5
+    (ensemble.folder / "config.json").write_text(json.dumps(old))
+    assert ensemble.stale_reason(cfg) is None
+    (cfg_row.folder / "evaluations.csv").unlink()
+    assert "cannot be read" in cfg_row.stale_reason(cfg)
+
+
+def replace_sweep(cfg: BenchConfig, **changes) -> BenchConfig:
+    return dataclasses.replace(cfg, **changes)
+
+
+def test_a_sweep_reports_stale_runs_and_leaves_live_ones_to_their_sweep(
+        tmp_path: Path, monkeypatch):
+    """Stale runs are kept and not rerun; a run another live sweep on this machine marked
+    'running' is left to it; one whose sweep died is run; neither counts as done."""
+    import os
+    import platform
+
+    cfg = BenchConfig(methods=("agd-sag", "polygrad", "agd-eag", "sac"), runs_dir=tmp_path,
+                      **TINY_SWEEP)
+    stale = finished_run(cfg, "agd-sag", last_step=150)
+    (live, dead, _) = [r for r in plan(cfg) if r.method != "agd-sag"]
+    for run, pid in ((live, os.getpid()), (dead, 2**22 + 1)):  # above Linux's pid_max
+        run.folder.mkdir(parents=True)
+        run.status_path.write_text(json.dumps({"task": run.task, "method": run.method,
+                                               "seed": run.seed, "state": "running",
+                                               "host": platform.node(), "pid": pid}))
+    executed = []
+    monkeypatch.setattr("agdrl.bench.execute", lambda run, cfg: executed.append(run.method)
+                        or {"task": run.task, "method": run.method, "seed": run.seed,
+                            "state": "failed", "error": "not run in this test"})
+    lines = []
+    statuses = run_sweep(cfg, log=lines.append)
+    assert sorted(executed) == ["agd-eag", "sac"]
+    assert lines[0] == ("4 runs, 0 finished already, 2 to run (local processes, 2 at a time), "
+                        "1 running in another sweep, 1 stale (kept, not rerun: move them away "
+                        "to rerun them)")
+    by_method = {s["method"]: s for s in statuses}
+    assert by_method["agd-sag"]["state"] == "stale"
+    assert by_method["agd-sag"]["error"] == "ends at 150 env steps (sweep: 300)"
+    assert by_method["polygrad"]["state"] == "running elsewhere"
+    assert json.loads(stale.status_path.read_text())["state"] == "done"  # kept as it was
+    assert "NOT DONE stale: InvertedPendulum-v5 agd-sag seed 0" in lines[-1]

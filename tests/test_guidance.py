@@ -189,6 +189,28 @@ def test_eag_gradient_closed_form_with_a_linear_critic(world_model_factory: Fact
     assert torch.all(grad[:, -1] == 0)
 
 
+def test_sag_gradient_closed_form_with_a_linear_critic(world_model_factory: Factory):
+    """With V(s) = w·s, the gradient of Σ_t log σ(A_t) at an interior s_t is
+    (γ σ(−A_{t−1}) − σ(−A_t)) w (times std): it evens out the one-step advantages rather
+    than raising V, and where they are equal it is −(1 − γ) σ(−A) w, a step that lowers V."""
+    wm = world_model_factory(horizon=5)
+    w = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    advantage = OneStepAdvantage(lambda s: s @ w, GAMMA)
+    objective = SigmoidAdvantage(advantage)
+    x0, cond = random_x0(wm, b=2)
+    x0[..., -1] = -1.0  # no terminals
+    grad, _ = state_gradient(objective, wm, x0, cond)
+    a = advantage(wm.decode(x0, cond))  # (B, H - 1)
+    std = wm.state_norm.std.to(torch.float64)
+    for t in (1, 2, 3):
+        weight = GAMMA * torch.sigmoid(-a[:, t - 1]) - torch.sigmoid(-a[:, t])  # (B,)
+        torch.testing.assert_close(grad[:, t], weight[:, None] * w * std)
+    # the weights change sign along a segment of unequal advantages: no push up V overall
+    weights = torch.stack([GAMMA * torch.sigmoid(-a[:, t - 1]) - torch.sigmoid(-a[:, t])
+                           for t in (1, 2, 3)], 1)
+    assert (weights > 0).any() and (weights < 0).any()
+
+
 def step_state(wm: DiffusionWorldModel, x0: torch.Tensor, cond: torch.Tensor,
                k: int = 5, k_prev: int = 4) -> StepState:
     sigma = wm.diffusion.step_coefficients(k, k_prev)[2]

@@ -127,3 +127,59 @@ def test_report_refuses_an_empty_folder(tmp_path: Path):
         main(["report", "--runs-dir", str(tmp_path)])
     with pytest.raises(SystemExit, match="budgets must be positive"):
         main(["report", "--runs-dir", str(tmp_path), "--budgets", "0"])
+
+
+def test_a_run_that_stopped_before_the_budget_is_listed_not_scored(tmp_path: Path):
+    """A run that ended at 500 steps has no return at 1000: it is not scored as if its last
+    evaluation stood for the budget, and the report says which run and why."""
+    make_runs(tmp_path)
+    short = tmp_path / TASK / "slow-learner" / "seed3" / "evaluations.csv"
+    short.write_text("\n".join(short.read_text().splitlines()[:2]) + "\n")  # header + 500
+    path = write_report(ReportConfig(runs_dir=tmp_path, budgets=(500, 1000), reps=200))
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["raw"][f"{TASK}@1000"]["slow-learner"]["returns"] == [10.0, 20.0, 30.0]
+    assert report["raw"][f"{TASK}@500"]["slow-learner"]["returns"] == [1.0, 2.0, 3.0, 4.0]
+    text = path.read_text()
+    assert (f"{TASK} at 1000: not scored (no evaluation by then, or the run stopped before): "
+            f"{TASK}/slow-learner/seed3 (ends at 500)." in text)
+    # without --budgets the table is at the shortest run's end, and the report says so
+    text = write_report(ReportConfig(runs_dir=tmp_path, reps=200)).read_text()
+    assert f"{TASK}: runs end at 500, 1000 env steps; the table is at the shortest (500)" in text
+
+
+def test_one_seed_has_no_interval_and_the_wall_clock_says_how_runs_shared_the_machine(
+        tmp_path: Path):
+    make_runs(tmp_path)
+    for seed in (1, 2, 3):
+        for path in (tmp_path / TASK / "slow-learner" / f"seed{seed}").iterdir():
+            path.unlink()
+        (tmp_path / TASK / "slow-learner" / f"seed{seed}").rmdir()
+    for seed in range(4):
+        status = tmp_path / TASK / "fast-learner" / f"seed{seed}" / "bench_run.json"
+        status.write_text(json.dumps({"method": "fast-learner", "state": "done",
+                                      "machine": {"parallel": 1 + seed % 2}}))
+    text = write_report(ReportConfig(runs_dir=tmp_path, reps=200)).read_text()
+    assert "| slow-learner | 1 | 10.0 | — | 10.0 | 2.0 |" in text
+    assert "| fast-learner | 4 | 250.0 |" in text and "| 2.0 [1–2 at a time] |" in text
+
+
+def test_a_sweep_run_whose_config_is_another_method_is_reported_as_that_method(
+        tmp_path: Path):
+    """A run made by the 'agd-sag' row before relaxation and settle steps existed (its config
+    lacks both) replaced the actions at every step: it is not pooled with today's agd-sag."""
+    import dataclasses
+
+    from agdrl.trainer import PRESETS
+
+    make_runs(tmp_path)
+    old = dataclasses.asdict(dataclasses.replace(PRESETS["fast"], env=TASK, seed=0))
+    del old["imagination"]["policy_relaxation"], old["imagination"]["settle_steps"]
+    folder = tmp_path / TASK / "fast-learner" / "seed0"
+    (folder / "config.json").write_text(json.dumps(old))
+    (folder / "bench_run.json").write_text(json.dumps({"method": "agd-sag", "state": "done"}))
+    runs, _ = find_runs(tmp_path)
+    (renamed,) = [r for r in runs if r.folder == folder]
+    assert (renamed.method, renamed.renamed_from) == ("agd-sag-relax1-settle0", "agd-sag")
+    text = write_report(ReportConfig(runs_dir=tmp_path, reps=200)).read_text()
+    assert f"{TASK}/fast-learner/seed0 (agd-sag → agd-sag-relax1-settle0)" in text
+    assert "| agd-sag-relax1-settle0 | 1 | 100.0 | — | 100.0 |" in text

@@ -46,14 +46,19 @@ def assert_same_run(a: AGDMBRL, b: AGDMBRL, dir_a: Path, dir_b: Path) -> None:
     assert rows(dir_a / "train_metrics.csv") == rows(dir_b / "train_metrics.csv")
 
 
-@pytest.mark.parametrize("guidance", ["sag", "reward", "sag+student"])
+@pytest.mark.parametrize("guidance", ["sag", "reward", "sag+student", "none+ensemble"])
 def test_resumed_run_is_the_uninterrupted_run(tmp_path: Path, guidance: str):
     """Stopped after 200 steps and resumed from its checkpoint, a run ends with bit-identical
     weights and the same logged rows as one that was never stopped (CPU, one thread); with a
-    distilled student too (its weights and optimizer are part of the checkpoint)."""
-    guidance, _, student = guidance.partition("+")
+    distilled student too (its weights and optimizer are part of the checkpoint), and for the
+    ensemble row (bootstrap subsets, elites and their random stream)."""
+    guidance, _, variant = guidance.partition("+")
+    student = variant == "student"
     cfg = dataclasses.replace(TINY, imagination=dataclasses.replace(TINY.imagination,
                                                                     guidance=guidance))
+    if variant == "ensemble":
+        cfg = dataclasses.replace(cfg, world_model="ensemble", elite_every=50,
+                                  ensemble=dataclasses.replace(cfg.ensemble, width=32, depth=2))
     if student:
         cfg = dataclasses.replace(cfg, diffusion=dataclasses.replace(
             cfg.diffusion, student_steps=1, student_teacher_steps=4))
@@ -76,6 +81,18 @@ def assert_wall_clock_continues(run_dir: Path, resumed_call_s: float) -> None:
         wall = [float(r["wall_s"]) for r in csv.DictReader(f)]
     assert len(wall) == 3 and wall[0] < wall[1] < wall[2], wall
     assert wall[2] > resumed_call_s, (wall, resumed_call_s)
+
+
+def test_a_run_started_afresh_in_a_used_folder_logs_anew(tmp_path: Path):
+    """A run that restarts from scratch where an earlier one stopped before its first
+    checkpoint (a sweep's retry) does not append to the earlier run's logs."""
+    AGDMBRL("InvertedPendulum-v5", dataclasses.replace(TINY, checkpoint_every=0),
+            run_dir=tmp_path).learn(200).close()
+    assert [int(r["env_step"]) for r in rows(tmp_path / "evaluations.csv")] == [100, 200]
+    assert rows(tmp_path / "train_metrics.csv")  # logged after the 120-step prefill
+    AGDMBRL("InvertedPendulum-v5", TINY, run_dir=tmp_path).learn(100).close()
+    assert [int(r["env_step"]) for r in rows(tmp_path / "evaluations.csv")] == [100]
+    assert not (tmp_path / "train_metrics.csv").exists()  # still in its prefill
 
 
 def test_resume_drops_what_was_logged_after_the_checkpoint(tmp_path: Path):

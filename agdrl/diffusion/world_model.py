@@ -261,10 +261,11 @@ class DiffusionWorldModel(nn.Module):
                        clip_max_step=self.cfg.clip_max_step, clip_value=self.cfg.clip_value)
 
     def student_sampler(self) -> Sampler:
-        """The student's sampler: DDIM on its grid (every m-th index of its teacher's)."""
+        """The student's sampler: DDIM on its grid (every m-th index of its teacher's),
+        without the near-end clip, like the teacher chains its targets come from."""
         self._require_student()
         return dataclasses.replace(self.default_sampler("ddim", self.cfg.student_steps),
-                                   timesteps=tuple(self.distillation.grid))
+                                   timesteps=tuple(self.distillation.grid), clip_max_step=-1)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
