@@ -277,6 +277,10 @@ def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
              *([f"Not finished, not scored: "
                 f"{', '.join(str(f.relative_to(cfg.runs_dir)) for f in unfinished)}.", ""]
                if unfinished else []),
+             "## Summary", "",
+             "Raw return, IQM [95% CI] (seeds) at each task's last budget in this report; the "
+             "tables below have the per-seed returns.", "",
+             _summary_table(tasks, methods, raw_scores, anchors), "",
              "## Raw returns", "", *tables]
     if normalized:
         lines += ["## Normalized scores", "",
@@ -330,6 +334,30 @@ def _raw_table(task: str, budget: int, scores: dict[str, np.ndarray],
         lines.append(f"| {m} | {len(scores[m])} | {iqm:.1f} | {interval} | "
                      f"{', '.join(f'{x:.1f}' for x in scores[m][:, 0])} | {per_step} |")
     return "\n".join(lines) + "\n"
+
+
+def _summary_table(tasks: list[str], methods: list[str], raw_scores: dict,
+                   anchors: dict) -> str:
+    """Tasks × methods at each task's last scored budget: one line per task, for a README."""
+    lines = ["| task (budget) | random | " + " | ".join(methods) + " |",
+             "|---" * (len(methods) + 2) + "|"]
+    for task in tasks:
+        keys = [k for k in raw_scores if k.rpartition("@")[0] == task]
+        if not keys:
+            continue
+        key = max(keys, key=lambda k: int(k.rpartition("@")[2]))
+        cells = []
+        for m in methods:
+            score = raw_scores[key].get(m)
+            if score is None:
+                cells.append("")
+                continue
+            n, (lo, hi) = len(score["returns"]), score["ci95"]
+            cells.append(f"{score['iqm']:.1f} " + (f"[{lo:.1f}, {hi:.1f}] ({n})" if n > 1
+                                                    else "(1)"))
+        lines.append(f"| {task} ({key.rpartition('@')[2]}) | {anchors[task]['random']:.1f} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _normalized(by_task: dict, anchors: dict, cfg: ReportConfig) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,10 @@ def test_report_statistics_match_hand_computed_values(tmp_path: Path):
     assert report["normalized"]["fast-learner"][0] == pytest.approx(expected)
     text = path.read_text()
     assert "| fast-learner | 4 | 250.0 |" in text and "| slow-learner | 4 | 25.0 |" in text
+    # the summary: one line per task at its last budget, methods as columns
+    assert "| task (budget) | random | fast-learner | slow-learner |" in text
+    assert re.search(rf"\| {TASK} \(1000\) \| {random_return:.1f} \| 250\.0 \[[0-9.]+, "
+                     r"[0-9.]+\] \(4\) \| 25\.0 \[[0-9.]+, [0-9.]+\] \(4\) \|", text)
     assert "| 2.0 |" in text  # 2 s over 1000 steps: 2 ms per env step
     png = (tmp_path / "report" / f"curves_{TASK}.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
