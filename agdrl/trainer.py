@@ -634,6 +634,20 @@ class AGDMBRL:
                 f"{err} at env step {self.num_timesteps}{saved} (on_nonfinite='skip' skips "
                 "such transitions and batches instead)") from err
 
+    def train_world_model(self, steps: int) -> float:
+        """``steps`` more world-model steps on the replay buffer as it stands, with no
+        environment steps (as right after the prefill): to fit the model to data it was given,
+        or to see whether it is undertrained. Returns the last loss."""
+        if steps <= 0:
+            raise ValueError(f"steps must be positive, got {steps}")
+        if self.buffer.size == 0:
+            raise ValueError("the replay buffer is empty: collect with learn() or load one")
+        loss = float("nan")
+        with self._timed("model"):
+            for _ in range(steps):
+                loss = self._guarded(self._model_step, default=loss)
+        return loss
+
     def learn(self, total_timesteps: int, progress_bar: bool = False,
               callback: Callable[[AGDMBRL], bool | None] | None = None) -> AGDMBRL:
         """Train for ``total_timesteps`` more real steps. ``callback(self)`` is called after

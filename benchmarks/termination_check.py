@@ -12,6 +12,11 @@ beyond the task's termination bound (``--angle-bound`` on observation ``--angle-
 Needs a task whose observation is the simulator's full (qpos, qvel), so that a start state
 can be restored exactly (InvertedPendulum-v5).
 
+``--extra-model-steps N …`` repeats the measurement after the world model (and its transition
+heads) took N more gradient steps in all on the run's own replay buffer, with no new data
+(``AGDMBRL.train_world_model``; the optimizer starts afresh, as the saved model has none): is
+the model merely undertrained?
+
     .venv/bin/python benchmarks/termination_check.py \\
         --run results/before_relaxation/InvertedPendulum-v5/agd-sag/seed0 \\
         --other-run results/bench/InvertedPendulum-v5/mbrl-ensemble-h30/seed0 \\
@@ -67,6 +72,8 @@ def main() -> None:
     parser.add_argument("--angle-index", type=int, default=1)
     parser.add_argument("--angle-bound", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--extra-model-steps", type=int, nargs="*", default=[],
+                        help="cumulative extra world-model steps to measure after, ascending")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -74,6 +81,9 @@ def main() -> None:
     other = AGDMBRL.load(args.other_run / "model")
     if not isinstance(run.imagination, Imagination):
         raise SystemExit(f"{args.run} is not a diffusion row")
+    if args.extra_model_steps != sorted(set(args.extra_model_steps)) or any(
+            n <= 0 for n in args.extra_model_steps):
+        raise SystemExit("--extra-model-steps must be positive and ascending")
     buffer = ReplayBuffer.load(complete_checkpoints(args.run)[-1] / "buffer.npz")
     env = make_env(run.cfg.env, seed=args.seed)
     sim = env.unwrapped
@@ -86,7 +96,25 @@ def main() -> None:
               "machine": machine_info(), "source": source_version(), "horizon": horizon,
               "buffer_transitions": buffer.size,
               "buffer_terminal_rate": float(buffer.terminated[: buffer.size].mean()),
-              "policies": {}}
+              "world_model_train_steps": run.world_model.train_steps,
+              "policies": measure(run, other, env, starts, args)}
+    run.buffer, done = buffer, 0
+    result["after_extra_model_steps"] = {}
+    for steps in args.extra_model_steps:
+        loss = run.train_world_model(steps - done)
+        done = steps
+        print(f"after {steps} more world-model steps (loss {loss:.4f}):")
+        result["after_extra_model_steps"][str(steps)] = {
+            "world_model_loss": loss, "policies": measure(run, other, env, starts, args)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+
+
+def measure(run: AGDMBRL, other: AGDMBRL, env, starts: np.ndarray, args: argparse.Namespace
+            ) -> dict[str, dict]:
+    """The shares of the module docstring for the run's own policy and the other run's."""
+    horizon = run.world_model.cfg.horizon
+    policies = {}
     for name, agent in (("own", run.agent), ("other", other.agent)):
         imagine = Imagination(run.world_model, agent,
                               dataclasses.replace(run.cfg.imagination, batch_size=args.starts),
@@ -101,7 +129,7 @@ def main() -> None:
         # the terminal of step t is the transition into state t+1
         unexplained = (first >= 0) & ((first_beyond < 0) | (first_beyond > first + 1))
         real = real_terminations(env, starts, agent, horizon - 1)
-        result["policies"][name] = {
+        policies[name] = {
             "run": str(args.run if name == "own" else args.other_run),
             "imagined_terminal_share": float(np.mean(first >= 0)),
             "imagined_terminal_share_per_step": flagged.mean(0).round(4).tolist(),
@@ -112,9 +140,9 @@ def main() -> None:
         print(f"{name:5s} policy: imagined segments with a terminal transition "
               f"{np.mean(first >= 0):.2f}, real episodes terminating within {horizon - 1} "
               f"steps {np.mean(real >= 0):.2f}; terminal with no state beyond the bound "
-              f"{np.mean(unexplained):.2f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
+              f"{np.mean(unexplained):.2f}; imagined states beyond the bound "
+              f"{np.mean(first_beyond >= 0):.2f}")
+    return policies
 
 
 if __name__ == "__main__":

@@ -87,6 +87,23 @@ def test_agent_updates_without_per_step_model_updates(tmp_path: Path):
     assert model.world_model.train_steps == cfg.pretrain_steps
 
 
+def test_train_world_model_fits_the_buffer_without_env_steps():
+    """More world-model steps on the collected data: the loss falls, the env is not stepped,
+    and an empty buffer or a non-positive count is refused."""
+    with pytest.raises(ValueError, match="replay buffer is empty"):
+        AGDMBRL("InvertedPendulum-v5", TINY).train_world_model(10)
+    model = AGDMBRL("InvertedPendulum-v5", dataclasses.replace(TINY, eval_every=0)).learn(160)
+    steps, size = model.world_model.train_steps, model.buffer.size
+    first = [model.train_world_model(1) for _ in range(20)]
+    model.train_world_model(300)
+    last = [model.train_world_model(1) for _ in range(20)]
+    assert model.world_model.train_steps == steps + 340
+    assert model.num_timesteps == 160 and model.buffer.size == size
+    assert np.mean(last) < 0.8 * np.mean(first), (np.mean(first), np.mean(last))
+    with pytest.raises(ValueError, match="steps must be positive"):
+        model.train_world_model(0)
+
+
 @pytest.mark.parametrize(("guidance", "advantage", "metric", "termination", "reward"),
                          [("cfg", "td", "policy_delta", "model", "model"),
                           ("reward", "td", "guidance_grad_rms", "model", "model"),
