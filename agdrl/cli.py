@@ -35,7 +35,8 @@ commands:
               mbrl-ensemble sac ...] [--seeds 0 1 2] [--total-steps N] [--runs-dir DIR]
               [-- extra agdrl train options for the model-based rows]
   report      aggregate a sweep: IQM with 95% bootstrap CIs, learning curves, a markdown
-              table: agdrl report --runs-dir DIR [--budgets N ...]
+              table: agdrl report --runs-dir DIR [--budgets N ...] [--also DIR ...]
+              [--tasks ID ...] [--methods NAME ...]
   avalanche   error of the diffusion and autoregressive world models vs open-loop horizon
               presets: demo (about a minute on 2 cores), default, reference (paper-size model)
 

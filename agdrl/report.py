@@ -40,6 +40,13 @@ class ReportConfig:
 
     runs_dir: Path = Path("runs/bench")
     """Folder searched recursively for runs (config.json + evaluations.csv)."""
+    also: tuple[Path, ...] = ()
+    """More folders searched the same way, their runs pooled with RUNS_DIR's (for example a
+    slow variant run apart from the sweep it is compared with)."""
+    tasks: tuple[str, ...] = ()
+    """Only the runs of these tasks (default: every task found)."""
+    methods: tuple[str, ...] = ()
+    """Only the runs of these methods (default: every method found)."""
     out: Path | None = None
     """Output folder (default: RUNS_DIR/report)."""
     budgets: tuple[int, ...] = ()
@@ -53,6 +60,11 @@ class ReportConfig:
 
     def __post_init__(self):
         require_positive(self, "reps", "random_episodes")
+        require(not any(Path(a).resolve().is_relative_to(Path(self.runs_dir).resolve())
+                        or Path(self.runs_dir).resolve().is_relative_to(Path(a).resolve())
+                        for a in self.also),
+                "--also folders must lie outside RUNS_DIR and not contain it (each run "
+                "would count twice)")
         require(all(b > 0 for b in self.budgets), f"budgets must be positive, got "
                                                   f"{self.budgets}")
 
@@ -199,9 +211,21 @@ def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
         import rliable  # noqa: F401
     except ImportError as err:
         raise ImportError("agdrl report needs rliable: pip install 'agdrl[report]'") from err
-    runs, unfinished = find_runs(cfg.runs_dir)
+    runs, unfinished = [], []
+    for root in (cfg.runs_dir, *cfg.also):
+        found, not_done = find_runs(root)
+        runs, unfinished = runs + found, unfinished + not_done
+    runs = [r for r in runs if (not cfg.tasks or r.task in cfg.tasks)
+            and (not cfg.methods or r.method in cfg.methods)]
     if not runs:
-        raise ConfigError(f"no runs (config.json + evaluations.csv) below {cfg.runs_dir}")
+        raise ConfigError(f"no runs (config.json + evaluations.csv) below {cfg.runs_dir}"
+                          + (" of the tasks and methods asked for"
+                             if cfg.tasks or cfg.methods else ""))
+
+    def where(folder: Path) -> str:
+        """A run's folder, relative to RUNS_DIR where it lies below it."""
+        return str(folder.relative_to(cfg.runs_dir) if folder.is_relative_to(cfg.runs_dir)
+                   else folder)
     out = cfg.out or cfg.runs_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     by_task: dict[str, dict[str, list[RunCurve]]] = defaultdict(lambda: defaultdict(list))
@@ -230,7 +254,7 @@ def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
             if short:
                 notes.append(f"{task} at {budget}: not scored (no evaluation by then, or the "
                              "run stopped before): " + ", ".join(
-                                 f"{r.folder.relative_to(cfg.runs_dir)} (ends at "
+                                 f"{where(r.folder)} (ends at "
                                  f"{int(r.steps[-1])})" for r in short) + ".")
             scores = {m: s[np.isfinite(s[:, 0])] for m, s in scores.items()}
             scores = {m: s for m, s in scores.items() if len(s)}
@@ -251,7 +275,7 @@ def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
         notes.append("Reported under the method their config says, not the sweep row that "
                      "made them (the row's meaning changed since, or the sweep's preset or "
                      "options made them another method): " + ", ".join(
-                         f"{r.folder.relative_to(cfg.runs_dir)} ({r.renamed_from} → {r.method})"
+                         f"{where(r.folder)} ({r.renamed_from} → {r.method})"
                          for r in renamed) + ".")
     for note in notes:
         log(note)
@@ -259,8 +283,13 @@ def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
         _plot_curves(task, by_task[task], out / f"curves_{task}.png", cfg)
 
     lines = ["# Benchmark report", "",
-             f"Runs below `{cfg.runs_dir}`: {len(runs)} ({len(tasks)} tasks, "
+             f"Runs below `{cfg.runs_dir}`"
+             + "".join(f" and `{a}`" for a in cfg.also)
+             + f": {len(runs)} ({len(tasks)} tasks, "
              f"{len(methods)} methods). Made by `agdrl report --runs-dir {cfg.runs_dir}"
+             + (f" --also {' '.join(map(str, cfg.also))}" if cfg.also else "")
+             + (f" --tasks {' '.join(cfg.tasks)}" if cfg.tasks else "")
+             + (f" --methods {' '.join(cfg.methods)}" if cfg.methods else "")
              + (f" --budgets {' '.join(map(str, cfg.budgets))}" if cfg.budgets else "")
              + "`.", "",
              "IQM = interquartile mean over seeds (with 3 seeds: their mean); [lo, hi] = 95% "
@@ -272,10 +301,10 @@ def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
              *[line for note in notes for line in (note, "")],
              *([f"Clock restarted at a resume (an agdrl before 5d2a373), so left out of the "
                 f"wall-clock column: "
-                f"{', '.join(str(r.folder.relative_to(cfg.runs_dir)) for r in restarted)}.", ""]
+                f"{', '.join(where(r.folder) for r in restarted)}.", ""]
                if restarted else []),
              *([f"Not finished, not scored: "
-                f"{', '.join(str(f.relative_to(cfg.runs_dir)) for f in unfinished)}.", ""]
+                f"{', '.join(where(f) for f in unfinished)}.", ""]
                if unfinished else []),
              "## Summary", "",
              "Raw return, IQM [95% CI] (seeds) at each task's last budget in this report; the "
@@ -299,10 +328,11 @@ def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
     path = out / "REPORT.md"
     path.write_text("\n".join(lines))
     (out / "report.json").write_text(json.dumps({
-        "runs_dir": str(cfg.runs_dir), "anchors": anchors, "raw": raw_scores,
+        "runs_dir": str(cfg.runs_dir), "also": [str(a) for a in cfg.also],
+        "anchors": anchors, "raw": raw_scores,
         "normalized": normalized.get("stats", {}),
         "runs": [{"task": r.task, "method": r.method, "seed": r.seed,
-                  "folder": str(r.folder.relative_to(cfg.runs_dir)),
+                  "folder": where(r.folder),
                   "steps": r.steps.tolist(), "returns": r.returns.tolist(),
                   "wall_s": r.wall_s, "clock_restarted": r.clock_restarted,
                   "source": r.source, "parallel": r.parallel,

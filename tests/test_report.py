@@ -188,3 +188,28 @@ def test_a_sweep_run_whose_config_is_another_method_is_reported_as_that_method(
     text = write_report(ReportConfig(runs_dir=tmp_path, reps=200)).read_text()
     assert f"{TASK}/fast-learner/seed0 (agd-sag → agd-sag-relax1-settle0)" in text
     assert "| agd-sag-relax1-settle0 | 1 | 100.0 | — | 100.0 |" in text
+
+
+def test_runs_of_another_folder_are_pooled_and_rows_can_be_picked(tmp_path: Path):
+    """--also pools a second folder's runs (a slow variant run apart from the sweep) with
+    RUNS_DIR's; --tasks/--methods keep only some rows; overlapping folders are refused."""
+    make_runs(tmp_path / "sweep")
+    slow = tmp_path / "slow" / TASK / "slow-variant" / "seed0"
+    slow.mkdir(parents=True)
+    (slow / "config.json").write_text(json.dumps({"env": TASK, "seed": 0}))
+    (slow / "bench_run.json").write_text(json.dumps({"method": "slow-variant", "state": "done"}))
+    (slow / "evaluations.csv").write_text(
+        "env_step,mean_return,std_return,episodes,wall_s\n1000,123.0,0.0,10,20.0\n")
+    cfg = ReportConfig(runs_dir=tmp_path / "sweep", also=(tmp_path / "slow",),
+                       methods=("fast-learner", "slow-variant"), reps=200)
+    text = write_report(cfg).read_text()
+    report = json.loads((tmp_path / "sweep" / "report" / "report.json").read_text())
+    assert set(report["raw"][f"{TASK}@1000"]) == {"fast-learner", "slow-variant"}
+    assert report["raw"][f"{TASK}@1000"]["slow-variant"]["returns"] == [123.0]
+    assert f"--also {tmp_path / 'slow'} --methods fast-learner slow-variant`" in text
+    assert str(slow) in [r["folder"] for r in report["runs"]]  # outside RUNS_DIR: in full
+    assert f"{TASK}/fast-learner/seed0" in [r["folder"] for r in report["runs"]]
+    with pytest.raises(ConfigError, match="outside RUNS_DIR"):
+        ReportConfig(runs_dir=tmp_path, also=(tmp_path / "slow",))
+    with pytest.raises(ConfigError, match="of the tasks and methods asked for"):
+        write_report(ReportConfig(runs_dir=tmp_path / "sweep", tasks=("Hopper-v5",)))
