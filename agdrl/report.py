@@ -297,7 +297,8 @@ def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
              "fewer the interval is the range of the seeds, and one seed has none (—): DESIGN "
              "§4 asks for at least 5. Wall-clock per env step (median over seeds, up to the "
              "budget's evaluation, evaluation included) is only comparable between runs made "
-             "the same way: same machine, same number of runs at a time (in brackets).", "",
+             "the same way: same machine, same number of runs at a time (in brackets: the "
+             "runs its sweep ran at a time; other jobs on the machine are not recorded).", "",
              *[line for note in notes for line in (note, "")],
              *([f"Clock restarted at a resume (an agdrl before 5d2a373), so left out of the "
                 f"wall-clock column: "
