@@ -214,11 +214,11 @@ def test_a_finished_run_of_another_config_is_stale_not_done(tmp_path: Path):
                       runs_dir=tmp_path, **TINY_SWEEP)
     for method in cfg.methods:
         assert finished_run(cfg, method).stale_reason(cfg) is None, method
-    shorter = replace_sweep(cfg, total_steps=200)  # a longer run is scored at the budget
+    shorter = dataclasses.replace(cfg, total_steps=200)  # a longer run is scored at the budget
     assert all(r.stale_reason(shorter) is None for r in plan(shorter))
-    longer = replace_sweep(cfg, total_steps=600)
+    longer = dataclasses.replace(cfg, total_steps=600)
     assert plan(longer)[0].stale_reason(longer) == "ends at 300 env steps (sweep: 600)"
-    other = replace_sweep(cfg, agd_args=("--agent.gamma", "0.9"))
+    other = dataclasses.replace(cfg, agd_args=("--agent.gamma", "0.9"))
     (sag, cfg_row, ensemble, sac) = plan(other)
     assert sag.stale_reason(other) == "agent.gamma 0.99 (sweep: 0.9)"
     assert sac.stale_reason(other) is None  # extra train options are not the baselines'
@@ -236,10 +236,6 @@ def test_a_finished_run_of_another_config_is_stale_not_done(tmp_path: Path):
     assert ensemble.stale_reason(cfg) is None
     (cfg_row.folder / "evaluations.csv").unlink()
     assert "cannot be read" in cfg_row.stale_reason(cfg)
-
-
-def replace_sweep(cfg: BenchConfig, **changes) -> BenchConfig:
-    return dataclasses.replace(cfg, **changes)
 
 
 def test_a_sweep_reports_stale_runs_and_leaves_live_ones_to_their_sweep(
