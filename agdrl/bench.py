@@ -12,9 +12,9 @@ part-way continues from its newest checkpoint, other unfinished runs restart, an
 another live sweep on this machine is running is left to it. A finished run whose config is
 not the one this sweep would write (a row whose meaning changed since, another budget, preset
 or option) is *stale*: it is reported and kept, not rerun and not counted as done; move it
-away to rerun it. A run that fails is reported and the sweep goes on. Runs execute as local
-processes (``parallel`` at a time, ``threads`` torch threads each) or as Ray Tune trials on a
-Ray cluster (``ray_address``).
+away to rerun it. ``dry_run`` lists every run's state and runs none. A run that fails is
+reported and the sweep goes on. Runs execute as local processes (``parallel`` at a time,
+``threads`` torch threads each) or as Ray Tune trials on a Ray cluster (``ray_address``).
 """
 
 from __future__ import annotations
@@ -175,6 +175,9 @@ class BenchConfig:
     ray_address: str = ""
     """Run through Ray Tune on this cluster ('auto': the running one; 'local': start one on
     this machine with ``parallel`` × ``threads`` CPUs); empty: local processes."""
+    dry_run: bool = False
+    """Only list what each run would do (done, stale with the fields that differ, running in
+    another sweep, to run); run nothing and write nothing."""
 
     def __post_init__(self):
         require(bool(self.tasks and self.methods and self.seeds),
@@ -315,7 +318,11 @@ def plan(cfg: BenchConfig) -> list[Run]:
 
 def execute(run: Run, cfg: BenchConfig) -> dict:
     """Run one ``agdrl`` process to completion; returns (and writes) the run's status. Never
-    raises for a failed run: the status says what went wrong."""
+    raises for a failed run: the status says what went wrong. A run that another sweep took
+    up or finished after this sweep was planned is left to it."""
+    current = run.status()
+    if current.get("state") == "done" or (current.get("state") == "running" and _alive(current)):
+        return current
     run.folder.mkdir(parents=True, exist_ok=True)
     argv = run.command(cfg)
     status = {"task": run.task, "method": run.method, "seed": run.seed,
@@ -354,7 +361,8 @@ def last_line(path: Path) -> str:
 
 def run_sweep(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[dict]:
     """Run every unfinished run of the sweep; returns the status of every run (the finished
-    ones included) and writes them to RUNS_DIR/bench.json."""
+    ones included) and writes them to RUNS_DIR/bench.json. With ``cfg.dry_run``, only says
+    what each run would do (its 'state': done, to run, stale, running elsewhere)."""
     runs = plan(cfg)
     todo, stale, elsewhere = [], {}, []
     for run in runs:
@@ -367,6 +375,18 @@ def run_sweep(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[dict
             elsewhere.append(run)
         else:
             todo.append(run)
+    if cfg.dry_run:
+        for run in runs:
+            where = f"{run.task} {run.method} seed {run.seed}"
+            log(f"stale: {where}: {stale[run]}" if run in stale
+                else f"running in another sweep: {where}" if run in elsewhere
+                else f"to run: {where}" if run in todo else f"done: {where}")
+        log(f"{len(runs)} runs: {len(runs) - len(todo) - len(stale) - len(elsewhere)} done, "
+            f"{len(todo)} to run, {len(elsewhere)} running in another sweep, "
+            f"{len(stale)} stale (dry run: nothing was run)")
+        return [{"task": r.task, "method": r.method, "seed": r.seed,
+                 "state": "stale" if r in stale else "running elsewhere" if r in elsewhere
+                 else "to run" if r in todo else "done"} for r in runs]
     finished = len(runs) - len(todo) - len(stale) - len(elsewhere)
     log(f"{len(runs)} runs, {finished} finished already, {len(todo)} to run "
         f"({'Ray Tune at ' + cfg.ray_address if cfg.ray_address else 'local processes'}, "

@@ -33,6 +33,7 @@ commands:
   bench       a sweep of methods × tasks × seeds (resumable; local processes or Ray Tune):
               agdrl bench [--spec FILE.json] [--tasks ID ...] [--methods agd-sag polygrad
               mbrl-ensemble sac ...] [--seeds 0 1 2] [--total-steps N] [--runs-dir DIR]
+              [--dry-run: list each run as done, stale, running or to run]
               [-- extra agdrl train options for the model-based rows]
   report      aggregate a sweep: IQM with 95% bootstrap CIs, learning curves, a markdown
               table: agdrl report --runs-dir DIR [--budgets N ...] [--also DIR ...]
@@ -144,7 +145,7 @@ def _bench(args: list[str]) -> int:
     if extra is not None:
         cfg = dataclasses.replace(cfg, agd_args=tuple(extra))
     statuses = run_sweep(cfg, log=lambda msg: print(msg, flush=True))
-    return 0 if all(s.get("state") == "done" for s in statuses) else 1
+    return 0 if cfg.dry_run or all(s.get("state") == "done" for s in statuses) else 1
 
 
 def _report(args: list[str]) -> int:

@@ -11,7 +11,7 @@ import pytest
 
 import agdrl
 from agdrl.baselines import BaselineConfig
-from agdrl.bench import METHODS, BenchConfig, Run, load_spec, method_of, plan, run_sweep
+from agdrl.bench import METHODS, BenchConfig, Run, execute, load_spec, method_of, plan, run_sweep
 from agdrl.cli import _parse, main
 from agdrl.config import ConfigError
 from agdrl.trainer import AGDMBRL, PRESETS, TrainConfig
@@ -270,3 +270,57 @@ def test_a_sweep_reports_stale_runs_and_leaves_live_ones_to_their_sweep(
     assert by_method["polygrad"]["state"] == "running elsewhere"
     assert json.loads(stale.status_path.read_text())["state"] == "done"  # kept as it was
     assert "NOT DONE stale: InvertedPendulum-v5 agd-sag seed 0" in lines[-1]
+
+
+def test_a_dry_run_lists_each_runs_state_and_runs_nothing(tmp_path: Path, monkeypatch, capsys):
+    """``--dry-run`` names every run done, stale (with why), running elsewhere or to run,
+    executes none, writes no bench.json and exits 0 whatever it finds."""
+    import os
+    import platform
+
+    cfg = BenchConfig(methods=("agd-sag", "polygrad", "agd-eag", "sac"), runs_dir=tmp_path,
+                      **TINY_SWEEP)
+    finished_run(cfg, "agd-sag", last_step=150)
+    finished_run(cfg, "sac")
+    live = next(r for r in plan(cfg) if r.method == "polygrad")
+    live.folder.mkdir(parents=True)
+    live.status_path.write_text(json.dumps({"task": live.task, "method": live.method,
+                                            "seed": live.seed, "state": "running",
+                                            "host": platform.node(), "pid": os.getpid()}))
+    monkeypatch.setattr("agdrl.bench.execute", lambda run, cfg: pytest.fail("a run executed"))
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({**{k: list(v) if isinstance(v, tuple) else v
+                                   for k, v in TINY_SWEEP.items()},
+                                "methods": list(cfg.methods), "runs_dir": str(tmp_path)}))
+    assert main(["bench", "--spec", str(spec), "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "stale: InvertedPendulum-v5 agd-sag seed 0: ends at 150 env steps (sweep: 300)",
+        "running in another sweep: InvertedPendulum-v5 polygrad seed 0",
+        "to run: InvertedPendulum-v5 agd-eag seed 0",
+        "done: InvertedPendulum-v5 sac seed 0",
+        "4 runs: 1 done, 1 to run, 1 running in another sweep, 1 stale (dry run: nothing "
+        "was run)"]
+    assert not (tmp_path / "bench.json").exists()
+    assert not next(r for r in plan(cfg) if r.method == "agd-eag").folder.exists()
+
+
+def test_a_run_taken_up_by_another_sweep_after_planning_is_left_to_it(tmp_path: Path,
+                                                                      monkeypatch):
+    """Two sweeps on one folder plan at start; a queued run that the other sweep has since
+    started (its process alive) or finished is not started a second time."""
+    import os
+    import platform
+
+    cfg = BenchConfig(methods=("agd-sag", "sac"), runs_dir=tmp_path, **TINY_SWEEP)
+    taken, finished = plan(cfg)
+    taken.folder.mkdir(parents=True)
+    running = {"task": taken.task, "method": taken.method, "seed": taken.seed,
+               "state": "running", "host": platform.node(), "pid": os.getpid()}
+    taken.status_path.write_text(json.dumps(running))
+    finished_run(cfg, "sac")
+    monkeypatch.setattr("agdrl.bench.subprocess.run",
+                        lambda *a, **k: pytest.fail("a run was started twice"))
+    assert execute(taken, cfg) == running
+    assert execute(finished, cfg)["state"] == "done"
+    assert json.loads(taken.status_path.read_text()) == running  # untouched
