@@ -315,8 +315,9 @@ def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
     if normalized:
         lines += ["## Normalized scores", "",
                   "(R − R_random) / (R_threshold − R_random), R_threshold = Gymnasium's "
-                  "reward_threshold; IQM over all runs of the tasks listed, at each task's "
-                  "final budget.", "", normalized["table"], ""]
+                  "reward_threshold; at each task's final budget, IQM over a method's first n "
+                  "seeds of every task listed, n the fewest seeds it has on any of them (one "
+                  "seed per task has no interval: —).", "", normalized["table"], ""]
     lines += ["## Learning curves", "",
               *[f"![{t}](curves_{t}.png)" for t in tasks], "",
               "## Source versions", "",
@@ -421,8 +422,9 @@ def _normalized(by_task: dict, anchors: dict, cfg: ReportConfig) -> dict:
                 if no_threshold else ""), "",
              "| method | seeds per task | normalized IQM | 95% CI |", "|---|---|---|---|"]
     for m in sorted(methods, key=lambda m: -stats[m][0]):
-        lines.append(f"| {m} | {len(scores[m])} | {stats[m][0]:.3f} | "
-                     f"[{stats[m][1]:.3f}, {stats[m][2]:.3f}] |")
+        interval = (f"[{stats[m][1]:.3f}, {stats[m][2]:.3f}]" if len(scores[m]) > 1
+                    else "—")
+        lines.append(f"| {m} | {len(scores[m])} | {stats[m][0]:.3f} | {interval} |")
     return {"table": "\n".join(lines), "stats": {m: list(s) for m, s in stats.items()}}
 
 

@@ -166,6 +166,9 @@ def test_one_seed_has_no_interval_and_the_wall_clock_says_how_runs_shared_the_ma
     text = write_report(ReportConfig(runs_dir=tmp_path, reps=200)).read_text()
     assert "| slow-learner | 1 | 10.0 | — | 10.0 | 2.0 |" in text
     assert "| fast-learner | 4 | 250.0 |" in text and "| 2.0 [1–2 at a time] |" in text
+    normalized = text[text.index("## Normalized scores"):]  # the same holds across tasks
+    assert re.search(r"\| slow-learner \| 1 \| -?[0-9.]+ \| — \|", normalized)
+    assert re.search(r"\| fast-learner \| 4 \| [0-9.]+ \| \[[0-9.]+, [0-9.]+\] \|", normalized)
 
 
 def test_a_sweep_run_whose_config_is_another_method_is_reported_as_that_method(
