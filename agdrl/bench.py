@@ -375,19 +375,19 @@ def run_sweep(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[dict
             elsewhere.append(run)
         else:
             todo.append(run)
-    if cfg.dry_run:
-        for run in runs:
-            where = f"{run.task} {run.method} seed {run.seed}"
-            log(f"stale: {where}: {stale[run]}" if run in stale
-                else f"running in another sweep: {where}" if run in elsewhere
-                else f"to run: {where}" if run in todo else f"done: {where}")
-        log(f"{len(runs)} runs: {len(runs) - len(todo) - len(stale) - len(elsewhere)} done, "
-            f"{len(todo)} to run, {len(elsewhere)} running in another sweep, "
-            f"{len(stale)} stale (dry run: nothing was run)")
-        return [{"task": r.task, "method": r.method, "seed": r.seed,
-                 "state": "stale" if r in stale else "running elsewhere" if r in elsewhere
-                 else "to run" if r in todo else "done"} for r in runs]
     finished = len(runs) - len(todo) - len(stale) - len(elsewhere)
+    if cfg.dry_run:
+        statuses = [{"task": r.task, "method": r.method, "seed": r.seed,
+                     "state": "stale" if r in stale else "running elsewhere" if r in elsewhere
+                     else "to run" if r in todo else "done"} for r in runs]
+        for run, status in zip(runs, statuses, strict=True):
+            label = ("running in another sweep" if status["state"] == "running elsewhere"
+                     else status["state"])
+            log(f"{label}: {run.task} {run.method} seed {run.seed}"
+                + (f": {stale[run]}" if run in stale else ""))
+        log(f"{len(runs)} runs: {finished} done, {len(todo)} to run, {len(elsewhere)} running "
+            f"in another sweep, {len(stale)} stale (dry run: nothing was run)")
+        return statuses
     log(f"{len(runs)} runs, {finished} finished already, {len(todo)} to run "
         f"({'Ray Tune at ' + cfg.ray_address if cfg.ray_address else 'local processes'}, "
         f"{cfg.parallel} at a time)"

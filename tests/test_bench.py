@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import platform
 from pathlib import Path
 
 import pytest
@@ -206,6 +208,16 @@ def finished_run(cfg: BenchConfig, method: str, config: dict | None = None,
     return run
 
 
+def mark_running(run: Run, pid: int) -> dict:
+    """Mark ``run`` as being run by the sweep process ``pid`` on this machine; returns the
+    status written."""
+    run.folder.mkdir(parents=True, exist_ok=True)
+    status = {"task": run.task, "method": run.method, "seed": run.seed, "state": "running",
+              "host": platform.node(), "pid": pid}
+    run.status_path.write_text(json.dumps(status))
+    return status
+
+
 def test_a_finished_run_of_another_config_is_stale_not_done(tmp_path: Path):
     """A finished run answers a sweep only if its config is the one a fresh run would write
     (task defaults resolved; fields that do not change learning aside) and it reached the
@@ -242,18 +254,12 @@ def test_a_sweep_reports_stale_runs_and_leaves_live_ones_to_their_sweep(
         tmp_path: Path, monkeypatch):
     """Stale runs are kept and not rerun; a run another live sweep on this machine marked
     'running' is left to it; one whose sweep died is run; neither counts as done."""
-    import os
-    import platform
-
     cfg = BenchConfig(methods=("agd-sag", "polygrad", "agd-eag", "sac"), runs_dir=tmp_path,
                       **TINY_SWEEP)
     stale = finished_run(cfg, "agd-sag", last_step=150)
     (live, dead, _) = [r for r in plan(cfg) if r.method != "agd-sag"]
-    for run, pid in ((live, os.getpid()), (dead, 2**22 + 1)):  # above Linux's pid_max
-        run.folder.mkdir(parents=True)
-        run.status_path.write_text(json.dumps({"task": run.task, "method": run.method,
-                                               "seed": run.seed, "state": "running",
-                                               "host": platform.node(), "pid": pid}))
+    mark_running(live, os.getpid())
+    mark_running(dead, 2**22 + 1)  # above Linux's pid_max
     executed = []
     monkeypatch.setattr("agdrl.bench.execute", lambda run, cfg: executed.append(run.method)
                         or {"task": run.task, "method": run.method, "seed": run.seed,
@@ -275,18 +281,11 @@ def test_a_sweep_reports_stale_runs_and_leaves_live_ones_to_their_sweep(
 def test_a_dry_run_lists_each_runs_state_and_runs_nothing(tmp_path: Path, monkeypatch, capsys):
     """``--dry-run`` names every run done, stale (with why), running elsewhere or to run,
     executes none, writes no bench.json and exits 0 whatever it finds."""
-    import os
-    import platform
-
     cfg = BenchConfig(methods=("agd-sag", "polygrad", "agd-eag", "sac"), runs_dir=tmp_path,
                       **TINY_SWEEP)
     finished_run(cfg, "agd-sag", last_step=150)
     finished_run(cfg, "sac")
-    live = next(r for r in plan(cfg) if r.method == "polygrad")
-    live.folder.mkdir(parents=True)
-    live.status_path.write_text(json.dumps({"task": live.task, "method": live.method,
-                                            "seed": live.seed, "state": "running",
-                                            "host": platform.node(), "pid": os.getpid()}))
+    mark_running(next(r for r in plan(cfg) if r.method == "polygrad"), os.getpid())
     monkeypatch.setattr("agdrl.bench.execute", lambda run, cfg: pytest.fail("a run executed"))
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({**{k: list(v) if isinstance(v, tuple) else v
@@ -309,15 +308,9 @@ def test_a_run_taken_up_by_another_sweep_after_planning_is_left_to_it(tmp_path: 
                                                                       monkeypatch):
     """Two sweeps on one folder plan at start; a queued run that the other sweep has since
     started (its process alive) or finished is not started a second time."""
-    import os
-    import platform
-
     cfg = BenchConfig(methods=("agd-sag", "sac"), runs_dir=tmp_path, **TINY_SWEEP)
     taken, finished = plan(cfg)
-    taken.folder.mkdir(parents=True)
-    running = {"task": taken.task, "method": taken.method, "seed": taken.seed,
-               "state": "running", "host": platform.node(), "pid": os.getpid()}
-    taken.status_path.write_text(json.dumps(running))
+    running = mark_running(taken, os.getpid())
     finished_run(cfg, "sac")
     monkeypatch.setattr("agdrl.bench.subprocess.run",
                         lambda *a, **k: pytest.fail("a run was started twice"))
