@@ -367,6 +367,13 @@ class ImaginationConfig:
     training labels."""
     cfg_weight: float = 2.0
     """Classifier-free guidance weight w (1: conditional model alone, > 1: extrapolate)."""
+    cuda_graph: bool = False
+    """On a CUDA device: capture the guided chain in a CUDA graph per batch size and replay it,
+    so that a small batch is not bound by kernel launches (agdrl.cuda_graph). Its noise then
+    comes from the device's default generator (seeded by the run's seed, kept in checkpoints)
+    instead of the run's CPU generator, so it draws other numbers than an uncaptured run;
+    guidance time is not split from sampling. Needs policy_guidance 'sample' ('pull' adapts δ
+    between chains)."""
 
     def __post_init__(self):
         require_positive(self, "batch_size", "policy_delta")
@@ -376,6 +383,9 @@ class ImaginationConfig:
         require(not self.resample_actions or self.policy_guidance == "sample",
                 "resample_actions draws the actions from π with the chain's ε: it needs "
                 "policy_guidance 'sample'")
+        require(not self.cuda_graph or self.policy_guidance == "sample",
+                "cuda_graph needs policy_guidance 'sample': 'pull' adapts its step δ between "
+                "chains, and a captured chain would keep the δ of its capture")
         require(0.0 < self.policy_relaxation <= 1.0,
                 f"policy_relaxation must be in (0, 1], got {self.policy_relaxation}")
         require(self.settle_steps >= 0, f"settle_steps must be ≥ 0, got {self.settle_steps}")

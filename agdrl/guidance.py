@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agdrl.actor_critic import Actor
+from agdrl.cuda_graph import capturing
 from agdrl.diffusion.samplers import DenoisingHook, StepState
 from agdrl.diffusion.world_model import DiffusionWorldModel
 from agdrl.faults import NonFiniteError
@@ -181,7 +182,8 @@ class StateGuidance:
 
     Nothing is read back from the device during the chain (each read would make the host wait
     for a GPU): a non-finite gradient is remembered and raised as :class:`NonFiniteError` at
-    the chain's last step, before that step's update, and the diagnostics stay tensors until
+    the chain's last step, before that step's update (by the caller after each replay when the
+    chain is a CUDA graph: :meth:`raise_if_nonfinite`), and the diagnostics stay tensors until
     read.
     """
 
@@ -200,6 +202,12 @@ class StateGuidance:
             raise ValueError(f"unknown guidance scale mode {self.mode!r}; choose 'sigma4' or "
                              "'normalized'")
 
+    def raise_if_nonfinite(self) -> None:
+        """Raise :class:`NonFiniteError` if a gradient of the last chain was not finite (a
+        chain captured in a CUDA graph cannot read this back itself: its replays call this)."""
+        if self._nonfinite is not None and bool(self._nonfinite):
+            raise NonFiniteError("the state-guidance gradient")
+
     @property
     def last_grad_rms(self) -> float:
         return 0.0 if self._grad_rms is None else float(self._grad_rms)
@@ -212,8 +220,8 @@ class StateGuidance:
         if state.index == 0:
             self._nonfinite = None
         if state.k_prev < 0:
-            if self._nonfinite is not None and bool(self._nonfinite):
-                raise NonFiniteError("the state-guidance gradient")
+            if not capturing(state.x0):
+                self.raise_if_nonfinite()
             return
         if self.max_step is not None and state.k > self.max_step:
             return
@@ -279,7 +287,7 @@ class PolicyGuidance:
     mode: Literal["sample", "pull"] = "sample"
     relaxation: float = 0.5
     log_delta: float = field(init=False)
-    last_spread: float = field(default=float("nan"), init=False)
+    _spread: torch.Tensor | None = field(default=None, init=False, repr=False)
     _noise: torch.Tensor | None = field(default=None, init=False, repr=False)
     _u: torch.Tensor | None = field(default=None, init=False, repr=False)
 
@@ -293,6 +301,12 @@ class PolicyGuidance:
             raise ValueError(f"unknown policy-guidance mode {self.mode!r}; choose 'sample' or "
                              "'pull'")
         self.log_delta = math.log(self.delta)
+
+    @property
+    def last_spread(self) -> float:
+        """RMS of the standardized actions z at the last chain's end (NaN before any); a
+        tensor until read, so that the chain itself never waits for a GPU."""
+        return float("nan") if self._spread is None else float(self._spread)
 
     @torch.no_grad()
     def __call__(self, state: StepState) -> None:
@@ -309,7 +323,7 @@ class PolicyGuidance:
                 self._u = self._u + self.relaxation * (mean + std * self._noise - self._u)
             state.cond = self.model.action_norm.normalize(self.actor.squash(self._u))
             if state.k_prev < 0:
-                self.last_spread = float(((self._u - mean) / std).pow(2).mean().sqrt())
+                self._spread = ((self._u - mean) / std).pow(2).mean().sqrt()
             return
         u = self.actor.unsquash(self.model.action_norm.unnormalize(state.cond))
         u = torch.maximum(torch.minimum(u, mean + self.clip_std * std), mean - self.clip_std * std)
@@ -318,7 +332,7 @@ class PolicyGuidance:
         if state.k_prev >= 0:
             cond = cond + state.noise_std * randn(cond.shape, state.generator, cond.device)
         else:
-            self.last_spread = float(((u - mean) / std).pow(2).mean().sqrt())
+            self._spread = ((u - mean) / std).pow(2).mean().sqrt()
         state.cond = cond
 
     @torch.no_grad()

@@ -11,6 +11,7 @@ import torch
 
 from agdrl.a2c import ActorCriticAgent
 from agdrl.config import ImaginationConfig
+from agdrl.cuda_graph import CapturedChain
 from agdrl.diffusion.samplers import StepState
 from agdrl.diffusion.world_model import DiffusionWorldModel
 from agdrl.ensemble import ProbabilisticEnsemble
@@ -42,7 +43,8 @@ class Imagination:
     ``guidance_seconds`` accumulates the time spent inside the guidance hooks: wall-clock on
     the CPU; on CUDA the device's time between CUDA events around each hook call (the hooks
     only enqueue kernels, so a host clock would count launches; a synchronize per step would
-    stall the chain), read when ``guidance_seconds`` is.
+    stall the chain), read when ``guidance_seconds`` is. A chain replayed from a CUDA graph
+    (``cfg.cuda_graph``) is not split: its guidance counts as sampling.
     """
 
     def __init__(self, model: DiffusionWorldModel, agent: ActorCriticAgent,
@@ -80,12 +82,30 @@ class Imagination:
             self.wrap = lambda denoiser: ClassifierFreeGuidance(denoiser, cfg.cfg_target,
                                                                 cfg.cfg_weight)
         self.hooks = compose(self.policy, self.state)
+        self.captured = None
+        if cfg.cuda_graph:
+            if torch.device(model.device).type != "cuda":
+                raise ValueError(f"cuda_graph captures the chain on a CUDA device; the world "
+                                 f"model is on {model.device}")
+            hooks = [(self.policy, name) for name in ("_noise", "_u", "_spread")]
+            if self.state is not None:
+                hooks += [(self.state, name) for name in ("_grad_rms", "_objective", "_nonfinite")]
+            modules = [m for m in (model, agent, reward_model, termination) if m is not None]
+            self.captured = CapturedChain(self._chain, modules, hooks)
         self.use_student = model.student is not None
         self.sampler = dataclasses.replace(
             model.student_sampler() if self.use_student
             else model.default_sampler(cfg.sampler, cfg.sampler_steps or None,
                                        spacing=cfg.sampler_spacing),
             settle_steps=cfg.settle_steps if cfg.policy_guidance == "sample" else 0)
+
+    def _chain(self, start_states: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The chain that ``cfg.cuda_graph`` captures: untimed hooks (CUDA events cannot time
+        parts of a graph) and the device's default generator (:mod:`agdrl.cuda_graph`).
+        start_states: (B, ds) on the model's device -> the Segment's four tensors."""
+        seg = self.model.sample(start_states, self.sampler, hook=self.hooks,
+                                wrap_denoiser=self.wrap, student=self.use_student)
+        return seg.states, seg.actions, seg.rewards, seg.terminals
 
     def relabel(self, seg: Segment) -> Segment:
         """``seg`` with its rewards and terminal flags from the transition models that ``cfg``
@@ -143,9 +163,15 @@ class Imagination:
         """start_states: (B, ds) raw real states -> imagined Segment (B, H) and diagnostics:
         standardized action spread, policy-guidance δ, state-guidance gradient RMS and
         objective, mean one-step advantage, predicted reward and value."""
-        seg = self.model.sample(start_states, self.sampler, hook=self._timed_hooks,
-                                generator=generator, wrap_denoiser=self.wrap,
-                                student=self.use_student)
+        if self.captured is None:
+            seg = self.model.sample(start_states, self.sampler, hook=self._timed_hooks,
+                                    generator=generator, wrap_denoiser=self.wrap,
+                                    student=self.use_student)
+        else:
+            seg = Segment(*self.captured(torch.as_tensor(start_states, dtype=torch.float32)
+                                         .to(self.model.device)))
+            if self.state is not None:
+                self.state.raise_if_nonfinite()
         self.policy.adapt()
         with torch.no_grad():
             if self.cfg.resample_actions:

@@ -149,6 +149,11 @@ class TrainConfig:
                 "the agent would never train")
         require(self.diffusion.layout == "polygrad", "the agent imagines with the 'polygrad' "
                 "layout (actions as conditioning); 'joint' is for planning")
+        require(not self.imagination.cuda_graph or (
+                    self.world_model == "diffusion" and self.device.startswith("cuda")),
+                "imagination.cuda_graph captures the diffusion model's chain on a CUDA device: "
+                f"it needs world_model 'diffusion' and a 'cuda' device, got "
+                f"{self.world_model!r} on {self.device!r}")
         require(self.imagination.sampler_steps <= self.diffusion.num_steps,
                 f"imagination.sampler_steps ({self.imagination.sampler_steps}) exceeds the "
                 f"world model's diffusion steps ({self.diffusion.num_steps})")
@@ -405,9 +410,11 @@ class AGDMBRL:
 
     def _seed_streams(self, step: int) -> None:
         """The random streams. One process: one numpy and one torch stream from the seed
-        (acting shares the torch one). Under torchrun every rank draws its own minibatches and
-        imagination noise, while the acting noise is common to all ranks, whose copies of the
-        environment must stay identical; ``step`` keys the streams of a resumed run."""
+        (acting shares the torch one; a chain captured in a CUDA graph draws from the device's
+        default generator, which torch.manual_seed(seed) has seeded). Under torchrun every rank
+        draws its own minibatches and imagination noise, while the acting noise is common to
+        all ranks, whose copies of the environment must stay identical; ``step`` keys the
+        streams of a resumed run."""
         seed = self.cfg.seed
         if distributed.world_size() == 1:
             self.rng = np.random.default_rng(seed)
@@ -418,6 +425,8 @@ class AGDMBRL:
             self.generator = torch.Generator().manual_seed(int(own.generate_state(1)[0]))
             common = np.random.SeedSequence([seed, step])
             self.act_generator = torch.Generator().manual_seed(int(common.generate_state(1)[0]))
+            if self.cfg.imagination.cuda_graph:  # a captured chain draws its noise there
+                torch.cuda.manual_seed(int(own.generate_state(2)[1]))
         if getattr(self, "bootstrap", None) is not None:
             self.bootstrap.rng = self.rng
 
@@ -547,9 +556,10 @@ class AGDMBRL:
         self.buffer.save(folder / "buffer.npz")
         if self.bootstrap is not None:
             np.savez(folder / "bootstrap.npz", **self.bootstrap.state())
-        save_tensors({"generator": self.generator.get_state(),
-                      "torch_global": torch.get_rng_state()}, folder / "rng.safetensors",
-                     {"kind": "rng"})
+        streams = {"generator": self.generator.get_state(), "torch_global": torch.get_rng_state()}
+        if self.cfg.imagination.cuda_graph:  # the captured chain's noise
+            streams["torch_cuda"] = torch.cuda.get_rng_state(self.cfg.device)
+        save_tensors(streams, folder / "rng.safetensors", {"kind": "rng"})
         (folder / "training_state.json").write_text(json.dumps({
             "format_version": CHECKPOINT_FORMAT, "num_timesteps": self.num_timesteps,
             "obs": np.asarray(self._obs).tolist(), "numpy_rng": self.rng.bit_generator.state,
@@ -572,6 +582,8 @@ class AGDMBRL:
         rng = load_tensors(folder / "rng.safetensors", "rng")
         self.generator.set_state(rng["generator"])
         torch.set_rng_state(rng["torch_global"])
+        if "torch_cuda" in rng:
+            torch.cuda.set_rng_state(rng["torch_cuda"], self.cfg.device)
         self.rng.bit_generator.state = state["numpy_rng"]
         set_env_state(self.env, state["env"])
         set_env_state(self.eval_env, state["eval_env"])

@@ -41,12 +41,42 @@ run() {
   checks 2>&1 | tee "$OUT/device_check.log"
 }
 
-checks() {
-  echo "base package: $(cat .device_ab/base/COMMIT)"
+# The captured chain (imagination.cuda_graph, agdrl/cuda_graph.py): command
+# "bash benchmarks/device_check.sh graph", carry [".whl"], timeout_s 480. Back under $OUT:
+#   tests.log               tests/test_devices.py, with the captured chain's tests
+#   profile_b1.json         benchmarks/guided_step_profile.py, batch 1, H = 50: the eager
+#                           chain's parts and the captured full chain, in one process
+#   profile_b512.json       the same at batch 512, H = 10 (imagination's shape)
+#   train_profile.json      the fast preset's loop on Hopper-v5 on cuda, eager and captured
+#   device_check.log        everything printed
+graph() {
+  : "${OUT:?run this on the device machine, where \$OUT is set}"
+  graph_checks 2>&1 | tee "$OUT/device_check.log"
+}
+
+graph_checks() {
+  install
+  PYTHONPATH=/tmp/site:. timeout 150 python3 -m pytest -q -p no:cacheprovider -p no:jaxtyping \
+    tests/test_devices.py 2>&1 | tee "$OUT/tests.log" || true
+  PYTHONPATH=/tmp/site:. python3 benchmarks/guided_step_profile.py --device cuda --threads 4 \
+    --repeats 40 --out "$OUT/profile_b1.json" || true
+  PYTHONPATH=/tmp/site:. python3 benchmarks/guided_step_profile.py --device cuda --threads 4 \
+    --repeats 20 --batch 512 --horizon 10 --out "$OUT/profile_b512.json" || true
+  PYTHONPATH=/tmp/site:. timeout 200 python3 benchmarks/train_profile.py --env Hopper-v5 \
+    --presets fast:device=cuda fast:device=cuda:imagination.cuda_graph=true --steps 200 200 \
+    --threads 4 --out "$OUT/train_profile.json" || true
+}
+
+install() {
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 MUJOCO_GL=disable  # no rendering; the image has no EGL
   nvidia-smi -L || true
+}
+
+checks() {
+  echo "base package: $(cat .device_ab/base/COMMIT)"
+  install
   PYTHONPATH=/tmp/site:. python3 -m pytest -q -p no:cacheprovider -p no:jaxtyping \
     tests/test_devices.py 2>&1 | tee "$OUT/tests.log" || true
   for i in 1 2; do
@@ -62,5 +92,6 @@ checks() {
 case "${1:-}" in
   stage) shift; stage "$@" ;;
   run) run ;;
-  *) echo "usage: $0 stage [BASE] | run" >&2; exit 2 ;;
+  graph) graph ;;
+  *) echo "usage: $0 stage [BASE] | run | graph" >&2; exit 2 ;;
 esac

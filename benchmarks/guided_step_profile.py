@@ -6,7 +6,9 @@ three ways by timing the same call with parts switched off (medians of ``--repea
 
   denoiser   model.sample with no hook (the network calls and the sampler's arithmetic);
   policy     + policy guidance (the actor at every step's predicted states);
-  full       + SAG state guidance (a critic backward pass per step).
+  full       + SAG state guidance (a critic backward pass per step);
+  full_cuda_graph  (CUDA only) the full chain captured in a CUDA graph and replayed
+             (``imagination.cuda_graph``; the untimed warm-up call captures it).
 
 Then one full call runs under torch.profiler: operator calls and kernel launches per
 trajectory, the operators with the most self CPU time, and on CUDA every host-device
@@ -75,6 +77,9 @@ def main() -> None:
     variants = {"denoiser": lambda: model.sample(starts, sampler, generator=gen),
                 "policy": lambda: model.sample(starts, sampler, hook=full.policy, generator=gen),
                 "full": lambda: full(starts, gen)}
+    if device.type == "cuda":  # the full chain captured once and replayed (agdrl.cuda_graph)
+        graphed = Imagination(model, agent, dataclasses.replace(icfg, cuda_graph=True))
+        variants["full_cuda_graph"] = lambda: graphed(starts)
     def synchronized(call):
         def run() -> None:
             call()
@@ -122,7 +127,7 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=1))
     print(f"{args.device}: batch {args.batch}, H = {args.horizon}, {args.steps} DDIM steps")
     for name, value in seconds.items():
-        print(f"  {name:9s} {1000 * value:8.2f} ms  ({1000 * value / args.steps:.2f} ms/step)")
+        print(f"  {name:15s} {1000 * value:8.2f} ms  ({1000 * value / args.steps:.2f} ms/step)")
     print(f"  {operators} aten operator calls, {launches} kernel launches, "
           f"{sum(syncs.values())} synchronizations per trajectory")
     for site, n in syncs.most_common():

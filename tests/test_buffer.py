@@ -386,6 +386,22 @@ def test_normalizer_state_dict_round_trip() -> None:
     assert torch.equal(a.normalize(x), b.normalize(x))
 
 
+def test_normalizer_refreshes_its_cached_statistics_in_place() -> None:
+    """After an update the cached (mean, std) hold the new statistics in the same tensors, so
+    that a CUDA graph which read them at capture sees the update (agdrl.cuda_graph); a new
+    dtype gets its own tensors."""
+    rng = np.random.default_rng(3)
+    norm = RunningNormalizer(2)
+    norm.update(rng.normal(0.0, 1.0, size=(100, 2)))
+    mean, std = norm.stats(torch.float32)
+    norm.update(rng.normal(5.0, 3.0, size=(400, 2)))
+    again = norm.stats(torch.float32)
+    assert again[0] is mean and again[1] is std
+    torch.testing.assert_close(mean, norm.mean.float())
+    torch.testing.assert_close(std, norm.std.float())
+    assert norm.stats(torch.float64)[0].dtype == torch.float64
+
+
 def test_normalizer_std_floor() -> None:
     norm = RunningNormalizer(1, min_std=1e-2)
     norm.update(np.full((10, 1), 3.0))

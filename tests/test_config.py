@@ -61,6 +61,8 @@ INVALID = [
     (TrainConfig, {"diffusion": DiffusionConfig(layout="joint")}, "'polygrad' layout"),
     (TrainConfig, {"imagination": ImaginationConfig(sampler_steps=500)},
      "exceeds the world model's diffusion steps"),
+    (TrainConfig, {"imagination": ImaginationConfig(cuda_graph=True)},
+     "needs world_model 'diffusion' and a 'cuda' device"),
     (AvalancheConfig, {"train_steps": 0}, "train_steps must be positive"),
 ]
 

@@ -136,6 +136,10 @@ def test_bad_options_are_refused(world_model_factory: Factory):
         setup(world_model_factory, guidance="sag", advantage="qv")
     with pytest.raises(ConfigError, match="unknown advantage"):
         setup(world_model_factory, advantage="bogus")
+    with pytest.raises(ValueError, match="on a CUDA device; the world model is on cpu"):
+        setup(world_model_factory, cuda_graph=True)
+    with pytest.raises(ConfigError, match="cuda_graph needs policy_guidance 'sample'"):
+        setup(world_model_factory, cuda_graph=True, policy_guidance="pull")
     with pytest.raises(ValueError, match="polygrad"):
         wm = world_model_factory(layout="joint")
         ac = ActorCriticAgent(3, np.array([-1.0, -1.0]), np.array([1.0, 1.0]),
