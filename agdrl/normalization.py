@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 from torch import nn
@@ -49,29 +52,36 @@ class RunningNormalizer(nn.Module):
                            torch.sqrt(self.m2 / self.count.clamp(min=1)).clamp(min=self.min_std),
                            torch.ones_like(self.m2))
 
-    def stats(self, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    def stats(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, std) in ``dtype``, cached until the statistics change (an update, a load or
         a move gives the buffers a new version or address): the guided sampler normalizes
-        several times per denoising step, and recomputing them is most of its small ops.
-
-        A refresh writes into the cached tensors when it can, so that a CUDA graph that read
-        them at capture reads the new statistics once this has been called before a replay
-        (:class:`agdrl.cuda_graph.CapturedChain` does)."""
+        several times per denoising step, and recomputing them is most of its small ops."""
         key = (dtype, self.mean.device, self.mean.data_ptr(), self.mean._version,
                self.m2._version, self.count._version)
         if self._cache_key != key:
             # outside inference mode, so that autograd may save the cached tensors later
             with torch.inference_mode(False), torch.no_grad():
-                mean, std = self.mean.to(dtype), self.std.to(dtype)
-                old = self._cache
-                if old is not None and (old[0].dtype, old[0].device, old[0].shape) == (
-                        dtype, mean.device, mean.shape):
-                    old[0].copy_(mean)
-                    old[1].copy_(std)
-                else:
-                    self._cache = (mean, std)
+                self._cache = (self.mean.to(dtype), self.std.to(dtype))
             self._cache_key = key
         return self._cache
+
+    @contextmanager
+    def private_stats(self, dtype: torch.dtype = torch.float32
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Within the block, normalizing in ``dtype`` reads a private copy of the current
+        (mean, std), which is yielded; after it, the shared cache is back. A CUDA graph
+        captured in the block reads these tensors at every replay, and its owner writes fresh
+        statistics into them in place (:class:`agdrl.cuda_graph.CapturedChain`). Being
+        private, they are never tensors that other code has saved for a backward pass."""
+        shared = self.stats(dtype)
+        key = self._cache_key
+        private = (shared[0].clone(), shared[1].clone())
+        self._cache = private
+        try:
+            yield private
+        finally:
+            if self._cache_key == key:
+                self._cache = shared
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         mean, std = self.stats(x.dtype)

@@ -386,20 +386,28 @@ def test_normalizer_state_dict_round_trip() -> None:
     assert torch.equal(a.normalize(x), b.normalize(x))
 
 
-def test_normalizer_refreshes_its_cached_statistics_in_place() -> None:
-    """After an update the cached (mean, std) hold the new statistics in the same tensors, so
-    that a CUDA graph which read them at capture sees the update (agdrl.cuda_graph); a new
-    dtype gets its own tensors."""
+def test_private_statistics_are_read_within_the_block_and_shared_by_nothing() -> None:
+    """Inside ``private_stats`` normalizing reads the yielded copy, which its owner (a CUDA
+    graph's, agdrl.cuda_graph) may rewrite in place; outside it the shared cache is back, and
+    an update never writes into tensors that a pending backward pass has saved."""
     rng = np.random.default_rng(3)
     norm = RunningNormalizer(2)
     norm.update(rng.normal(0.0, 1.0, size=(100, 2)))
-    mean, std = norm.stats(torch.float32)
-    norm.update(rng.normal(5.0, 3.0, size=(400, 2)))
-    again = norm.stats(torch.float32)
-    assert again[0] is mean and again[1] is std
-    torch.testing.assert_close(mean, norm.mean.float())
-    torch.testing.assert_close(std, norm.std.float())
-    assert norm.stats(torch.float64)[0].dtype == torch.float64
+    x = torch.randn(4, 2)
+    shared = norm.stats(torch.float32)
+    with norm.private_stats(torch.float32) as (mean, std):
+        assert mean is not shared[0] and std is not shared[1]
+        torch.testing.assert_close(norm.normalize(x), (x - shared[0]) / shared[1])
+        mean.add_(1.0)
+        torch.testing.assert_close(norm.normalize(x), (x - shared[0] - 1.0) / shared[1])
+    assert norm.stats(torch.float32) is shared
+    torch.testing.assert_close(norm.normalize(x), (x - shared[0]) / shared[1])
+    y = torch.randn(4, 2, requires_grad=True)
+    pending = norm.normalize(y)
+    norm.update(rng.normal(5.0, 3.0, size=(50, 2)))
+    norm.normalize(y)  # refreshes the cache
+    pending.sum().backward()
+    torch.testing.assert_close(y.grad, (1 / shared[1]).expand_as(y))
 
 
 def test_normalizer_std_floor() -> None:
