@@ -162,7 +162,9 @@ class Imagination:
                  ) -> tuple[Segment, dict[str, float]]:
         """start_states: (B, ds) raw real states -> imagined Segment (B, H) and diagnostics:
         standardized action spread, policy-guidance δ, state-guidance gradient RMS and
-        objective, mean one-step advantage, predicted reward and value."""
+        objective, mean one-step advantage, predicted reward and value. ``generator`` draws
+        the chain's noise, except in a chain captured by ``cfg.cuda_graph``, which draws from
+        the device's default generator."""
         if self.captured is None:
             seg = self.model.sample(start_states, self.sampler, hook=self._timed_hooks,
                                     generator=generator, wrap_denoiser=self.wrap,
