@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import ClassVar, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -196,6 +196,9 @@ class StateGuidance:
     _grad_rms: torch.Tensor | None = field(default=None, init=False, repr=False)
     _objective: torch.Tensor | None = field(default=None, init=False, repr=False)
     _nonfinite: torch.Tensor | None = field(default=None, init=False, repr=False)
+    chain_tensors: ClassVar[tuple[str, ...]] = ("_grad_rms", "_objective", "_nonfinite")
+    """The attributes a chain binds to its tensors (a CUDA graph binds them again after each
+    replay: :class:`agdrl.cuda_graph.CapturedChain`)."""
 
     def __post_init__(self):
         if self.mode not in ("sigma4", "normalized"):
@@ -290,6 +293,8 @@ class PolicyGuidance:
     _spread: torch.Tensor | None = field(default=None, init=False, repr=False)
     _noise: torch.Tensor | None = field(default=None, init=False, repr=False)
     _u: torch.Tensor | None = field(default=None, init=False, repr=False)
+    chain_tensors: ClassVar[tuple[str, ...]] = ("_noise", "_u", "_spread")
+    """As :attr:`StateGuidance.chain_tensors`."""
 
     def __post_init__(self):
         if self.delta <= 0 or self.clip_std <= 0:

@@ -87,9 +87,8 @@ class Imagination:
             if torch.device(model.device).type != "cuda":
                 raise ValueError(f"cuda_graph captures the chain on a CUDA device; the world "
                                  f"model is on {model.device}")
-            hooks = [(self.policy, name) for name in ("_noise", "_u", "_spread")]
-            if self.state is not None:
-                hooks += [(self.state, name) for name in ("_grad_rms", "_objective", "_nonfinite")]
+            hooks = [(hook, name) for hook in (self.policy, self.state) if hook is not None
+                     for name in hook.chain_tensors]
             modules = [m for m in (model, agent, reward_model, termination) if m is not None]
             self.captured = CapturedChain(self._chain, modules, hooks)
         self.use_student = model.student is not None

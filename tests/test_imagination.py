@@ -125,6 +125,16 @@ def test_state_guidance_changes_the_imagined_states(world_model_factory: Factory
     assert not torch.allclose(plain.states[:, 1:], guided.states[:, 1:])
 
 
+def test_the_hooks_name_the_tensors_a_chain_binds(world_model_factory: Factory):
+    """A captured chain binds these again after each replay (agdrl.cuda_graph); each must be
+    a tensor that the chain set, or the replay would leave a stale or missing value."""
+    imagine = setup(world_model_factory, guidance="sag")
+    imagine(torch.zeros(32, 3), torch.Generator().manual_seed(0))
+    for hook in (imagine.policy, imagine.state):
+        for name in hook.chain_tensors:
+            assert isinstance(getattr(hook, name), torch.Tensor), (type(hook).__name__, name)
+
+
 def test_bad_options_are_refused(world_model_factory: Factory):
     with pytest.raises(ValueError, match="need a RewardModel"):
         setup(world_model_factory, guidance="reward")
