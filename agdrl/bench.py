@@ -19,6 +19,7 @@ reported and the sweep goes on. Runs execute as local processes (``parallel`` at
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import platform
@@ -86,6 +87,13 @@ imagined rewards from a regression of real transitions (``agdrl.reward_model``).
 ROW_DDIM_STEPS = 8
 """The DDIM steps of the rows without a sampler suffix (``agd-sag`` …): the fast preset's when
 the committed runs were made. Fixed here so that a later preset change does not rename them."""
+
+
+def read_evaluations(folder: Path) -> list[dict[str, str]]:
+    """The rows of a run's ``evaluations.csv`` (the trainer and the SB3 baselines write the
+    same columns: env_step, mean_return, std_return, episodes, wall_s)."""
+    with open(folder / "evaluations.csv", newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def method_of(config: dict) -> str:
@@ -262,10 +270,9 @@ class Run:
                         else (BaselineConfig, BaselineConfig()))
         try:
             saved = config_from_dict(cls, json.loads((self.folder / "config.json").read_text()))
-            with open(self.folder / "evaluations.csv") as f:
-                last = f.read().strip().splitlines()[-1]
-            reached = int(last.split(",")[0])
-        except (OSError, ValueError, TypeError, IndexError, json.JSONDecodeError) as err:
+            reached = int(read_evaluations(self.folder)[-1]["env_step"])
+        except (OSError, ValueError, TypeError, IndexError, KeyError,
+                json.JSONDecodeError) as err:
             return f"its config.json or evaluations.csv cannot be read ({err})"
         try:
             expected = tyro.cli(cls, args=self.options(cfg), default=default)

@@ -20,9 +20,7 @@ Scores are reported twice, and labelled:
 
 from __future__ import annotations
 
-import csv
 import json
-import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agdrl.bench import method_of
+from agdrl.bench import method_of, read_evaluations
 from agdrl.config import ConfigError, require, require_positive
 
 
@@ -124,11 +122,9 @@ def find_runs(runs_dir: Path) -> tuple[list[RunCurve], list[Path]]:
     runs, unfinished = [], []
     for config_path in sorted(Path(runs_dir).rglob("config.json")):
         folder = config_path.parent
-        evaluations = folder / "evaluations.csv"
-        if not evaluations.is_file():
+        if not (folder / "evaluations.csv").is_file():
             continue
-        with open(evaluations, newline="") as f:
-            rows = list(csv.DictReader(f))
+        rows = read_evaluations(folder)
         if not rows:
             continue
         config = json.loads(config_path.read_text())
@@ -191,17 +187,27 @@ def reward_threshold(task: str) -> float | None:
 
 def iqm_with_ci(scores: dict[str, np.ndarray], reps: int, seed: int
                 ) -> dict[str, tuple[float, float, float]]:
-    """IQM and its 95% stratified bootstrap interval per method; scores: (runs, tasks)."""
+    """IQM and its 95% stratified bootstrap interval per method; scores: (runs, tasks).
+
+    Each method's resamples come from a stream seeded with ``seed`` alone, so an interval
+    is the same on every call and does not move when another method joins the table.
+    rliable's StratifiedBootstrap draws its indices from numpy's global stream and ignores
+    its ``random_state``: the global stream is seeded here and given back afterwards."""
     from rliable import library as rly
     from rliable import metrics
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # arch's RandomState deprecation
-        point, interval = rly.get_interval_estimates(
-            scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps,
-            random_state=np.random.RandomState(seed))
-    return {m: (float(point[m][0]), float(interval[m][0, 0]), float(interval[m][1, 0]))
-            for m in scores}
+    stats = {}
+    callers_stream = np.random.get_state()
+    try:
+        for m, s in scores.items():
+            np.random.seed(seed)
+            point, interval = rly.get_interval_estimates(
+                {m: s}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps)
+            stats[m] = (float(point[m][0]), float(interval[m][0, 0]),
+                        float(interval[m][1, 0]))
+    finally:
+        np.random.set_state(callers_stream)
+    return stats
 
 
 def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:

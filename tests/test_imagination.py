@@ -129,10 +129,14 @@ def test_the_hooks_name_the_tensors_a_chain_binds(world_model_factory: Factory):
     """A captured chain binds these again after each replay (agdrl.cuda_graph); each must be
     a tensor that the chain set, or the replay would leave a stale or missing value."""
     imagine = setup(world_model_factory, guidance="sag")
+    hooks = (imagine.policy, imagine.state)
+    before = [dict(vars(hook)) for hook in hooks]
     imagine(torch.zeros(32, 3), torch.Generator().manual_seed(0))
-    for hook in (imagine.policy, imagine.state):
-        for name in hook.chain_tensors:
-            assert isinstance(getattr(hook, name), torch.Tensor), (type(hook).__name__, name)
+    for hook, was in zip(hooks, before, strict=True):
+        set_by_chain = {name for name, value in vars(hook).items()
+                        if isinstance(value, torch.Tensor) and value is not was.get(name)}
+        # none missing (a replay would leave it stale), none named that the chain never sets
+        assert set_by_chain == set(hook.chain_tensors), type(hook).__name__
 
 
 def test_bad_options_are_refused(world_model_factory: Factory):

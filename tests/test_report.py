@@ -13,7 +13,7 @@ import pytest
 
 from agdrl.cli import main
 from agdrl.config import ConfigError
-from agdrl.report import ReportConfig, find_runs, write_report
+from agdrl.report import ReportConfig, find_runs, iqm_with_ci, write_report
 
 TASK = "InvertedPendulum-v5"  # Gymnasium's reward_threshold: 950
 FINAL = {"fast-learner": [100.0, 200.0, 300.0, 1000.0], "slow-learner": [10.0, 20.0, 30.0, 40.0]}
@@ -68,6 +68,21 @@ def test_report_statistics_match_hand_computed_values(tmp_path: Path):
     assert "| 2.0 |" in text  # 2 s over 1000 steps: 2 ms per env step
     png = (tmp_path / "report" / f"curves_{TASK}.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_an_interval_is_the_same_on_every_call_and_whatever_the_other_methods():
+    rng = np.random.default_rng(0)
+    alone = {"a": rng.normal(size=(5, 2))}
+    joined = {"b": rng.normal(size=(5, 2)), **alone, "c": rng.normal(size=(5, 2))}
+    np.random.seed(7)
+    callers_next_draw = np.random.uniform()
+    np.random.seed(7)
+    a_alone = iqm_with_ci(alone, reps=300, seed=3)["a"]
+    assert np.random.uniform() == callers_next_draw  # numpy's global stream is given back
+    assert iqm_with_ci(alone, reps=300, seed=3)["a"] == a_alone  # the same on every call
+    assert iqm_with_ci(joined, reps=300, seed=3)["a"] == a_alone
+    # the interval is a bootstrap interval, not a constant: another seed moves it
+    assert iqm_with_ci(alone, reps=300, seed=4)["a"][1:] != a_alone[1:]
 
 
 def test_methods_are_read_from_run_configs_without_a_sweep(tmp_path: Path):
