@@ -296,6 +296,10 @@ class ImaginationConfig:
 
     batch_size: int = 512
     """Segments per imagination batch (reference: 512 for AGD, 1024 for PolyGRAD)."""
+    segments: int = 1
+    """Chained diffusion segments per imagined trajectory: each after the first starts from
+    the previous one's last imagined state, so the agent learns from segments · (H − 1) + 1
+    states (a longer imagination horizon from the same world model)."""
     sampler: SamplerKind = "ddpm"
     """Reverse-process sampler: ancestral DDPM, DDIM (η = 0), second-order Heun (two network
     calls per step) or DPM-Solver++(2M) (one)."""
@@ -376,7 +380,7 @@ class ImaginationConfig:
     between chains)."""
 
     def __post_init__(self):
-        require_positive(self, "batch_size", "policy_delta")
+        require_positive(self, "batch_size", "policy_delta", "segments")
         require_choice(self, "sampler", get_args(SamplerKind))
         require_choice(self, "sampler_spacing", get_args(TimestepSpacing))
         require_choice(self, "policy_guidance", ("sample", "pull"))

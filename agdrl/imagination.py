@@ -157,13 +157,9 @@ class Imagination:
         self.hooks(state)
         self._guidance_seconds += time.perf_counter() - start_s
 
-    def __call__(self, start_states: torch.Tensor, generator: torch.Generator | None = None
-                 ) -> tuple[Segment, dict[str, float]]:
-        """start_states: (B, ds) raw real states -> imagined Segment (B, H) and diagnostics:
-        standardized action spread, policy-guidance δ, state-guidance gradient RMS and
-        objective, mean one-step advantage, predicted reward and value. ``generator`` draws
-        the chain's noise, except in a chain captured by ``cfg.cuda_graph``, which draws from
-        the device's default generator."""
+    def _segment(self, start_states: torch.Tensor, generator: torch.Generator | None
+                 ) -> Segment:
+        """One guided segment (B, H) from (B, ds) raw start states."""
         if self.captured is None:
             seg = self.model.sample(start_states, self.sampler, hook=self._timed_hooks,
                                     generator=generator, wrap_denoiser=self.wrap,
@@ -174,6 +170,23 @@ class Imagination:
             if self.state is not None:
                 self.state.raise_if_nonfinite()
         self.policy.adapt()
+        return seg
+
+    def __call__(self, start_states: torch.Tensor, generator: torch.Generator | None = None
+                 ) -> tuple[Segment, dict[str, float]]:
+        """start_states: (B, ds) raw real states -> imagined Segment (B, L) with
+        L = segments · (H − 1) + 1 (chained segments, each after the first starting from the
+        previous one's last imagined state), and diagnostics:
+        standardized action spread, policy-guidance δ, state-guidance gradient RMS and
+        objective, mean one-step advantage, predicted reward and value. ``generator`` draws
+        the chain's noise, except in a chain captured by ``cfg.cuda_graph``, which draws from
+        the device's default generator."""
+        pieces = []
+        for _ in range(self.cfg.segments):
+            seg = self._segment(start_states, generator)
+            pieces.append(seg)
+            start_states = seg.states[:, -1].detach()
+        seg = chain_segments(pieces)
         with torch.no_grad():
             if self.cfg.resample_actions:
                 seg = Segment(seg.states, self.policy.on_policy_actions(seg.states)
@@ -187,6 +200,18 @@ class Imagination:
             metrics["guidance_objective"] = self.state.last_objective
         self._collect_events()  # the metrics' reads have waited for the chain already
         return seg, metrics
+
+
+def chain_segments(pieces: list[Segment]) -> Segment:
+    """Join segments that each start at the previous one's last state: every piece but the
+    last gives its first H − 1 steps (its last step's action, reward and terminal flag are
+    replaced by the next piece's first, which generated what follows that state).
+    pieces: C segments (B, H) -> (B, C (H − 1) + 1)."""
+    if len(pieces) == 1:
+        return pieces[0]
+    parts = [(p.states, p.actions, p.rewards, p.terminals) for p in pieces]
+    return Segment(*(torch.cat([p[i][:, :-1] for p in parts[:-1]] + [parts[-1][i]], 1)
+                     for i in range(4)))
 
 
 def segment_metrics(seg: Segment, agent: ActorCriticAgent) -> dict[str, float]:

@@ -219,3 +219,30 @@ def test_reward_model_learns_and_drives_reward_guidance(world_model_factory: Fac
         Imagination(wm, ac, ImaginationConfig(guidance="sag"), rm)
     with pytest.raises(ConfigError, match="reward"):
         ImaginationConfig(reward="oracle")
+
+
+def test_chained_segments_continue_from_the_previous_last_state(world_model_factory: Factory):
+    """segments=3 of H=5: one trajectory of 3·4+1 states whose pieces start where the previous
+    one ended; the first piece is the one-segment imagination's, drawn with the same noise."""
+    starts = torch.randn(32, 3)
+    one = setup(world_model_factory)
+    first, _ = one(starts, torch.Generator().manual_seed(0))
+    three = setup(world_model_factory, segments=3)
+    pieces = []
+    original = three._segment
+    three._segment = lambda s, g: pieces.append(original(s, g)) or pieces[-1]
+    seg, metrics = three(starts, torch.Generator().manual_seed(0))
+    assert seg.states.shape == (32, 13, 3) and seg.rewards.shape == (32, 13)
+    torch.testing.assert_close(pieces[0].states, first.states)
+    for i in range(2):  # each piece starts at the last state of the one before
+        torch.testing.assert_close(pieces[i + 1].states[:, 0], pieces[i].states[:, -1])
+    # the joined trajectory: the first H-1 steps of each piece, then the whole last piece
+    torch.testing.assert_close(seg.states[:, 4:9], pieces[1].states[:, :5])
+    torch.testing.assert_close(seg.actions[:, 4], pieces[1].actions[:, 0])
+    torch.testing.assert_close(seg.terminals[:, 8:], pieces[2].terminals)
+    assert np.isfinite(metrics["mean_value"])
+
+
+def test_segments_must_be_positive():
+    with pytest.raises(ConfigError, match="segments must be positive"):
+        ImaginationConfig(segments=0)

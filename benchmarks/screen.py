@@ -1,0 +1,81 @@
+"""Single-seed screening of training variants: each line of a variants file is
+``NAME  agdrl-train-options…``; every variant runs as its own ``agdrl train`` process into
+``OUT/TASK/NAME/seedS`` (one after another, skipping finished runs), and a summary of the final
+and every evaluation is printed and written to ``OUT/summary.json``.
+
+    python benchmarks/screen.py benchmarks/screens/ip.txt --task InvertedPendulum-v5 \
+        --total-steps 5000 --seed 0 --out results/screen
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def variants(path: Path) -> list[tuple[str, list[str]]]:
+    out = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, *opts = shlex.split(line)
+            out.append((name, opts))
+    return out
+
+
+def evaluations(run: Path) -> list[tuple[int, float]]:
+    path = run / "evaluations.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [(int(r["env_step"]), float(r["mean_return"])) for r in csv.DictReader(f)]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("variants", type=Path)
+    p.add_argument("--task", default="InvertedPendulum-v5")
+    p.add_argument("--total-steps", type=int, default=5000)
+    p.add_argument("--seed", type=int, nargs="+", default=[0])
+    p.add_argument("--out", type=Path, default=Path("results/screen"))
+    p.add_argument("--only", nargs="*", help="run only these variant names")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "OMP_WAIT_POLICY": "PASSIVE"}
+    summary = {}
+    for name, opts in variants(args.variants):
+        if args.only and name not in args.only:
+            continue
+        for seed in args.seed:
+            run = args.out / args.task / name / f"seed{seed}"
+            cmd = [sys.executable, "-m", "agdrl", "train", "--preset", "fast", "--env",
+                   args.task, "--seed", str(seed), "--total-steps", str(args.total_steps),
+                   "--eval-every", "1000", "--eval-episodes", "10", "--run-dir", str(run),
+                   *opts]
+            done = evaluations(run)
+            if not done or done[-1][0] < args.total_steps:
+                run.mkdir(parents=True, exist_ok=True)
+                (run / "command.txt").write_text(shlex.join(cmd[1:]) + "\n")
+                t0 = time.perf_counter()
+                with open(run / "log.txt", "w") as log:
+                    rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+                (run / "status.json").write_text(json.dumps(
+                    {"returncode": rc, "seconds": round(time.perf_counter() - t0, 1)}))
+            evals = evaluations(run)
+            summary[f"{name}/seed{seed}"] = {
+                "final": evals[-1][1] if evals else None, "curve": evals}
+            print(name, seed, [round(r, 1) for _, r in evals], flush=True)
+    out = args.out / args.task / "summary.json"
+    old = json.loads(out.read_text()) if out.exists() else {}
+    out.write_text(json.dumps({**old, **summary}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
