@@ -319,7 +319,7 @@ def collect_and_train(cfg: AvalancheConfig, dcfg: DiffusionConfig, env: gym.Env,
     diffusion = DiffusionWorldModel(ds, da, dcfg, cfg.device)
     diffusion.update_normalizers(train.obs[:n], train.actions[:n], train.rewards[:n])
     ensemble = ProbabilisticEnsemble(ds, da, cfg.ensemble, cfg.device)
-    bootstrap = BootstrapSampler(cfg.ensemble.members, rng)
+    bootstrap = BootstrapSampler(cfg.ensemble.members)
     ensemble.update_normalizers(train.obs[:n], train.actions[:n], train.rewards[:n],
                                 train.next_obs[:n])
     losses: dict[str, list[float]] = {"diffusion": [], "ensemble": []}
@@ -328,8 +328,8 @@ def collect_and_train(cfg: AvalancheConfig, dcfg: DiffusionConfig, env: gym.Env,
     timings["diffusion_train_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     for step in range(cfg.train_steps):
-        losses["ensemble"].append(ensemble.train_step(bootstrap.sample(train,
-                                                                      cfg.ensemble.batch_size)))
+        losses["ensemble"].append(ensemble.train_step(
+            bootstrap.sample(train, cfg.ensemble.batch_size, rng)))
         if step % max(cfg.train_steps // 10, 1) == 0:
             log(f"ensemble step {step}: loss {losses['ensemble'][-1]:.4f}")
     ensemble.select_elites(val.sample_transitions(min(val.size, 10_000), rng))

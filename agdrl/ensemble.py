@@ -51,17 +51,16 @@ class BootstrapSampler:
     Membership of new transitions is drawn as the buffer grows.
     """
 
-    def __init__(self, members: int, rng: np.random.Generator):
+    def __init__(self, members: int):
         self.members = members
-        self.rng = rng
         self.subsets = [np.zeros(0, np.int64) for _ in range(members)]
         self.seen = 0
 
-    def _grow(self, size: int) -> None:
+    def _grow(self, size: int, rng: np.random.Generator) -> None:
         if size <= self.seen:
             return
         new = np.arange(self.seen, size)
-        self.subsets = [np.concatenate([s, new[self.rng.random(len(new)) < 1 - np.exp(-1)]])
+        self.subsets = [np.concatenate([s, new[rng.random(len(new)) < 1 - np.exp(-1)]])
                         for s in self.subsets]
         self.seen = size
 
@@ -77,10 +76,12 @@ class BootstrapSampler:
         self.subsets = [np.asarray(state[f"member_{i}"], np.int64) for i in range(members)]
         self.seen = int(state["seen"])
 
-    def sample(self, buffer: ReplayBuffer, batch_size: int) -> TransitionBatch:
-        """E·batch_size transitions, member by member (the layout ``train_step`` expects)."""
-        self._grow(buffer.size)
-        idx = np.concatenate([s[self.rng.integers(0, len(s), batch_size)]
+    def sample(self, buffer: ReplayBuffer, batch_size: int, rng: np.random.Generator
+               ) -> TransitionBatch:
+        """E·batch_size transitions, member by member (the layout ``train_step`` expects),
+        drawn with ``rng`` (which also draws the membership of new transitions)."""
+        self._grow(buffer.size, rng)
+        idx = np.concatenate([s[rng.integers(0, len(s), batch_size)]
                               for s in self.subsets])
         return buffer.transitions(idx)
 

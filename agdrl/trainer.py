@@ -59,15 +59,9 @@ from agdrl.config import (
     require_non_negative,
     require_positive,
 )
-from agdrl.diffusion.world_model import DiffusionWorldModel
-from agdrl.ensemble import BootstrapSampler, ProbabilisticEnsemble
 from agdrl.envs import env_id, get_env_state, get_sim_state, make_env, set_env_state
 from agdrl.faults import NonFiniteError, NumericalFaultError, RunDirectoryError
-from agdrl.guidance import advantage_labels
-from agdrl.imagination import EnsembleImagination, Imagination
-from agdrl.reward_model import RewardModel
-from agdrl.segments import Segment
-from agdrl.termination import TerminationModel
+from agdrl.world_models import WORLD_MODELS, WorldModel
 
 
 @dataclass(frozen=True)
@@ -361,33 +355,11 @@ class AGDMBRL:
         self._seed_streams(step=0)
         space = self.env.action_space
         obs_dim, action_dim = self.env.observation_space.shape[0], space.shape[0]
-        self.world_model: DiffusionWorldModel | ProbabilisticEnsemble
-        self.bootstrap = None
-        if cfg.world_model == "diffusion":
-            self.world_model = DiffusionWorldModel(obs_dim, action_dim, cfg.diffusion,
-                                                   cfg.device)
-        else:
-            self.world_model = ProbabilisticEnsemble(obs_dim, action_dim, cfg.ensemble,
-                                                     cfg.device)
-            self.bootstrap = BootstrapSampler(cfg.ensemble.members, self.rng)
+        kind = WORLD_MODELS[cfg.world_model]
+        network = kind.network(obs_dim, action_dim, cfg)  # initial weights: network, agent,
         self.agent = ActorCriticAgent(obs_dim, space.low, space.high, cfg.agent, cfg.device,
                                       learn_q=cfg.imagination.advantage == "qv")
-        needs_reward_model = (cfg.imagination.guidance == "reward"
-                              or cfg.imagination.reward == "regressor")
-        self.reward_model = (RewardModel(obs_dim, action_dim, device=cfg.device)
-                             if needs_reward_model else None)
-        self.termination_model = (TerminationModel(obs_dim, action_dim, device=cfg.device)
-                                  if cfg.imagination.termination == "classifier" else None)
-        # models of single real transitions trained beside the world model, by file name
-        self.transition_heads: dict[str, RewardModel | TerminationModel] = {
-            name: head for name, head in (("reward_model", self.reward_model),
-                                          ("termination_model", self.termination_model))
-            if head is not None}
-        self.imagination = (
-            Imagination(self.world_model, self.agent, cfg.imagination, self.reward_model,
-                        self.termination_model)
-            if cfg.world_model == "diffusion"
-            else EnsembleImagination(self.world_model, self.agent, cfg.ensemble_horizon))
+        self.world_model: WorldModel = kind(network, self.agent, cfg)  # then its heads
         self.buffer = new_buffer(self.env)
         # under torchrun only rank 0 writes (logs, checkpoints, videos) and evaluates
         self.run_dir = Path(run_dir) if run_dir is not None and distributed.is_main() else None
@@ -427,8 +399,6 @@ class AGDMBRL:
             self.act_generator = torch.Generator().manual_seed(int(common.generate_state(1)[0]))
             if self.cfg.imagination.cuda_graph:  # a captured chain draws its noise there
                 torch.cuda.manual_seed(int(own.generate_state(2)[1]))
-        if getattr(self, "bootstrap", None) is not None:
-            self.bootstrap.rng = self.rng
 
     @contextmanager
     def _timed(self, phase: str) -> Iterator[None]:
@@ -442,7 +412,7 @@ class AGDMBRL:
         two parts of imagination; on CUDA guidance is the device's time between events around
         the hooks), agent (actor-critic update), evaluation."""
         out = dict(self.seconds)
-        out["guidance"] = self.imagination.guidance_seconds
+        out["guidance"] = self.world_model.guidance_seconds
         out["sampling"] = out.pop("imagination") - out["guidance"]
         return out
 
@@ -474,49 +444,20 @@ class AGDMBRL:
             self.buffer.cut_episode()  # what it stored so far stays one episode of its own
             raise NonFiniteError("the environment's observation or reward")
         self.buffer.add(self._obs, action, float(reward), next_obs, terminated, truncated, sim)
-        if self.bootstrap is None:
-            self.world_model.update_normalizers(self._obs[None], np.asarray(action)[None],
-                                                np.asarray([reward]))
-        else:
-            self.world_model.update_normalizers(self._obs[None], np.asarray(action)[None],
-                                                np.asarray([reward]), next_obs[None])
-        for head in self.transition_heads.values():
-            head.update_normalizers(self._obs[None], np.asarray(action)[None],
-                                    np.asarray([reward]))
+        self.world_model.observe(self._obs, action, float(reward), next_obs)
         self.agent.update_normalizers(self._obs[None])
         self._obs = next_obs
         if terminated or truncated:
             self._obs, _ = self.env.reset()
 
     def _model_step(self) -> float:
-        """One world-model step: diffusion (with advantage labels from the current critic when
-        the model is advantage-conditioned, and a step of each transition head: reward
-        model, termination classifier) or the ensemble (bootstrapped batches, elites
-        re-selected now and then)."""
-        if self.bootstrap is not None:
-            e = self.cfg.ensemble
-            loss = self.world_model.train_step(self.bootstrap.sample(self.buffer, e.batch_size))
-            if self.world_model.train_steps % self.cfg.elite_every == 0:
-                self.world_model.select_elites(self.buffer.sample_transitions(2000, self.rng))
-            return loss
-        h = self.cfg.diffusion
-        batch = self.buffer.sample_segments(h.batch_size, h.horizon, self.rng, pad=h.pad_segments)
-        labels = None
-        if h.advantage_conditioning:
-            seg = Segment.from_numpy(batch.states, batch.actions, batch.rewards,
-                                     batch.terminals, self.agent.device)
-            labels = advantage_labels(self.agent.critic, seg,
-                                      torch.as_tensor(batch.mask, device=self.agent.device),
-                                      self.agent.cfg.gamma)
-        for head in self.transition_heads.values():
-            head.train_step(self.buffer.sample_transitions(h.batch_size, self.rng))
-        return self.world_model.train_step(batch, self.generator, labels)
+        return self.world_model.train_step(self.buffer, self.rng, self.generator)
 
     def _agent_step(self) -> dict[str, float]:
         idx = self.rng.integers(0, self.buffer.size, self.cfg.imagination.batch_size)
         starts = torch.as_tensor(self.buffer.obs[idx])
         with self._timed("imagination"):
-            seg, metrics = self.imagination(starts, self.generator)
+            seg, metrics = self.world_model.imagine(starts, self.generator)
         with self._timed("agent"):
             metrics.update(self.agent.update(seg))
         return metrics
@@ -540,13 +481,10 @@ class AGDMBRL:
             shutil.rmtree(old)
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        opts = {"world_model": self.world_model.optimizer, "actor": self.agent.actor_opt,
+        opts = {**self.world_model.optimizers(), "actor": self.agent.actor_opt,
                 "critic": self.agent.critic_opt}
         if self.agent.q_opt is not None:
             opts["q_critic"] = self.agent.q_opt
-        opts.update({name: head.optimizer for name, head in self.transition_heads.items()})
-        if self.bootstrap is None and self.world_model.student is not None:
-            opts["student"] = self.world_model.student_optimizer
         return opts
 
     def _write_training_state(self, folder: Path) -> None:
@@ -554,8 +492,7 @@ class AGDMBRL:
         replay buffer, every random stream, the env's episode in progress, counters."""
         save_optimizers(self._optimizers(), folder / "optimizers.safetensors")
         self.buffer.save(folder / "buffer.npz")
-        if self.bootstrap is not None:
-            np.savez(folder / "bootstrap.npz", **self.bootstrap.state())
+        world_model_state = self.world_model.write_state(folder)
         streams = {"generator": self.generator.get_state(), "torch_global": torch.get_rng_state()}
         if self.cfg.imagination.cuda_graph:  # the captured chain's noise
             streams["torch_cuda"] = torch.cuda.get_rng_state(self.cfg.device)
@@ -564,9 +501,8 @@ class AGDMBRL:
             "format_version": CHECKPOINT_FORMAT, "num_timesteps": self.num_timesteps,
             "obs": np.asarray(self._obs).tolist(), "numpy_rng": self.rng.bit_generator.state,
             "env": get_env_state(self.env), "eval_env": get_env_state(self.eval_env),
-            "policy_log_delta": (self.imagination.policy.log_delta
-                                 if isinstance(self.imagination, Imagination) else None),
-            "seconds": self.seconds, "guidance_seconds": self.imagination.guidance_seconds,
+            **world_model_state,
+            "seconds": self.seconds, "guidance_seconds": self.world_model.guidance_seconds,
             "elapsed_s": self.elapsed_s, "nonfinite_skipped": self.nonfinite_skipped}))
 
     def _read_training_state(self, folder: Path) -> None:
@@ -588,13 +524,9 @@ class AGDMBRL:
         set_env_state(self.env, state["env"])
         set_env_state(self.eval_env, state["eval_env"])
         self._obs = np.asarray(state["obs"], dtype=self.env.observation_space.dtype)
-        if isinstance(self.imagination, Imagination):
-            self.imagination.policy.log_delta = state["policy_log_delta"]
-        if self.bootstrap is not None:
-            with np.load(folder / "bootstrap.npz", allow_pickle=False) as saved:
-                self.bootstrap.load_state(dict(saved))
+        self.world_model.read_state(folder, state)
         self.seconds = state["seconds"]
-        self.imagination.guidance_seconds = state["guidance_seconds"]
+        self.world_model.guidance_seconds = state["guidance_seconds"]
         # checkpoints written before elapsed_s was saved: the accounted phases are nearly all
         self._elapsed_before = state.get("elapsed_s", sum(self.seconds.values()))
         self.nonfinite_skipped = state.get("nonfinite_skipped", 0)
@@ -708,8 +640,7 @@ class AGDMBRL:
                         and step % (50 * cfg.agent_update_every) == 0):
                     seconds = self.time_profile()
                     total = sum(seconds.values())
-                    if self.bootstrap is None and self.world_model.student is not None:
-                        metrics["student_loss"] = self.world_model.last_student_loss
+                    metrics.update(self.world_model.metrics())
                     self.log.train(step, {**metrics, "world_model_loss": loss,
                                           "nonfinite_skipped": self.nonfinite_skipped,
                                           **{f"time_fraction_{k}": v / total
@@ -727,7 +658,7 @@ class AGDMBRL:
                 if self.log is not None:
                     self.log.evaluation(step, returns, self.elapsed_s)
             if last or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
-                distributed.check_in_sync(self.world_model, "the world model")
+                distributed.check_in_sync(self.world_model.network, "the world model")
                 distributed.check_in_sync(self.agent, "the agent")
                 if self.run_dir is not None:
                     self._checkpoint()
@@ -761,11 +692,9 @@ class AGDMBRL:
         (path / "config.json").write_text(json.dumps(
             {"config": dataclasses.asdict(self.cfg), "num_timesteps": self.num_timesteps},
             indent=1, default=str))
-        self.world_model.save(path / "world_model.safetensors")
+        self.world_model.save(path)
         save_module(self.agent, path / "agent.safetensors",
                     {"kind": "actor_critic", "updates": self.agent.updates})
-        for name, head in self.transition_heads.items():
-            save_module(head, path / f"{name}.safetensors", {"kind": name})
 
     @classmethod
     def load(cls, path: str | Path, env: str | gym.Env | None = None,
@@ -780,17 +709,8 @@ class AGDMBRL:
             raise ValueError(f"{path} is not a saved agdrl agent: {err}") from err
         cfg = config_from_dict(TrainConfig, saved["config"])
         model = cls(env if env is not None else cfg.env, cfg, run_dir, eval_env)
-        expected = (model.world_model.obs_dim, model.world_model.action_dim)
-        kind = DiffusionWorldModel if cfg.world_model == "diffusion" else ProbabilisticEnsemble
-        saved_wm = kind.load(path / "world_model.safetensors", cfg.device)
-        if (saved_wm.obs_dim, saved_wm.action_dim) != expected:
-            raise ValueError(f"the saved agent has observation/action dims "
-                             f"{(saved_wm.obs_dim, saved_wm.action_dim)}, the env {expected}")
-        model.world_model.load_state_dict(saved_wm.state_dict())
-        model.world_model.train_steps = saved_wm.train_steps
+        model.world_model.load(path, cfg.device)
         load_weights(model.agent, path / "agent.safetensors", cfg.device)
         model.agent.updates = read_meta(path / "agent.safetensors", "actor_critic")["updates"]
-        for name, head in model.transition_heads.items():
-            load_weights(head, path / f"{name}.safetensors", cfg.device)
         model.num_timesteps = saved["num_timesteps"]
         return model

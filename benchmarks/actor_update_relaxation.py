@@ -37,7 +37,7 @@ def main() -> None:
     torch.set_num_threads(1)
     run = AGDMBRL.resume(args.run_dir)  # with the optimizers' state, as training had it
     starts = np.random.default_rng(args.seed).integers(0, run.buffer.size, args.starts)
-    imagination, rows = run.imagination, []
+    imagination, rows = run.world_model.imagination, []
     for name, (beta, settle) in SETTINGS.items():
         imagination.policy.relaxation = beta
         imagination.sampler = dataclasses.replace(imagination.sampler, settle_steps=settle)

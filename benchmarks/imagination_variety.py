@@ -37,7 +37,7 @@ def real_rollouts(run: AGDMBRL, sim_state: np.ndarray, draws: int, horizon: int,
     """States (draws, horizon, ds) of closed-loop rollouts of the run's policy with sampled
     actions from ``sim_state``; NaN after a termination."""
     env, actor = run.env, run.agent.actor
-    out = np.full((draws, horizon, run.world_model.obs_dim), np.nan, np.float32)
+    out = np.full((draws, horizon, run.world_model.network.obs_dim), np.nan, np.float32)
     for m in range(draws):
         env.reset()
         obs = set_sim_state(env, sim_state)
@@ -82,7 +82,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     run = AGDMBRL.resume(args.run_dir)
-    model, buffer = run.world_model, run.buffer
+    model, buffer = run.world_model.network, run.buffer
     if buffer.sim_states is None:
         raise SystemExit("the run's buffer holds no simulator states to restore")
     horizon = model.cfg.horizon
@@ -95,8 +95,8 @@ def main() -> None:
     rows = []
     for spec in args.samplers:
         icfg = with_sampler(run.cfg.imagination, spec, batch_size=len(s0))
-        imagination = Imagination(model, run.agent, icfg, run.reward_model,
-                                  run.termination_model)
+        imagination = Imagination(model, run.agent, icfg, run.world_model.reward_model,
+                                  run.world_model.termination_model)
         seg, _ = imagination(s0, torch.Generator().manual_seed(args.seed))
         imagined = seg.states.numpy().reshape(args.starts, args.draws, horizon, -1)
         row = {"sampler": spec, **spread_and_bias(imagined, real, state_std)}

@@ -114,7 +114,7 @@ def main() -> None:
     run = AGDMBRL.resume(args.run_dir)
     if args.policy_run is not None:  # another run's agent on this run's model and data
         run.agent.load_state_dict(AGDMBRL.resume(args.policy_run).agent.state_dict())
-    model, buffer, cfg = run.world_model, run.buffer, run.cfg
+    model, buffer, cfg = run.world_model.network, run.buffer, run.cfg
     fresh = ActorCriticAgent(model.obs_dim, run.env.action_space.low, run.env.action_space.high,
                              cfg.agent)
     fresh.load_state_dict({k: v for k, v in run.agent.state_dict().items()
@@ -141,7 +141,7 @@ def main() -> None:
             imagination = Imagination(model, copy.deepcopy(agent), icfg,
                                       termination=classifier)
             if mode == "pull":  # tune δ as training would, from the run's δ
-                imagination.policy.log_delta = run.imagination.policy.log_delta
+                imagination.policy.log_delta = run.world_model.imagination.policy.log_delta
                 gen = torch.Generator().manual_seed(args.seed + 1)
                 for _ in range(args.tune_batches):
                     idx = rng.integers(0, buffer.size, len(starts))

@@ -39,7 +39,9 @@ def config(overrides: dict, steps: int):
 
 def fingerprint(model: AGDMBRL, run_dir: Path) -> dict:
     digest = {}
-    for name, module in (("world_model", model.world_model), ("agent", model.agent)):
+    # the network itself (before the restructure model.world_model was the network)
+    network = getattr(model.world_model, "network", model.world_model)
+    for name, module in (("world_model", network), ("agent", model.agent)):
         h = hashlib.sha256()
         for key, tensor in sorted(module.state_dict().items()):
             h.update(key.encode())

@@ -41,6 +41,7 @@ from agdrl.envs import make_env
 from agdrl.imagination import Imagination
 from agdrl.provenance import machine_info, source_version
 from agdrl.trainer import AGDMBRL
+from agdrl.world_models import DiffusionWorld
 
 
 def real_terminations(env, starts: np.ndarray, agent: ActorCriticAgent, steps: int
@@ -79,7 +80,7 @@ def main() -> None:
     torch.set_num_threads(1)
     run = AGDMBRL.load(args.run / "model")
     other = AGDMBRL.load(args.other_run / "model")
-    if not isinstance(run.imagination, Imagination):
+    if not isinstance(run.world_model, DiffusionWorld):
         raise SystemExit(f"{args.run} is not a diffusion row")
     if args.extra_model_steps != sorted(set(args.extra_model_steps)) or any(
             n <= 0 for n in args.extra_model_steps):
@@ -91,12 +92,12 @@ def main() -> None:
         raise SystemExit(f"{run.cfg.env}'s observation is not the full (qpos, qvel)")
     rng = np.random.default_rng(args.seed)
     starts = buffer.obs[rng.integers(0, buffer.size, args.starts)]
-    horizon = run.world_model.cfg.horizon
+    horizon = run.world_model.network.cfg.horizon
     result = {"command": "benchmarks/termination_check.py " + " ".join(sys.argv[1:]),
               "machine": machine_info(), "source": source_version(), "horizon": horizon,
               "buffer_transitions": buffer.size,
               "buffer_terminal_rate": float(buffer.terminated[: buffer.size].mean()),
-              "world_model_train_steps": run.world_model.train_steps,
+              "world_model_train_steps": run.world_model.network.train_steps,
               "policies": measure(run, other, env, starts, args)}
     run.buffer, done = buffer, 0
     result["after_extra_model_steps"] = {}
@@ -113,12 +114,13 @@ def main() -> None:
 def measure(run: AGDMBRL, other: AGDMBRL, env, starts: np.ndarray, args: argparse.Namespace
             ) -> dict[str, dict]:
     """The shares of the module docstring for the run's own policy and the other run's."""
-    horizon = run.world_model.cfg.horizon
+    horizon = run.world_model.network.cfg.horizon
     policies = {}
     for name, agent in (("own", run.agent), ("other", other.agent)):
-        imagine = Imagination(run.world_model, agent,
+        imagine = Imagination(run.world_model.network, agent,
                               dataclasses.replace(run.cfg.imagination, batch_size=args.starts),
-                              reward_model=run.reward_model, termination=run.termination_model)
+                              reward_model=run.world_model.reward_model,
+                              termination=run.world_model.termination_model)
         seg, _ = imagine(torch.as_tensor(starts, dtype=torch.float32),
                          torch.Generator().manual_seed(args.seed))
         # the flag of the last step ends no transition inside the segment: no return uses it

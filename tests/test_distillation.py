@@ -251,8 +251,8 @@ def test_training_run_with_a_student_imagines_with_it(tmp_path: Path) -> None:
     cfg = dataclasses.replace(tiny, diffusion=dataclasses.replace(
         tiny.diffusion, student_steps=1, student_teacher_steps=4), checkpoint_every=300)
     agent = AGDMBRL("InvertedPendulum-v5", cfg, run_dir=tmp_path / "run").learn(300)
-    assert agent.imagination.use_student
-    assert agent.imagination.sampler.grid(cfg.diffusion.num_steps) == [7]
+    assert agent.world_model.imagination.use_student
+    assert agent.world_model.imagination.sampler.grid(cfg.diffusion.num_steps) == [7]
     assert "student" in agent._optimizers()
     with open(tmp_path / "run" / "train_metrics.csv") as f:
         losses = [float(r["student_loss"]) for r in csv.DictReader(f)]

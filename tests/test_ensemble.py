@@ -21,16 +21,16 @@ def fitted(buf: ReplayBuffer, steps: int = 600, seed: int = 0) -> ProbabilisticE
     model = ProbabilisticEnsemble(buf.obs_dim, buf.action_dim, CFG)
     n = buf.size
     model.update_normalizers(buf.obs[:n], buf.actions[:n], buf.rewards[:n], buf.next_obs[:n])
-    sampler = BootstrapSampler(CFG.members, rng)
+    sampler = BootstrapSampler(CFG.members)
     for _ in range(steps):
-        model.train_step(sampler.sample(buf, CFG.batch_size))
+        model.train_step(sampler.sample(buf, CFG.batch_size, rng))
     model.select_elites(buf.sample_transitions(500, rng))
     return model
 
 
 def test_bootstrap_subsets_differ_and_cover_about_63_percent(linear_buffer: ReplayBuffer):
-    sampler = BootstrapSampler(5, np.random.default_rng(0))
-    batch = sampler.sample(linear_buffer, 32)
+    sampler = BootstrapSampler(5)
+    batch = sampler.sample(linear_buffer, 32, np.random.default_rng(0))
     assert batch.states.shape == (5 * 32, linear_buffer.obs_dim)
     subsets = [set(s.tolist()) for s in sampler.subsets]
     n = linear_buffer.size

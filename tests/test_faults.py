@@ -92,7 +92,7 @@ def test_skip_mode_drops_the_bad_transitions_and_goes_on(tmp_path: Path):
     for start, stop in model.buffer.episode_bounds():
         np.testing.assert_array_equal(model.buffer.next_obs[start : stop - 1],
                                       model.buffer.obs[start + 1 : stop])
-    assert all(torch.isfinite(p).all() for p in model.world_model.parameters())
+    assert all(torch.isfinite(p).all() for p in model.world_model.network.parameters())
     resumed = AGDMBRL.resume(tmp_path, env=gym.make("InvertedPendulum-v5"),
                              eval_env=gym.make("InvertedPendulum-v5"))
     assert resumed.nonfinite_skipped == 4  # the count goes on from the checkpoint

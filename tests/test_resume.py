@@ -39,8 +39,8 @@ def assert_same_run(a: AGDMBRL, b: AGDMBRL, dir_a: Path, dir_b: Path) -> None:
     for (name, p), q in zip(a.agent.state_dict().items(), b.agent.state_dict().values(),
                             strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
-    for p, q in zip(a.world_model.state_dict().values(), b.world_model.state_dict().values(),
-                    strict=True):
+    for p, q in zip(a.world_model.network.state_dict().values(),
+                    b.world_model.network.state_dict().values(), strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
     assert rows(dir_a / "evaluations.csv") == rows(dir_b / "evaluations.csv")
     assert rows(dir_a / "train_metrics.csv") == rows(dir_b / "train_metrics.csv")
@@ -151,7 +151,8 @@ def test_checkpoint_holds_the_whole_training_state(tmp_path: Path):
             for k in sa[i]:
                 torch.testing.assert_close(sa[i][k], sb[i][k], rtol=0, atol=0)
     np.testing.assert_array_equal(model.buffer.obs[:200], loaded.buffer.obs[:200])
-    assert loaded.imagination.policy.log_delta == model.imagination.policy.log_delta
+    assert (loaded.world_model.imagination.policy.log_delta
+            == model.world_model.imagination.policy.log_delta)
     # the clock as the checkpoint was written: all the phases, not the write itself
     assert 0 < sum(loaded.seconds.values()) < loaded.elapsed_s <= model.elapsed_s
 

@@ -84,7 +84,7 @@ def test_agent_updates_without_per_step_model_updates(tmp_path: Path):
     cfg = dataclasses.replace(TINY, model_updates_per_step=0, eval_every=0)
     model = AGDMBRL("InvertedPendulum-v5", cfg, run_dir=tmp_path).learn(300)
     assert model.agent.updates == 300 // 4 - 150 // 4
-    assert model.world_model.train_steps == cfg.pretrain_steps
+    assert model.world_model.network.train_steps == cfg.pretrain_steps
 
 
 def test_train_world_model_fits_the_buffer_without_env_steps():
@@ -93,11 +93,11 @@ def test_train_world_model_fits_the_buffer_without_env_steps():
     with pytest.raises(ValueError, match="replay buffer is empty"):
         AGDMBRL("InvertedPendulum-v5", TINY).train_world_model(10)
     model = AGDMBRL("InvertedPendulum-v5", dataclasses.replace(TINY, eval_every=0)).learn(160)
-    steps, size = model.world_model.train_steps, model.buffer.size
+    steps, size = model.world_model.network.train_steps, model.buffer.size
     first = [model.train_world_model(1) for _ in range(20)]
     model.train_world_model(300)
     last = [model.train_world_model(1) for _ in range(20)]
-    assert model.world_model.train_steps == steps + 340
+    assert model.world_model.network.train_steps == steps + 340
     assert model.num_timesteps == 160 and model.buffer.size == size
     assert np.mean(last) < 0.8 * np.mean(first), (np.mean(first), np.mean(last))
     with pytest.raises(ValueError, match="steps must be positive"):
@@ -118,9 +118,10 @@ def test_every_guidance_trains_and_fills_the_run_directory(tmp_path: Path, guida
                                         advantage=advantage, termination=termination,
                                         reward=reward))
     model = AGDMBRL("InvertedPendulum-v5", cfg, run_dir=tmp_path).learn(360)
-    assert model.world_model.cfg.advantage_conditioning == (guidance == "cfg")
-    assert (model.reward_model is not None) == (guidance == "reward" or reward == "regressor")
-    assert (model.termination_model is not None) == (termination == "classifier")
+    assert model.world_model.network.cfg.advantage_conditioning == (guidance == "cfg")
+    assert ((model.world_model.reward_model is not None)
+            == (guidance == "reward" or reward == "regressor"))
+    assert (model.world_model.termination_model is not None) == (termination == "classifier")
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["imagination"]["guidance"] == guidance and saved["seed"] == 0
     with open(tmp_path / "train_metrics.csv") as f:
@@ -136,16 +137,16 @@ def test_every_guidance_trains_and_fills_the_run_directory(tmp_path: Path, guida
     obs = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
     np.testing.assert_array_equal(model.predict(obs)[0], loaded.predict(obs)[0])
     assert loaded.agent.updates == model.agent.updates == 360 - 150
-    if model.reward_model is not None:
+    if model.world_model.reward_model is not None:
         states, actions = torch.randn(7, 4), torch.rand(7, 1) * 6 - 3
-        torch.testing.assert_close(model.reward_model(states, actions),
-                                   loaded.reward_model(states, actions))
+        torch.testing.assert_close(model.world_model.reward_model(states, actions),
+                                   loaded.world_model.reward_model(states, actions))
     if termination == "classifier":
         states, actions = torch.randn(7, 4), torch.rand(7, 1) * 6 - 3
-        before = model.termination_model(states, actions, states + 0.1)
-        torch.testing.assert_close(before, loaded.termination_model(states, actions,
+        before = model.world_model.termination_model(states, actions, states + 0.1)
+        torch.testing.assert_close(before, loaded.world_model.termination_model(states, actions,
                                                                     states + 0.1))
-        assert model.termination_model.state_norm.count > 0  # fitted to the real states
+        assert model.world_model.termination_model.state_norm.count > 0  # fitted to the real states
 
 
 def test_time_profile_accounts_for_the_run():
@@ -253,7 +254,7 @@ def test_the_ensemble_row_trains_the_same_agent_and_resumes(tmp_path: Path):
                                                       batch_size=32),
         imagination=dataclasses.replace(TINY.imagination, guidance="none"))
     whole = AGDMBRL("InvertedPendulum-v5", cfg, run_dir=tmp_path / "whole").learn(300)
-    assert whole.world_model.train_steps == 20 + 150  # pretraining + one per learning step
+    assert whole.world_model.network.train_steps == 20 + 150  # pretraining + one per learning step
     assert whole.agent.updates == 300 // 4 - 150 // 4
     with open(tmp_path / "whole" / "train_metrics.csv") as f:
         row = next(csv.DictReader(f))
