@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -30,6 +30,7 @@ import torch
 from agdrl import distributed
 from agdrl.a2c import ActorCriticAgent
 from agdrl.buffer import ReplayBuffer
+from agdrl.callbacks import Checkpoint, Evaluation, ProgressBar, TrainLog, as_callback
 from agdrl.checkpoint import (
     atomic_directory,
     complete_checkpoints,
@@ -369,6 +370,8 @@ class AGDMBRL:
         self._elapsed_before = 0.0  # seconds in learn() before the call in progress
         self._clock_start: float | None = None  # perf_counter() minus that, during learn()
         self.nonfinite_skipped = 0
+        self.model_loss = float("nan")  # the last world-model loss
+        self.agent_metrics: dict[str, float] | None = None  # this step's agent update's
         self._obs, _ = self.env.reset(seed=cfg.seed)
         self.env.action_space.seed(cfg.seed)
 
@@ -401,7 +404,8 @@ class AGDMBRL:
                 torch.cuda.manual_seed(int(own.generate_state(2)[1]))
 
     @contextmanager
-    def _timed(self, phase: str) -> Iterator[None]:
+    def timed(self, phase: str) -> Iterator[None]:
+        """Add the wall-clock time of the block to ``phase`` of :meth:`time_profile`."""
         start = time.perf_counter()
         yield
         self.seconds[phase] += time.perf_counter() - start
@@ -456,13 +460,13 @@ class AGDMBRL:
     def _agent_step(self) -> dict[str, float]:
         idx = self.rng.integers(0, self.buffer.size, self.cfg.imagination.batch_size)
         starts = torch.as_tensor(self.buffer.obs[idx])
-        with self._timed("imagination"):
+        with self.timed("imagination"):
             seg, metrics = self.world_model.imagine(starts, self.generator)
-        with self._timed("agent"):
+        with self.timed("agent"):
             metrics.update(self.agent.update(seg))
         return metrics
 
-    def _checkpoint(self) -> None:
+    def checkpoint(self) -> None:
         """Write a full checkpoint into the run directory's checkpoints/ (atomically) and drop
         the oldest beyond the limit."""
         folder = self.run_dir / "checkpoints"
@@ -572,7 +576,7 @@ class AGDMBRL:
                 return default
             saved = ""
             if self.run_dir is not None:
-                self._checkpoint()
+                self.checkpoint()
                 saved = f"; the last good state is saved in {latest_checkpoint(self.run_dir)}"
             raise NumericalFaultError(
                 f"{err} at env step {self.num_timesteps}{saved} (on_nonfinite='skip' skips "
@@ -587,93 +591,65 @@ class AGDMBRL:
         if self.buffer.size == 0:
             raise ValueError("the replay buffer is empty: collect with learn() or load one")
         loss = float("nan")
-        with self._timed("model"):
+        with self.timed("model"):
             for _ in range(steps):
                 loss = self._guarded(self._model_step, default=loss)
         return loss
 
     def learn(self, total_timesteps: int, progress_bar: bool = False,
-              callback: Callable[[AGDMBRL], bool | None] | None = None) -> AGDMBRL:
-        """Train for ``total_timesteps`` more real steps. ``callback(self)`` is called after
-        every step; returning False stops training."""
+              callback: Any = None) -> AGDMBRL:
+        """Train for ``total_timesteps`` more real steps. ``callback``: a function of the agent
+        called after every step, or an object with Stable-Baselines3's callback interface
+        (:class:`agdrl.callbacks.Callback`), or a list of them; returning False stops
+        training."""
         if total_timesteps <= 0:
             raise ValueError(f"total_timesteps must be positive, got {total_timesteps}")
-        cfg = self.cfg
-        if self.run_dir is None and (cfg.video or cfg.wandb):
+        if self.run_dir is None and (self.cfg.video or self.cfg.wandb):
             raise ConfigError("video and wandb write into the run directory: pass run_dir=")
-        start, t0 = self.num_timesteps, time.perf_counter()
+        end = self.num_timesteps + total_timesteps
+        evaluation = Evaluation(end)
+        callbacks = [TrainLog(), evaluation, Checkpoint(end)]
+        if progress_bar:
+            callbacks.append(ProgressBar(total_timesteps, evaluation))
+        users = callback if isinstance(callback, list | tuple) else [callback]
+        callbacks += [as_callback(c) for c in users if c is not None]
+        for c in callbacks:
+            c.init_callback(self)
         # wall_s continues from earlier calls and from a resume, and stops between calls
-        self._clock_start = t0 - self._elapsed_before
+        self._clock_start = time.perf_counter() - self._elapsed_before
         try:
-            self._learn_steps(start, t0, total_timesteps, progress_bar, callback)
+            for c in callbacks:
+                c.on_training_start(locals(), globals())
+            self._learn_steps(end, callbacks)
+            for c in callbacks:
+                c.on_training_end()
         finally:
             self._elapsed_before, self._clock_start = self.elapsed_s, None
         return self
 
-    def _learn_steps(self, start: int, t0: float, total_timesteps: int, progress_bar: bool,
-                     callback: Callable[[AGDMBRL], bool | None] | None) -> None:
-        """The loop of :meth:`learn`: ``total_timesteps`` steps from step ``start``, begun at
-        ``t0``."""
+    def _learn_steps(self, end: int, callbacks: list[Any]) -> None:
+        """The algorithm, until step ``end``: act (randomly during the prefill) and store the
+        transition; train the world model (``pretrain_steps`` at the end of the prefill, then
+        ``model_updates_per_step`` per step); every ``agent_update_every`` steps imagine a
+        batch from real start states and update the actor-critic on it. The callbacks do the
+        periodic work (logs, evaluation, checkpoints) after every step."""
         cfg = self.cfg
-        bar = None
-        if progress_bar and distributed.is_main():
-            from tqdm import tqdm
-
-            bar = tqdm(total=total_timesteps, unit="step", mininterval=1.0)
-        last_return, loss = float("nan"), float("nan")
-        while self.num_timesteps < start + total_timesteps:
+        while self.num_timesteps < end:
             prefill = self.num_timesteps < cfg.prefill_steps
-            with self._timed("environment"):
+            with self.timed("environment"):
                 self._guarded(self._step_env, prefill)
             self.num_timesteps += 1
             step = self.num_timesteps
-            with self._timed("model"):
-                if step == cfg.prefill_steps:
-                    for _ in range(cfg.pretrain_steps):
-                        self._guarded(self._model_step)
-                if not prefill:
-                    for _ in range(cfg.model_updates_per_step):
-                        loss = self._guarded(self._model_step, default=loss)
+            updates = cfg.pretrain_steps if step == cfg.prefill_steps else 0
+            updates += 0 if prefill else cfg.model_updates_per_step
+            with self.timed("model"):
+                for _ in range(updates):
+                    self.model_loss = self._guarded(self._model_step, default=self.model_loss)
+            self.agent_metrics = None
             if not prefill and step % cfg.agent_update_every == 0:
-                metrics = self._guarded(self._agent_step)
-                if (metrics is not None and self.log is not None
-                        and step % (50 * cfg.agent_update_every) == 0):
-                    seconds = self.time_profile()
-                    total = sum(seconds.values())
-                    metrics.update(self.world_model.metrics())
-                    self.log.train(step, {**metrics, "world_model_loss": loss,
-                                          "nonfinite_skipped": self.nonfinite_skipped,
-                                          **{f"time_fraction_{k}": v / total
-                                             for k, v in seconds.items()},
-                                          "env_steps_per_s": (step - start)
-                                          / (time.perf_counter() - t0)})
-            last = step == start + total_timesteps
-            if distributed.is_main() and ((cfg.eval_every and step % cfg.eval_every == 0)
-                                          or last):
-                with self._timed("evaluation"):
-                    video = (self.run_dir / "videos" / f"step_{step:09d}.mp4"
-                             if cfg.video and self.run_dir is not None else None)
-                    returns = self.evaluate(video_path=video)
-                last_return = float(np.mean(returns))
-                if self.log is not None:
-                    self.log.evaluation(step, returns, self.elapsed_s)
-            if last or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
-                distributed.check_in_sync(self.world_model.network, "the world model")
-                distributed.check_in_sync(self.agent, "the agent")
-                if self.run_dir is not None:
-                    self._checkpoint()
-            if bar is not None:
-                bar.update(1)
-                if step % 100 == 0:
-                    speed = (step - start) / (time.perf_counter() - t0)
-                    bar.set_postfix(last_return=f"{last_return:.1f}",
-                                    env_steps_per_s=f"{speed:.1f}", refresh=False)
-            if callback is not None and callback(self) is False:
+                self.agent_metrics = self._guarded(self._agent_step)
+            if not all([c.on_step() for c in callbacks]):
                 break
-        if bar is not None:
-            bar.close()
-        if self.log is not None:
-            self.log.writer.flush()
 
     def close(self) -> None:
         """Close the run's logs (TensorBoard, Weights & Biases)."""
