@@ -16,7 +16,7 @@ import numpy as np
 
 from agdrl.config import require, require_choice, require_positive
 from agdrl.envs import make_env
-from agdrl.trainer import evaluate_policy
+from agdrl.evaluation import evaluate_policy
 
 
 @dataclass(frozen=True)

@@ -263,7 +263,8 @@ class Run:
         which its config.json differs from the one a fresh run would write, or a last
         evaluation before the budget. A longer run answers (it is scored at the budget)."""
         from agdrl.baselines import BaselineConfig
-        from agdrl.trainer import PRESETS, TrainConfig, resolve_for_task
+        from agdrl.config import TrainConfig, resolve_for_task
+        from agdrl.presets import PRESETS
 
         kind = METHODS[self.method][0]
         cls, default = ((TrainConfig, PRESETS[cfg.preset]) if kind == "train"

@@ -88,7 +88,9 @@ def _split_preset(args: list[str], presets: dict, default: str) -> tuple[str, li
 
 def _train(args: list[str]) -> int:
     from agdrl import distributed
-    from agdrl.trainer import AGDMBRL, PRESETS, TrainConfig
+    from agdrl.config import TrainConfig
+    from agdrl.presets import PRESETS
+    from agdrl.trainer import AGDMBRL
 
     distributed.init_from_env()  # under torchrun: join the process group
 

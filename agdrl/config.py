@@ -403,3 +403,102 @@ class ImaginationConfig:
         require(self.guidance_max_step >= -1, f"guidance_max_step must be ≥ -1, got "
                                               f"{self.guidance_max_step}")
         require_non_negative(self, "guidance_scale", "cfg_weight")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """AGD-MBRL online training."""
+
+    env: str = "InvertedPendulum-v5"
+    """Gymnasium task id (used when no env object is given)."""
+    seed: int = 0
+    """Seed of the environment, the networks and the sampling."""
+    total_steps: int = 20_000
+    """Real environment steps."""
+    prefill_steps: int = 5_000
+    """Random-action steps before learning starts."""
+    pretrain_steps: int = 1_000
+    """Diffusion gradient steps right after the prefill."""
+    model_updates_per_step: int = 1
+    """Diffusion gradient steps per environment step after the prefill."""
+    agent_update_every: int = 4
+    """Environment steps between actor-critic updates (each on one imagined batch)."""
+    eval_every: int = 10_000
+    """Environment steps between evaluations (0: only at the end)."""
+    eval_episodes: int = 20
+    """Episodes per evaluation, deterministic action."""
+    world_model: Literal["diffusion", "ensemble"] = "diffusion"
+    """Imagine with the trajectory diffusion model (AGD-MBRL, PolyGRAD and the other guidance
+    rows) or with policy rollouts of the autoregressive ensemble (the classic-MBRL row)."""
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    """Diffusion world model (world_model='diffusion')."""
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    """Autoregressive ensemble (world_model='ensemble')."""
+    ensemble_horizon: int = 10
+    """Length of the ensemble's policy rollouts (the diffusion model's is diffusion.horizon)."""
+    elite_every: int = 1_000
+    """Ensemble: model steps between re-selections of the elites (on 2000 replayed
+    transitions)."""
+    agent: ActorCriticConfig = field(default_factory=ActorCriticConfig)
+    """Actor-critic."""
+    imagination: ImaginationConfig = field(default_factory=ImaginationConfig)
+    """Imagined batches and their guidance."""
+    checkpoint_every: int = 0
+    """Environment steps between checkpoints in the run directory (0: only at the end)."""
+    keep_checkpoints: int = 2
+    """Most recent checkpoints kept in the run directory."""
+    video: bool = False
+    """Record the first episode of every evaluation as an MP4 in the run directory (needs the
+    'video' extra; headless rendering uses MUJOCO_GL=egl unless it is set)."""
+    wandb: bool = False
+    """Mirror the logged scalars to Weights & Biases (needs the 'wandb' extra; WANDB_MODE=offline
+    works without an account)."""
+    wandb_project: str = "agdrl"
+    """Weights & Biases project name."""
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    """NaN or Inf in an observation, reward, loss, gradient or imagined segment: 'stop' saves
+    the last good state as a checkpoint and raises; 'skip' drops that transition or batch
+    (counted in train_metrics.csv as nonfinite_skipped) and goes on."""
+    device: str = "cpu"
+    """torch device."""
+
+    def __post_init__(self):
+        require_positive(self, "total_steps", "prefill_steps", "agent_update_every",
+                         "eval_episodes", "keep_checkpoints")
+        require_non_negative(self, "pretrain_steps", "model_updates_per_step", "eval_every",
+                             "checkpoint_every")
+        require_choice(self, "on_nonfinite", ("stop", "skip"))
+        require_choice(self, "world_model", ("diffusion", "ensemble"))
+        require(self.ensemble_horizon >= 2, f"ensemble_horizon must be at least 2, got "
+                                            f"{self.ensemble_horizon}")
+        require_positive(self, "elite_every")
+        require(self.world_model == "diffusion" or self.imagination.guidance == "none",
+                f"guidance {self.imagination.guidance!r} acts on the diffusion model's "
+                "denoising; the ensemble row takes guidance 'none'")
+        require(self.world_model == "diffusion" or (self.imagination.termination,
+                                                     self.imagination.reward) == ("model", "model"),
+                "the termination classifier and the reward regressor relabel diffusion "
+                "segments; the ensemble predicts termination and reward with its own heads")
+        require(self.prefill_steps < self.total_steps,
+                f"prefill_steps ({self.prefill_steps}) ≥ total_steps ({self.total_steps}): "
+                "the agent would never train")
+        require(self.diffusion.layout == "polygrad", "the agent imagines with the 'polygrad' "
+                "layout (actions as conditioning); 'joint' is for planning")
+        require(not self.imagination.cuda_graph or (
+                    self.world_model == "diffusion" and self.device.startswith("cuda")),
+                "imagination.cuda_graph captures the diffusion model's chain on a CUDA device: "
+                f"it needs world_model 'diffusion' and a 'cuda' device, got "
+                f"{self.world_model!r} on {self.device!r}")
+        require(self.imagination.sampler_steps <= self.diffusion.num_steps,
+                f"imagination.sampler_steps ({self.imagination.sampler_steps}) exceeds the "
+                f"world model's diffusion steps ({self.diffusion.num_steps})")
+
+
+def resolve_for_task(cfg: TrainConfig, env: str) -> TrainConfig:
+    """The config a run on task ``env`` runs with and records: task-dependent defaults filled
+    in (:func:`agdrl.config.for_task`), and the denoiser's advantage input switched on for
+    classifier-free guidance."""
+    diffusion = for_task(cfg.diffusion, env)
+    if cfg.imagination.guidance == "cfg":  # the denoiser needs its advantage input
+        diffusion = dataclasses.replace(diffusion, advantage_conditioning=True)
+    return dataclasses.replace(cfg, env=env, diffusion=diffusion)

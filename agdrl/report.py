@@ -170,7 +170,7 @@ def _source_label(source: dict | None) -> str:
 def random_policy_return(task: str, episodes: int, seed: int) -> float:
     """Mean return of uniform random actions under the evaluation protocol."""
     from agdrl.envs import make_env
-    from agdrl.trainer import evaluate_policy
+    from agdrl.evaluation import evaluate_policy
 
     env = make_env(task, seed=seed + 10_000)
     env.action_space.seed(seed)

@@ -9,19 +9,16 @@ the deterministic action.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import os
 import shutil
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -45,282 +42,19 @@ from agdrl.checkpoint import (
     verify_manifest,
 )
 from agdrl.collect import new_buffer
-from agdrl.config import (
-    ActorCriticConfig,
-    ConfigError,
-    DenoiserConfig,
-    DiffusionConfig,
-    EnsembleConfig,
-    ImaginationConfig,
-    config_from_dict,
-    for_task,
-    reference_denoiser,
-    require,
-    require_choice,
-    require_non_negative,
-    require_positive,
-)
+from agdrl.config import ConfigError, TrainConfig, config_from_dict, resolve_for_task
 from agdrl.envs import env_id, get_env_state, get_sim_state, make_env, set_env_state
+from agdrl.evaluation import evaluate_policy, require_video
 from agdrl.faults import NonFiniteError, NumericalFaultError, RunDirectoryError
+from agdrl.presets import PRESETS
+from agdrl.run_log import RunLog
 from agdrl.world_models import WORLD_MODELS, WorldModel
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """AGD-MBRL online training."""
-
-    env: str = "InvertedPendulum-v5"
-    """Gymnasium task id (used when no env object is given)."""
-    seed: int = 0
-    """Seed of the environment, the networks and the sampling."""
-    total_steps: int = 20_000
-    """Real environment steps."""
-    prefill_steps: int = 5_000
-    """Random-action steps before learning starts."""
-    pretrain_steps: int = 1_000
-    """Diffusion gradient steps right after the prefill."""
-    model_updates_per_step: int = 1
-    """Diffusion gradient steps per environment step after the prefill."""
-    agent_update_every: int = 4
-    """Environment steps between actor-critic updates (each on one imagined batch)."""
-    eval_every: int = 10_000
-    """Environment steps between evaluations (0: only at the end)."""
-    eval_episodes: int = 20
-    """Episodes per evaluation, deterministic action."""
-    world_model: Literal["diffusion", "ensemble"] = "diffusion"
-    """Imagine with the trajectory diffusion model (AGD-MBRL, PolyGRAD and the other guidance
-    rows) or with policy rollouts of the autoregressive ensemble (the classic-MBRL row)."""
-    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
-    """Diffusion world model (world_model='diffusion')."""
-    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
-    """Autoregressive ensemble (world_model='ensemble')."""
-    ensemble_horizon: int = 10
-    """Length of the ensemble's policy rollouts (the diffusion model's is diffusion.horizon)."""
-    elite_every: int = 1_000
-    """Ensemble: model steps between re-selections of the elites (on 2000 replayed
-    transitions)."""
-    agent: ActorCriticConfig = field(default_factory=ActorCriticConfig)
-    """Actor-critic."""
-    imagination: ImaginationConfig = field(default_factory=ImaginationConfig)
-    """Imagined batches and their guidance."""
-    checkpoint_every: int = 0
-    """Environment steps between checkpoints in the run directory (0: only at the end)."""
-    keep_checkpoints: int = 2
-    """Most recent checkpoints kept in the run directory."""
-    video: bool = False
-    """Record the first episode of every evaluation as an MP4 in the run directory (needs the
-    'video' extra; headless rendering uses MUJOCO_GL=egl unless it is set)."""
-    wandb: bool = False
-    """Mirror the logged scalars to Weights & Biases (needs the 'wandb' extra; WANDB_MODE=offline
-    works without an account)."""
-    wandb_project: str = "agdrl"
-    """Weights & Biases project name."""
-    on_nonfinite: Literal["stop", "skip"] = "stop"
-    """NaN or Inf in an observation, reward, loss, gradient or imagined segment: 'stop' saves
-    the last good state as a checkpoint and raises; 'skip' drops that transition or batch
-    (counted in train_metrics.csv as nonfinite_skipped) and goes on."""
-    device: str = "cpu"
-    """torch device."""
-
-    def __post_init__(self):
-        require_positive(self, "total_steps", "prefill_steps", "agent_update_every",
-                         "eval_episodes", "keep_checkpoints")
-        require_non_negative(self, "pretrain_steps", "model_updates_per_step", "eval_every",
-                             "checkpoint_every")
-        require_choice(self, "on_nonfinite", ("stop", "skip"))
-        require_choice(self, "world_model", ("diffusion", "ensemble"))
-        require(self.ensemble_horizon >= 2, f"ensemble_horizon must be at least 2, got "
-                                            f"{self.ensemble_horizon}")
-        require_positive(self, "elite_every")
-        require(self.world_model == "diffusion" or self.imagination.guidance == "none",
-                f"guidance {self.imagination.guidance!r} acts on the diffusion model's "
-                "denoising; the ensemble row takes guidance 'none'")
-        require(self.world_model == "diffusion" or (self.imagination.termination,
-                                                     self.imagination.reward) == ("model", "model"),
-                "the termination classifier and the reward regressor relabel diffusion "
-                "segments; the ensemble predicts termination and reward with its own heads")
-        require(self.prefill_steps < self.total_steps,
-                f"prefill_steps ({self.prefill_steps}) ≥ total_steps ({self.total_steps}): "
-                "the agent would never train")
-        require(self.diffusion.layout == "polygrad", "the agent imagines with the 'polygrad' "
-                "layout (actions as conditioning); 'joint' is for planning")
-        require(not self.imagination.cuda_graph or (
-                    self.world_model == "diffusion" and self.device.startswith("cuda")),
-                "imagination.cuda_graph captures the diffusion model's chain on a CUDA device: "
-                f"it needs world_model 'diffusion' and a 'cuda' device, got "
-                f"{self.world_model!r} on {self.device!r}")
-        require(self.imagination.sampler_steps <= self.diffusion.num_steps,
-                f"imagination.sampler_steps ({self.imagination.sampler_steps}) exceeds the "
-                f"world model's diffusion steps ({self.diffusion.num_steps})")
-
-
-def resolve_for_task(cfg: TrainConfig, env: str) -> TrainConfig:
-    """The config a run on task ``env`` runs with and records: task-dependent defaults filled
-    in (:func:`agdrl.config.for_task`), and the denoiser's advantage input switched on for
-    classifier-free guidance."""
-    diffusion = for_task(cfg.diffusion, env)
-    if cfg.imagination.guidance == "cfg":  # the denoiser needs its advantage input
-        diffusion = dataclasses.replace(diffusion, advantage_conditioning=True)
-    return dataclasses.replace(cfg, env=env, diffusion=diffusion)
-
-
-PRESETS: dict[str, TrainConfig] = {
-    # the papers' defaults (DESIGN §2.2–2.5): reference MLP, 128-step DDPM, 512 segments
-    "paper": TrainConfig(diffusion=DiffusionConfig(denoiser=reference_denoiser())),
-    # what a 2-core CPU can run: smaller MLP, 8-step DDIM (within 10% of the 128-step error
-    # in the error-avalanche measurement), 256 segments, a shorter random prefill
-    "fast": TrainConfig(
-        prefill_steps=1_000, eval_every=1_000, eval_episodes=10,
-        diffusion=DiffusionConfig(denoiser=DenoiserConfig(width=512, depth=4)),
-        imagination=ImaginationConfig(batch_size=256, sampler="ddim", sampler_steps=8)),
-}
-# the README's main job: the fast preset on InvertedPendulum for 3000 steps (minutes on 2 cores)
-PRESETS["demo"] = dataclasses.replace(PRESETS["fast"], total_steps=3_000, eval_every=500)
-# seconds-long runs with tiny models, for checking a pipeline end to end (tests, smoke sweeps);
-# not for results
-PRESETS["tiny"] = TrainConfig(
-    total_steps=300, prefill_steps=150, pretrain_steps=20, eval_every=150, eval_episodes=2,
-    diffusion=DiffusionConfig(num_steps=8, batch_size=32,
-                              denoiser=DenoiserConfig(width=32, depth=1)),
-    agent=ActorCriticConfig(hidden=16),
-    imagination=ImaginationConfig(batch_size=32, sampler="ddim", sampler_steps=2))
-
 
 CHECKPOINT_FORMAT = 1
 """Version of the checkpoint layout (training_state.json and its companion files)."""
 
 PHASES = ("environment", "model", "imagination", "agent", "evaluation")
 """Phases of :meth:`AGDMBRL.learn` whose wall-clock time is accounted."""
-
-
-def _require_video() -> None:
-    try:
-        import imageio  # noqa: F401
-        import imageio_ffmpeg  # noqa: F401
-    except ImportError as err:
-        raise ImportError("video needs the 'video' extra: pip install 'agdrl[video]'") from err
-
-
-def evaluate_policy(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: int,
-                    video_path: Path | None = None) -> list[float]:
-    """Undiscounted returns of ``episodes`` episodes of ``act`` on ``env`` (each starts with a
-    reset that draws from the env's own seeded stream); the first episode is written to
-    ``video_path`` (MP4) when given. The one evaluation protocol of every row."""
-    returns = []
-    for episode in range(episodes):
-        obs, _ = env.reset()
-        frames = [env.render()] if video_path is not None and episode == 0 else None
-        done, total = False, 0.0
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(act(obs))
-            total += float(reward)
-            done = terminated or truncated
-            if frames is not None:
-                frames.append(env.render())
-        returns.append(total)
-        if frames:
-            _write_video(video_path, frames, env.metadata.get("render_fps", 30))
-    return returns
-
-
-def _write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
-    import imageio
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    imageio.mimsave(path, frames, fps=fps, macro_block_size=1)
-
-
-def _truncate_csv(path: Path, last_step: int) -> None:
-    """Keep the header and the rows with env_step ≤ last_step (rewritten atomically)."""
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= last_step]
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-        csv.writer(f).writerows(kept)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-class RunLog:
-    """The run directory's logs: ``config.json``, ``evaluations.csv``, ``train_metrics.csv``,
-    TensorBoard event files, and (optionally) the same scalars in Weights & Biases."""
-
-    def __init__(self, run_dir: Path, cfg: TrainConfig, resume_step: int | None = None):
-        """``resume_step``: continue a run whose last checkpoint is at that step, dropping what
-        was logged after it (so no step is logged twice); None: a fresh run, which drops
-        whatever an earlier run in the same folder logged."""
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.eval_path = run_dir / "evaluations.csv"
-        self.train_path = run_dir / "train_metrics.csv"
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
-            for path in (self.eval_path, self.train_path):
-                if resume_step is None:
-                    path.unlink(missing_ok=True)
-                else:
-                    _truncate_csv(path, resume_step)
-            # TensorBoard hides the events an earlier writer logged at or after purge_step
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"),
-                                        purge_step=0 if resume_step is None else resume_step + 1)
-        except OSError as err:
-            raise RunDirectoryError(f"cannot write to the run directory {run_dir}: "
-                                    f"{err}") from err
-        self.wandb = None
-        if cfg.wandb:
-            try:
-                import wandb
-            except ImportError as err:
-                raise ImportError("--wandb needs the 'wandb' extra: pip install "
-                                  "'agdrl[wandb]'") from err
-            # a resumed run continues the same W&B run (its id is kept in the run directory)
-            id_file = run_dir / "wandb_run_id"
-            run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:12]
-            id_file.write_text(run_id)
-            self.wandb = wandb.init(project=cfg.wandb_project, dir=str(run_dir), id=run_id,
-                                    resume="allow", config=dataclasses.asdict(cfg),
-                                    name=run_dir.name)
-
-    def scalars(self, step: int, values: dict[str, float], prefix: str) -> None:
-        for k, v in values.items():
-            self.writer.add_scalar(f"{prefix}/{k}", v, step)
-        if self.wandb is not None:
-            self.wandb.log({f"{prefix}/{k}": v for k, v in values.items()}, step=step)
-
-    @staticmethod
-    def _append(path: Path, row: dict[str, float]) -> None:
-        new = not path.exists()
-        try:
-            with open(path, "a", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(row), restval="",
-                                        extrasaction="ignore")
-                if new:
-                    writer.writeheader()
-                writer.writerow(row)
-        except OSError as err:
-            raise RunDirectoryError(f"cannot write {path}: {err}") from err
-
-    def train(self, step: int, metrics: dict[str, float]) -> None:
-        self.scalars(step, metrics, "train")
-        self._append(self.train_path, {"env_step": step, **metrics})
-
-    def evaluation(self, step: int, returns: list[float], wall_s: float) -> None:
-        self._append(self.eval_path, {
-            "env_step": step, "mean_return": float(np.mean(returns)),
-            "std_return": float(np.std(returns)), "episodes": len(returns),
-            "wall_s": round(wall_s, 2)})
-        self.scalars(step, {"mean_return": float(np.mean(returns))}, "eval")
-        self.writer.flush()
-
-    def close(self) -> None:
-        self.writer.close()
-        if self.wandb is not None:
-            self.wandb.finish()
 
 
 class AGDMBRL:
@@ -338,7 +72,7 @@ class AGDMBRL:
                  run_dir: str | Path | None = None, eval_env: gym.Env | None = None):
         cfg = config or PRESETS["fast"]
         if cfg.video:
-            _require_video()
+            require_video()
             os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering
         self.env = make_env(env, seed=cfg.seed)
         if eval_env is None:

@@ -94,7 +94,7 @@ class DiffusionWorld:
 
     @staticmethod
     def network(obs_dim: int, action_dim: int, cfg: Any) -> DiffusionWorldModel:
-        """The diffusion model of a :class:`agdrl.trainer.TrainConfig`."""
+        """The diffusion model of a :class:`agdrl.config.TrainConfig`."""
         return DiffusionWorldModel(obs_dim, action_dim, cfg.diffusion, cfg.device)
 
     def __init__(self, network: DiffusionWorldModel, agent: ActorCriticAgent, cfg: Any):
@@ -191,7 +191,7 @@ class EnsembleWorld:
 
     @staticmethod
     def network(obs_dim: int, action_dim: int, cfg: Any) -> ProbabilisticEnsemble:
-        """The ensemble of a :class:`agdrl.trainer.TrainConfig`."""
+        """The ensemble of a :class:`agdrl.config.TrainConfig`."""
         return ProbabilisticEnsemble(obs_dim, action_dim, cfg.ensemble, cfg.device)
 
     def __init__(self, network: ProbabilisticEnsemble, agent: ActorCriticAgent, cfg: Any):

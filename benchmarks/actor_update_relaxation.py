@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agdrl import AGDMBRL
 from agdrl.provenance import machine_info
-from agdrl.trainer import AGDMBRL
 
 SETTINGS = {"before (β 1, settle 0)": (1.0, 0), "now (β 0.5, settle 4)": (0.5, 4)}
 

@@ -35,12 +35,12 @@ import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from agdrl import PRESETS
 from agdrl.a2c import ActorCriticAgent
 from agdrl.config import ActorCriticConfig
 from agdrl.diffusion.world_model import DiffusionWorldModel
 from agdrl.imagination import Imagination
 from agdrl.provenance import machine_info, source_version
-from agdrl.trainer import PRESETS
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import timed

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agdrl import AGDMBRL
 from agdrl.envs import set_sim_state
 from agdrl.imagination import Imagination
 from agdrl.provenance import machine_info, source_version
-from agdrl.trainer import AGDMBRL
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import with_sampler

@@ -31,13 +31,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agdrl import AGDMBRL
 from agdrl.a2c import ActorCriticAgent
 from agdrl.buffer import ReplayBuffer
 from agdrl.imagination import Imagination
 from agdrl.provenance import machine_info
 from agdrl.segments import Segment
 from agdrl.termination import TerminationModel
-from agdrl.trainer import AGDMBRL
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import with_sampler

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
+from agdrl import AGDMBRL
 from agdrl.checkpoint import latest_checkpoint
-from agdrl.trainer import AGDMBRL
 
 ARGS = ["--env", "InvertedPendulum-v5", "--total-steps", "6000", "--prefill-steps", "200",
         "--pretrain-steps", "50", "--eval-every", "500", "--eval-episodes", "3",

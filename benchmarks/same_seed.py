@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from agdrl.trainer import AGDMBRL, PRESETS
+from agdrl import AGDMBRL, PRESETS
 
 VARIANTS = {
     "diffusion-sag": {},

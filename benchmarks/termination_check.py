@@ -34,13 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agdrl import AGDMBRL
 from agdrl.a2c import ActorCriticAgent
 from agdrl.buffer import ReplayBuffer
 from agdrl.checkpoint import complete_checkpoints
 from agdrl.envs import make_env
 from agdrl.imagination import Imagination
 from agdrl.provenance import machine_info, source_version
-from agdrl.trainer import AGDMBRL
 from agdrl.world_models import DiffusionWorld
 
 

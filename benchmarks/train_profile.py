@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
+from agdrl import AGDMBRL, PRESETS, TrainConfig
 from agdrl.provenance import machine_info
-from agdrl.trainer import AGDMBRL, PRESETS, TrainConfig
 
 
 def override(cfg: Any, path: str, value: str) -> Any:

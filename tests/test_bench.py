@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 import agdrl
+from agdrl import AGDMBRL, PRESETS, TrainConfig
 from agdrl.baselines import BaselineConfig
 from agdrl.bench import METHODS, BenchConfig, Run, execute, load_spec, method_of, plan, run_sweep
 from agdrl.cli import _parse, main
 from agdrl.config import ConfigError
-from agdrl.trainer import AGDMBRL, PRESETS, TrainConfig
 
 TINY_SWEEP = dict(tasks=("InvertedPendulum-v5",), seeds=(0,), total_steps=300,
                   eval_every=150, eval_episodes=2, preset="tiny", checkpoint_every=150)
@@ -190,7 +190,7 @@ def finished_run(cfg: BenchConfig, method: str, config: dict | None = None,
                  last_step: int | None = None) -> Run:
     """A run folder that looks finished: status 'done', the config a fresh run of the sweep
     would write (or ``config``), evaluations up to ``last_step`` (default: the budget)."""
-    from agdrl.trainer import resolve_for_task
+    from agdrl.config import resolve_for_task
 
     (run,) = [r for r in plan(cfg) if r.method == method]
     run.folder.mkdir(parents=True)

@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
+from agdrl import AGDMBRL, PRESETS
 from agdrl.callbacks import Callback, Every, as_callback
-from agdrl.trainer import AGDMBRL, PRESETS
 
 CFG = dataclasses.replace(PRESETS["tiny"], eval_every=0)
 

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agdrl import AGDMBRL, TrainConfig
 from agdrl.avalanche import AvalancheConfig
 from agdrl.cli import main
 from agdrl.config import (
@@ -21,7 +22,6 @@ from agdrl.config import (
     ImaginationConfig,
     config_from_dict,
 )
-from agdrl.trainer import AGDMBRL, TrainConfig
 
 INVALID = [
     (DenoiserConfig, {"kind": "rnn"}, "unknown kind 'rnn'"),

@@ -152,7 +152,7 @@ def test_a_resumed_captured_run_continues_the_uninterrupted_one(tmp_path):
     """The captured chain's generator is part of the checkpoint, and a capture gives back its
     warm-up draws: a run stopped and resumed on CUDA with cuda_graph ends where an
     uninterrupted one does (to CUDA's float reordering, not bit for bit)."""
-    from agdrl.trainer import AGDMBRL, PRESETS
+    from agdrl import AGDMBRL, PRESETS
 
     tiny = PRESETS["tiny"]
     cfg = dataclasses.replace(tiny, prefill_steps=120, pretrain_steps=10, eval_every=100,

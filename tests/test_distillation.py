@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from agdrl import AGDMBRL, PRESETS
 from agdrl.buffer import ReplayBuffer
 from agdrl.config import ConfigError, DiffusionConfig
 from agdrl.diffusion.distillation import StudentDistillation
@@ -21,7 +22,6 @@ from agdrl.diffusion.process import GaussianDiffusion, Inpainting
 from agdrl.diffusion.samplers import Sampler, StepState
 from agdrl.diffusion.schedules import strided_timesteps
 from agdrl.diffusion.world_model import DiffusionWorldModel
-from agdrl.trainer import AGDMBRL, PRESETS
 
 Factory = Callable[..., DiffusionWorldModel]
 

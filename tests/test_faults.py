@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from agdrl import AGDMBRL, PRESETS
 from agdrl.a2c import ActorCriticAgent
 from agdrl.buffer import ReplayBuffer
 from agdrl.checkpoint import latest_checkpoint
@@ -26,7 +27,6 @@ from agdrl.guidance import OneStepAdvantage, SigmoidAdvantage, StateGuidance
 from agdrl.reward_model import RewardModel
 from agdrl.segments import Segment
 from agdrl.termination import TerminationModel
-from agdrl.trainer import AGDMBRL, PRESETS
 
 TINY = dataclasses.replace(PRESETS["tiny"], prefill_steps=120, pretrain_steps=10, eval_every=0,
                            checkpoint_every=50)

@@ -192,7 +192,7 @@ def test_a_sweep_run_whose_config_is_another_method_is_reported_as_that_method(
     lacks both) replaced the actions at every step: it is not pooled with today's agd-sag."""
     import dataclasses
 
-    from agdrl.trainer import PRESETS
+    from agdrl import PRESETS
 
     make_runs(tmp_path)
     old = dataclasses.asdict(dataclasses.replace(PRESETS["fast"], env=TASK, seed=0))

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
+from agdrl import AGDMBRL, PRESETS
 from agdrl.checkpoint import atomic_directory, latest_checkpoint
-from agdrl.trainer import AGDMBRL, PRESETS
 
 TINY = dataclasses.replace(PRESETS["tiny"], prefill_steps=120, pretrain_steps=10, eval_every=100,
                            checkpoint_every=100, keep_checkpoints=3)

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from agdrl import PRESETS
 from agdrl.a2c import ActorCriticAgent
 from agdrl.buffer import TransitionBatch
 from agdrl.config import ActorCriticConfig, ConfigError, ImaginationConfig
 from agdrl.imagination import Imagination
 from agdrl.segments import Segment
 from agdrl.termination import TerminationModel
-from agdrl.trainer import PRESETS
 
 
 def pendulum_like(n: int, rng: np.random.Generator) -> TransitionBatch:

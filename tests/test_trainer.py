@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+from agdrl import AGDMBRL, PRESETS, TrainConfig
 from agdrl.cli import main
 from agdrl.config import ActorCriticConfig, DenoiserConfig, DiffusionConfig, ImaginationConfig
-from agdrl.trainer import AGDMBRL, PRESETS, TrainConfig
 
 TINY = PRESETS["tiny"]
 

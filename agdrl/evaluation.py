@@ -1,0 +1,48 @@
+"""The one evaluation protocol of every row: undiscounted returns of deterministic episodes,
+optionally with a video of the first."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+
+def require_video() -> None:
+    """Raise ImportError unless the 'video' extra is installed."""
+    try:
+        import imageio  # noqa: F401
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError as err:
+        raise ImportError("video needs the 'video' extra: pip install 'agdrl[video]'") from err
+
+
+def evaluate_policy(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: int,
+                    video_path: Path | None = None) -> list[float]:
+    """Undiscounted returns of ``episodes`` episodes of ``act`` on ``env`` (each starts with a
+    reset that draws from the env's own seeded stream); the first episode is written to
+    ``video_path`` (MP4) when given. The one evaluation protocol of every row."""
+    returns = []
+    for episode in range(episodes):
+        obs, _ = env.reset()
+        frames = [env.render()] if video_path is not None and episode == 0 else None
+        done, total = False, 0.0
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(act(obs))
+            total += float(reward)
+            done = terminated or truncated
+            if frames is not None:
+                frames.append(env.render())
+        returns.append(total)
+        if frames:
+            write_video(video_path, frames, env.metadata.get("render_fps", 30))
+    return returns
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
+    import imageio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imageio.mimsave(path, frames, fps=fps, macro_block_size=1)
