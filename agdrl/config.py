@@ -492,6 +492,11 @@ class TrainConfig:
         require(self.imagination.sampler_steps <= self.diffusion.num_steps,
                 f"imagination.sampler_steps ({self.imagination.sampler_steps}) exceeds the "
                 f"world model's diffusion steps ({self.diffusion.num_steps})")
+        require(self.diffusion.horizon > 2 or self.imagination.guidance not in
+                ("sag", "eag", "reward") or self.imagination.guide_last_state,
+                f"{self.imagination.guidance} guidance on segments of 2 states guides nothing "
+                "(s_0 is pinned and the last state is left alone): set "
+                "imagination.guide_last_state, or a longer diffusion.horizon")
 
 
 def resolve_for_task(cfg: TrainConfig, env: str) -> TrainConfig:

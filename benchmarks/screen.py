@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from agdrl.provenance import source_version
+
 
 def variants(path: Path) -> list[tuple[str, list[str]]]:
     out = []
@@ -54,7 +56,7 @@ def main() -> None:
         if args.only and name not in args.only:
             continue
         for seed in args.seed:
-            run = args.out / args.task / name / f"seed{seed}"
+            run = (args.out / args.task / name / f"seed{seed}").resolve()
             cmd = [sys.executable, "-m", "agdrl", "train", "--preset", "fast", "--env",
                    args.task, "--seed", str(seed), "--total-steps", str(args.total_steps),
                    "--eval-every", "1000", "--eval-episodes", "10", "--run-dir", str(run),
@@ -63,9 +65,13 @@ def main() -> None:
             if not done or done[-1][0] < args.total_steps:
                 run.mkdir(parents=True, exist_ok=True)
                 (run / "command.txt").write_text(shlex.join(cmd[1:]) + "\n")
+                (run / "source.json").write_text(json.dumps(source_version()))
                 t0 = time.perf_counter()
                 with open(run / "log.txt", "w") as log:
-                    rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+                    # run from the run directory: python -m puts the working directory first
+                    # on sys.path, which would shadow an agdrl given by PYTHONPATH
+                    rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                         cwd=run)
                 (run / "status.json").write_text(json.dumps(
                     {"returncode": rc, "seconds": round(time.perf_counter() - t0, 1)}))
             evals = evaluations(run)

@@ -162,3 +162,13 @@ def test_a_saved_config_keeps_the_meaning_it_had_when_written():
     assert (old.policy_guidance, old.policy_relaxation, old.settle_steps) == ("pull", 1.0, 0)
     assert (TrainConfig().imagination.policy_relaxation, TrainConfig().imagination.settle_steps,
             TrainConfig().imagination.policy_guidance) == (0.5, 4, "sample")
+
+
+@pytest.mark.parametrize("guidance", ["sag", "eag", "reward"])
+def test_state_guidance_on_two_state_segments_needs_the_last_state(guidance: str):
+    two = DiffusionConfig(horizon=2)
+    with pytest.raises(ConfigError, match="guides nothing"):
+        TrainConfig(diffusion=two, imagination=ImaginationConfig(guidance=guidance))
+    TrainConfig(diffusion=two, imagination=ImaginationConfig(guidance=guidance,
+                                                             guide_last_state=True))
+    TrainConfig(diffusion=two, imagination=ImaginationConfig(guidance="none"))
