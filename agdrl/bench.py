@@ -89,6 +89,16 @@ ROW_DDIM_STEPS = 8
 the committed runs were made. Fixed here so that a later preset change does not rename them."""
 
 
+ROW_TRAJECTORY = {"horizon": 4, "segments": 10, "relax": 1.0, "settle": 2}
+"""How the rows without a suffix imagine a trajectory: diffusion segments of this many states,
+chained this many times, policy relaxation and settle steps (the fast preset's). A run that
+imagines otherwise gets a suffix for each difference (the rows before segments were chained:
+``-horizon10-segments1-relax0.5-settle4``)."""
+
+PAPER_TRAJECTORY = {"horizon": 10, "segments": 1, "relax": 0.5, "settle": 4}
+"""The same for the runs with the papers' denoiser (``-paper``): the paper preset's."""
+
+
 def read_evaluations(folder: Path) -> list[dict[str, str]]:
     """The rows of a run's ``evaluations.csv`` (the trainer and the SB3 baselines write the
     same columns: env_step, mean_return, std_return, episodes, wall_s)."""
@@ -141,13 +151,12 @@ def method_of(config: dict) -> str:
         name += "-reward"  # rewards from the regressor (not reward guidance: reward-diffusion)
     former = {**ImaginationConfig.FORMER_DEFAULTS, **imagination}  # older runs' meaning
     if former["policy_guidance"] == "pull":
-        name += "-pull"
-    else:
-        if former["policy_relaxation"] != ImaginationConfig.policy_relaxation:
-            name += f"-relax{former['policy_relaxation']:g}"
-        if former["settle_steps"] != ImaginationConfig.settle_steps:
-            name += f"-settle{former['settle_steps']}"
-    return name
+        return name + "-pull"
+    values = {"horizon": diffusion["horizon"], "segments": former.get("segments", 1),
+              "relax": former["policy_relaxation"], "settle": former["settle_steps"]}
+    reference = PAPER_TRAJECTORY if name.endswith("-paper") else ROW_TRAJECTORY
+    return name + "".join(f"-{key}{values[key]:g}" for key, row in reference.items()
+                          if values[key] != row)
 
 
 @dataclass(frozen=True)

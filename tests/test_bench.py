@@ -67,7 +67,12 @@ def test_method_names_round_trip_through_the_run_config():
     # a config written before relaxation and settle steps existed: actions replaced each step
     before = dataclasses.asdict(PRESETS["fast"])
     del before["imagination"]["policy_relaxation"], before["imagination"]["settle_steps"]
-    assert method_of(before) == "agd-sag-relax1-settle0"
+    assert method_of(before) == "agd-sag-settle0"
+    # a run of the rows before segments were chained: one segment of 10 states
+    single = dataclasses.asdict(PRESETS["paper"])
+    single["diffusion"]["denoiser"] = dataclasses.asdict(PRESETS["fast"].diffusion.denoiser)
+    del single["imagination"]["segments"]
+    assert method_of(single) == "agd-sag-ddpm-horizon10-segments1-relax0.5-settle4"
 
 
 SPECS = sorted((Path(__file__).parents[1] / "benchmarks" / "specs").glob("*.json"))

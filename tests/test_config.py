@@ -123,7 +123,8 @@ def test_horizon_and_step_counts(horizon, num_steps, sampler_steps):
     ok = horizon >= 2 and num_steps > 0 and 0 <= sampler_steps <= max(num_steps, 0)
     try:
         TrainConfig(diffusion=DiffusionConfig(horizon=horizon, num_steps=num_steps),
-                    imagination=ImaginationConfig(sampler_steps=sampler_steps))
+                    imagination=ImaginationConfig(sampler_steps=sampler_steps,
+                                                  guide_last_state=True))
     except ConfigError:
         assert not ok
     else:

@@ -202,10 +202,10 @@ def test_a_sweep_run_whose_config_is_another_method_is_reported_as_that_method(
     (folder / "bench_run.json").write_text(json.dumps({"method": "agd-sag", "state": "done"}))
     runs, _ = find_runs(tmp_path)
     (renamed,) = [r for r in runs if r.folder == folder]
-    assert (renamed.method, renamed.renamed_from) == ("agd-sag-relax1-settle0", "agd-sag")
+    assert (renamed.method, renamed.renamed_from) == ("agd-sag-settle0", "agd-sag")
     text = write_report(ReportConfig(runs_dir=tmp_path, reps=200)).read_text()
-    assert f"{TASK}/fast-learner/seed0 (agd-sag → agd-sag-relax1-settle0)" in text
-    assert "| agd-sag-relax1-settle0 | 1 | 100.0 | — | 100.0 |" in text
+    assert f"{TASK}/fast-learner/seed0 (agd-sag → agd-sag-settle0)" in text
+    assert "| agd-sag-settle0 | 1 | 100.0 | — | 100.0 |" in text
 
 
 def test_runs_of_another_folder_are_pooled_and_rows_can_be_picked(tmp_path: Path):
