@@ -19,7 +19,6 @@ reported and the sweep goes on. Runs execute as local processes (``parallel`` at
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import platform
@@ -43,6 +42,7 @@ from agdrl.config import (
     require_positive,
 )
 from agdrl.provenance import machine_info, source_version
+from agdrl.run_log import read_evaluations
 
 METHODS: dict[str, tuple[str, ...]] = {
     "agd-sag": ("train", "--guidance", "sag"),
@@ -97,13 +97,6 @@ imagines otherwise gets a suffix for each difference (the rows before segments w
 
 PAPER_TRAJECTORY = {"horizon": 10, "segments": 1, "relax": 0.5, "settle": 4}
 """The same for the runs with the papers' denoiser (``-paper``): the paper preset's."""
-
-
-def read_evaluations(folder: Path) -> list[dict[str, str]]:
-    """The rows of a run's ``evaluations.csv`` (the trainer and the SB3 baselines write the
-    same columns: env_step, mean_return, std_return, episodes, wall_s)."""
-    with open(folder / "evaluations.csv", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def method_of(config: dict) -> str:

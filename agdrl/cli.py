@@ -116,12 +116,28 @@ def _train(args: list[str]) -> int:
     model.close()
     if distributed.is_main():
         model.save(run / "model")
-        print(f"run directory: {run} ({model.num_timesteps} env steps)\n"
-              f"  evaluations: {run / 'evaluations.csv'}\n"
-              f"  TensorBoard: tensorboard --logdir {run / 'tensorboard'}\n"
-              f"  model: {run / 'model'}")
+        print(_summary(model, run))
     distributed.finish()
     return 0
+
+
+def _summary(model, run: Path) -> str:
+    """What a finished ``agdrl train`` learned and where its files are."""
+    from agdrl.evaluation import random_policy_return
+    from agdrl.run_log import read_evaluations
+
+    cfg = model.cfg
+    rows = read_evaluations(run)
+    random = random_policy_return(cfg.env, cfg.eval_episodes, cfg.seed)
+    first, last = rows[0], rows[-1]
+    return (f"{cfg.env}: evaluation return {float(first['mean_return']):.1f} at step "
+            f"{first['env_step']} -> {float(last['mean_return']):.1f} at step "
+            f"{last['env_step']} (mean of {last['episodes']} deterministic episodes; a random "
+            f"policy: {random:.1f})\n"
+            f"run directory: {run} ({model.num_timesteps} env steps)\n"
+            f"  learning curve: {run / 'evaluations.csv'}\n"
+            f"  TensorBoard: tensorboard --logdir {run / 'tensorboard'}\n"
+            f"  model: {run / 'model'} (agdrl eval {run})")
 
 
 def _baseline(args: list[str]) -> int:

@@ -46,3 +46,14 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     imageio.mimsave(path, frames, fps=fps, macro_block_size=1)
+
+
+def random_policy_return(task: str, episodes: int, seed: int) -> float:
+    """Mean return of uniform random actions under the evaluation protocol."""
+    from agdrl.envs import make_env
+
+    env = make_env(task, seed=seed + 10_000)
+    env.action_space.seed(seed)
+    returns = evaluate_policy(env, lambda obs: env.action_space.sample(), episodes)
+    env.close()
+    return float(np.mean(returns))

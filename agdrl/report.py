@@ -28,8 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from agdrl.bench import method_of, read_evaluations
+from agdrl.bench import method_of
 from agdrl.config import ConfigError, require, require_positive
+from agdrl.evaluation import random_policy_return
+from agdrl.run_log import read_evaluations
 
 
 @dataclass(frozen=True)
@@ -165,18 +167,6 @@ def _source_label(source: dict | None) -> str:
     if not source or not source.get("commit"):
         return "unrecorded"
     return source["commit"][:7] + ("+dirty" if source.get("dirty") else "")
-
-
-def random_policy_return(task: str, episodes: int, seed: int) -> float:
-    """Mean return of uniform random actions under the evaluation protocol."""
-    from agdrl.envs import make_env
-    from agdrl.evaluation import evaluate_policy
-
-    env = make_env(task, seed=seed + 10_000)
-    env.action_space.seed(seed)
-    returns = evaluate_policy(env, lambda obs: env.action_space.sample(), episodes)
-    env.close()
-    return float(np.mean(returns))
 
 
 def reward_threshold(task: str) -> float | None:

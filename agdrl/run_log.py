@@ -107,3 +107,10 @@ class RunLog:
         self.writer.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def read_evaluations(folder: Path) -> list[dict[str, str]]:
+    """The rows of a run's ``evaluations.csv`` (the trainer and the SB3 baselines write the
+    same columns: env_step, mean_return, std_return, episodes, wall_s)."""
+    with open(folder / "evaluations.csv", newline="") as f:
+        return list(csv.DictReader(f))

@@ -66,6 +66,12 @@ def test_cli_train_then_eval(tmp_path: Path, capsys):
             "--imagination.sampler-steps", "2", "--agent.hidden", "8", "--guidance", "eag",
             "--advantage", "gae", "--checkpoint-every", "100"]
     assert main(args) == 0
+    # the last lines say what was learned, against a random policy, and where things are
+    summary = capsys.readouterr().out
+    with open(tmp_path / "evaluations.csv") as f:
+        final = float(list(csv.DictReader(f))[-1]["mean_return"])
+    assert f"-> {final:.1f} at step 200" in summary and "a random policy: " in summary
+    assert f"learning curve: {tmp_path / 'evaluations.csv'}" in summary
     saved = json.loads((tmp_path / "config.json").read_text())["imagination"]
     assert (saved["guidance"], saved["advantage"]) == ("eag", "gae")
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == \
