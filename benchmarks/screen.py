@@ -40,16 +40,36 @@ def evaluations(run: Path) -> list[tuple[int, float]]:
         return [(int(r["env_step"]), float(r["mean_return"])) for r in csv.DictReader(f)]
 
 
+def table(folder: Path) -> str:
+    """Markdown rows of every run below ``folder``: its evaluations, final one last, and the
+    commit it ran from."""
+    lines = ["| variant | seed | evaluations (every 1000 steps) | final | commit |",
+             "|---|---|---|---|---|"]
+    for run in sorted(folder.glob("*/seed*")):
+        evals = evaluations(run)
+        source = run / "source.json"
+        commit = json.loads(source.read_text())["commit"][:7] if source.exists() else "—"
+        curve = ", ".join(f"{r:.1f}" for _, r in evals)
+        final = f"{evals[-1][1]:.1f} at {evals[-1][0]}" if evals else "—"
+        lines.append(f"| {run.parent.name} | {run.name[4:]} | {curve} | {final} | {commit} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("variants", type=Path)
+    p.add_argument("variants", type=Path, nargs="?")
     p.add_argument("--task", default="InvertedPendulum-v5")
     p.add_argument("--total-steps", type=int, default=5000)
     p.add_argument("--seed", type=int, nargs="+", default=[0])
     p.add_argument("--out", type=Path, default=Path("results/screen"))
     p.add_argument("--only", nargs="*", help="run only these variant names")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--table", action="store_true",
+                   help="print a markdown table of every run under OUT/TASK and run nothing")
     args = p.parse_args()
+    if args.table:
+        print(table(args.out / args.task))
+        return
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "OMP_WAIT_POLICY": "PASSIVE"}
     summary = {}
     for name, opts in variants(args.variants):
