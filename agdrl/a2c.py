@@ -53,6 +53,13 @@ class ActorCriticAgent(nn.Module):
                       else torch.optim.Adam(self.q_critic.parameters(), lr=cfg.critic_lr))
         self.updates = 0
 
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The optimizers by checkpoint name."""
+        opts = {"actor": self.actor_opt, "critic": self.critic_opt}
+        if self.q_opt is not None:
+            opts["q_critic"] = self.q_opt
+        return opts
+
     def update_normalizers(self, states: np.ndarray) -> None:
         """Fold real states into the actor's and critics' input statistics."""
         for net in (self.actor, self.critic, self.critic_target, self.q_critic):

@@ -1,22 +1,19 @@
-"""Command-line interface, generated from the dataclass configs with tyro.
-
-``agdrl avalanche [--preset demo|default|reference] [--field value ...]``
-"""
+"""Command-line interface, generated from the dataclass configs with tyro: ``train`` and
+``eval`` here, the experiments' commands from the ``agdrl.commands`` entry points."""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import sys
+from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import numpy as np
 import tyro
 from gymnasium.error import Error as GymError
 
-from agdrl.avalanche import PRESETS as AVALANCHE_PRESETS
-from agdrl.avalanche import AvalancheConfig, run_avalanche
 from agdrl.config import ConfigError
 from agdrl.faults import NumericalFaultError, RunDirectoryError
 
@@ -45,7 +42,7 @@ commands:
 """
 
 
-def _take_option(args: list[str], option: str, default: str) -> tuple[str, list[str]]:
+def take_option(args: list[str], option: str, default: str) -> tuple[str, list[str]]:
     """Remove ``--option VALUE`` (or ``--option=VALUE``) from args; return its value."""
     value, rest, i = default, [], 0
     while i < len(args):
@@ -59,7 +56,7 @@ def _take_option(args: list[str], option: str, default: str) -> tuple[str, list[
     return value, rest
 
 
-def _parse(cls: type, args: list[str], default: object, prog: str):
+def parse_config(cls: type, args: list[str], default: object, prog: str):
     """tyro parsing whose errors come out as one line: tyro draws a box on stderr and exits 2;
     keep the box's first section (the error itself) and point to --help."""
     captured = io.StringIO()
@@ -79,8 +76,8 @@ def _parse(cls: type, args: list[str], default: object, prog: str):
         raise SystemExit(f"agdrl: {' '.join(message)} (see '{command} --help')") from None
 
 
-def _split_preset(args: list[str], presets: dict, default: str) -> tuple[str, list[str]]:
-    name, rest = _take_option(args, "--preset", default)
+def split_preset(args: list[str], presets: dict, default: str) -> tuple[str, list[str]]:
+    name, rest = take_option(args, "--preset", default)
     if name not in presets:
         raise SystemExit(f"agdrl: unknown preset {name!r}; choose one of {', '.join(presets)}")
     return name, rest
@@ -94,9 +91,9 @@ def _train(args: list[str]) -> int:
 
     distributed.init_from_env()  # under torchrun: join the process group
 
-    resume, args = _take_option(args, "--resume", "")
+    resume, args = take_option(args, "--resume", "")
     if resume:
-        total, rest = _take_option(args, "--total-steps", "")
+        total, rest = take_option(args, "--total-steps", "")
         if rest or (total and not total.isdigit()):
             raise SystemExit("agdrl: usage: agdrl train --resume RUN_DIR [--total-steps N] "
                              "(the rest of the configuration is the run's own)")
@@ -104,9 +101,9 @@ def _train(args: list[str]) -> int:
         run = Path(resume)
         target = int(total) if total else model.cfg.total_steps
     else:
-        run_dir, args = _take_option(args, "--run-dir", "")
-        name, rest = _split_preset(args, PRESETS, "fast")
-        cfg = _parse(TrainConfig, rest, PRESETS[name],
+        run_dir, args = take_option(args, "--run-dir", "")
+        name, rest = split_preset(args, PRESETS, "fast")
+        cfg = parse_config(TrainConfig, rest, PRESETS[name],
                      f"agdrl train --preset {name} [--run-dir DIR]")
         run = Path(run_dir or f"runs/{cfg.env}-seed{cfg.seed}")
         model = AGDMBRL(cfg.env, cfg, run_dir=run)
@@ -140,45 +137,10 @@ def _summary(model, run: Path) -> str:
             f"  model: {run / 'model'} (agdrl eval {run})")
 
 
-def _baseline(args: list[str]) -> int:
-    from agdrl.baselines import BaselineConfig, train_baseline
-
-    run_dir, rest = _take_option(args, "--run-dir", "")
-    cfg = _parse(BaselineConfig, rest, BaselineConfig(), "agdrl baseline [--run-dir DIR]")
-    run = Path(run_dir or f"runs/{cfg.algo}-{cfg.env}-seed{cfg.seed}")
-    rows = train_baseline(cfg, run)
-    print(f"{cfg.algo} on {cfg.env}: final mean return {rows[-1]['mean_return']:.2f} "
-          f"({rows[-1]['env_step']} steps); evaluations: {run / 'evaluations.csv'}")
-    return 0
-
-
-def _bench(args: list[str]) -> int:
-    from agdrl.bench import BenchConfig, load_spec, run_sweep
-
-    extra = args[args.index("--") + 1 :] if "--" in args else None
-    args = args[: args.index("--")] if "--" in args else args
-    spec, rest = _take_option(args, "--spec", "")
-    default = load_spec(Path(spec)) if spec else BenchConfig()
-    cfg = _parse(BenchConfig, rest, default, "agdrl bench [--spec FILE.json]")
-    if extra is not None:
-        cfg = dataclasses.replace(cfg, agd_args=tuple(extra))
-    statuses = run_sweep(cfg, log=lambda msg: print(msg, flush=True))
-    return 0 if cfg.dry_run or all(s.get("state") == "done" for s in statuses) else 1
-
-
-def _report(args: list[str]) -> int:
-    from agdrl.report import ReportConfig, write_report
-
-    cfg = _parse(ReportConfig, args, None, "agdrl report")
-    path = write_report(cfg, log=lambda msg: print(msg, flush=True))
-    print(f"report: {path}")
-    return 0
-
-
 def _eval(args: list[str]) -> int:
     from agdrl.trainer import AGDMBRL
 
-    episodes, rest = _take_option(args, "--episodes", "20")
+    episodes, rest = take_option(args, "--episodes", "20")
     if len(rest) != 1 or not episodes.isdigit() or int(episodes) <= 0:
         raise SystemExit("agdrl: usage: agdrl eval RUN_DIR [--episodes N]")
     run = Path(rest[0])
@@ -192,31 +154,28 @@ def _eval(args: list[str]) -> int:
     return 0
 
 
+def _plugins() -> dict[str, Callable[[list[str]], int]]:
+    """Commands that other packages add through the ``agdrl.commands`` entry points (the
+    experiments in ``agdrl_lab``: bench, report, baseline, avalanche), loaded when called."""
+    found = entry_points(group="agdrl.commands")
+    return {ep.name: (lambda args, ep=ep: ep.load()(args)) for ep in found}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return 0
     command, rest = args[0], args[1:]
-    commands = {"train": _train, "eval": _eval, "baseline": _baseline, "bench": _bench,
-                "report": _report}
-    if command in commands:
-        try:
-            return commands[command](rest)
-        except (ConfigError, ValueError, ImportError, GymError, NumericalFaultError,
-                RunDirectoryError) as err:
-            raise SystemExit(f"agdrl: {err}") from err
-    if command == "avalanche":
-        try:
-            name, rest = _split_preset(rest, AVALANCHE_PRESETS, "default")
-            cfg = _parse(AvalancheConfig, rest, AVALANCHE_PRESETS[name],
-                         f"agdrl avalanche --preset {name}")
-            run_avalanche(cfg, log=lambda msg: print(msg, flush=True))
-        except (ConfigError, ValueError, ImportError, GymError) as err:
-            raise SystemExit(f"agdrl: {err}") from err
-        return 0
-    raise SystemExit(f"agdrl: unknown command {command!r}; choose train, eval, baseline, "
-                     "bench, report or avalanche (agdrl --help)")
+    commands = {"train": _train, "eval": _eval, **_plugins()}
+    if command not in commands:
+        raise SystemExit(f"agdrl: unknown command {command!r}; choose "
+                         f"{', '.join(sorted(commands))} (agdrl --help)")
+    try:
+        return commands[command](rest)
+    except (ConfigError, ValueError, ImportError, GymError, NumericalFaultError,
+            RunDirectoryError) as err:
+        raise SystemExit(f"agdrl: {err}") from err
 
 
 if __name__ == "__main__":

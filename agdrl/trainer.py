@@ -219,11 +219,8 @@ class AGDMBRL:
             shutil.rmtree(old)
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        opts = {**self.world_model.optimizers(), "actor": self.agent.actor_opt,
-                "critic": self.agent.critic_opt}
-        if self.agent.q_opt is not None:
-            opts["q_critic"] = self.agent.q_opt
-        return opts
+        """Every component's optimizers, by checkpoint name."""
+        return {**self.world_model.optimizers(), **self.agent.optimizers()}
 
     def _write_training_state(self, folder: Path) -> None:
         """Everything beyond the weights that continuing the run needs: optimizer states, the

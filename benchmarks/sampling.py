@@ -53,13 +53,13 @@ import numpy as np
 import torch
 
 from agdrl.a2c import ActorCriticAgent
-from agdrl.avalanche import train_diffusion
 from agdrl.buffer import ReplayBuffer
 from agdrl.config import ActorCriticConfig, ImaginationConfig, reference_denoiser
 from agdrl.diffusion.world_model import DiffusionWorldModel
 from agdrl.envs import make_env
 from agdrl.imagination import Imagination
 from agdrl.provenance import machine_info, source_version
+from agdrl_lab.avalanche import train_diffusion
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import timed, with_sampler

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agdrl.avalanche import plot_errors, summary_table
+from agdrl_lab.avalanche import plot_errors, summary_table
 
 
 def sampler_steps(name: str, full: int) -> int:

@@ -10,7 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from agdrl.avalanche import (
+from agdrl.collect import collect, new_buffer, random_policy
+from agdrl.config import DenoiserConfig, DiffusionConfig, EnsembleConfig
+from agdrl.diffusion.world_model import DiffusionWorldModel
+from agdrl.envs import make_env
+from agdrl_lab.avalanche import (
     AvalancheConfig,
     OpenLoopTask,
     build_open_loop_task,
@@ -19,10 +23,6 @@ from agdrl.avalanche import (
     run_avalanche,
     segment_offsets,
 )
-from agdrl.collect import collect, new_buffer, random_policy
-from agdrl.config import DenoiserConfig, DiffusionConfig, EnsembleConfig
-from agdrl.diffusion.world_model import DiffusionWorldModel
-from agdrl.envs import make_env
 
 
 def test_open_loop_ground_truth_reproduces_recorded_episodes():

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from agdrl.baselines import BaselineConfig, train_baseline
 from agdrl.cli import main
 from agdrl.config import ConfigError
+from agdrl_lab.baselines import BaselineConfig, train_baseline
 
 pytest.importorskip("stable_baselines3")
 

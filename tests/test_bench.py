@@ -13,10 +13,19 @@ import pytest
 
 import agdrl
 from agdrl import AGDMBRL, PRESETS, TrainConfig
-from agdrl.baselines import BaselineConfig
-from agdrl.bench import METHODS, BenchConfig, Run, execute, load_spec, method_of, plan, run_sweep
-from agdrl.cli import _parse, main
+from agdrl.cli import main, parse_config
 from agdrl.config import ConfigError
+from agdrl_lab.baselines import BaselineConfig
+from agdrl_lab.bench import (
+    METHODS,
+    BenchConfig,
+    Run,
+    execute,
+    load_spec,
+    method_of,
+    plan,
+    run_sweep,
+)
 
 TINY_SWEEP = dict(tasks=("InvertedPendulum-v5",), seeds=(0,), total_steps=300,
                   eval_every=150, eval_episodes=2, preset="tiny", checkpoint_every=150)
@@ -41,14 +50,14 @@ def test_method_names_round_trip_through_the_run_config():
     preset sweeps use: the tiny one's 8-step model makes 8 ancestral steps its full chain)."""
     for method, (kind, *options) in METHODS.items():
         if kind == "train":
-            train_cfg = _parse(TrainConfig, options, PRESETS["fast"], "agdrl train")
+            train_cfg = parse_config(TrainConfig, options, PRESETS["fast"], "agdrl train")
             config = dataclasses.asdict(train_cfg)
         else:
             config = dataclasses.asdict(BaselineConfig(algo=options[1]))
         assert method_of(config) == method
     paper = dataclasses.asdict(PRESETS["paper"])
     assert method_of(paper) == "agd-sag-paper"  # not the fast preset's slow-sampler row
-    every_step = _parse(TrainConfig, ["--imagination.sampler-steps", "0"], PRESETS["fast"],
+    every_step = parse_config(TrainConfig, ["--imagination.sampler-steps", "0"], PRESETS["fast"],
                         "agdrl train")
     assert method_of(dataclasses.asdict(every_step)) == "agd-sag-ddim128"  # 0: all K steps
     # hand-made runs that differ from a row in how they imagine are not pooled with it
@@ -62,7 +71,7 @@ def test_method_names_round_trip_through_the_run_config():
             (["--imagination.guide-last-state"], "agd-sag-last"),
             (["--guidance", "none", "--advantage", "gae"], "polygrad"),  # no advantage used
             (["--imagination.settle-steps", "0"], "agd-sag-settle0")):
-        cfg = _parse(TrainConfig, options, PRESETS["fast"], "agdrl train")
+        cfg = parse_config(TrainConfig, options, PRESETS["fast"], "agdrl train")
         assert method_of(dataclasses.asdict(cfg)) == name, options
     # a config written before relaxation and settle steps existed: actions replaced each step
     before = dataclasses.asdict(PRESETS["fast"])
@@ -113,7 +122,7 @@ def test_spec_file_with_command_line_overrides(tmp_path: Path, monkeypatch):
                                 "seeds": [3, 4], "total_steps": 5000,
                                 "runs_dir": str(tmp_path / "runs")}))
     seen = {}
-    monkeypatch.setattr("agdrl.bench.run_sweep", lambda cfg, log: seen.setdefault("cfg", cfg)
+    monkeypatch.setattr("agdrl_lab.bench.run_sweep", lambda cfg, log: seen.setdefault("cfg", cfg)
                         and [])
     assert main(["bench", "--spec", str(spec), "--seeds", "7"]) == 0
     cfg = seen["cfg"]
@@ -202,9 +211,9 @@ def finished_run(cfg: BenchConfig, method: str, config: dict | None = None,
     if config is None:
         kind = METHODS[method][0]
         config = dataclasses.asdict(
-            resolve_for_task(_parse(TrainConfig, run.options(cfg), PRESETS[cfg.preset],
+            resolve_for_task(parse_config(TrainConfig, run.options(cfg), PRESETS[cfg.preset],
                                     "agdrl train"), run.task) if kind == "train"
-            else _parse(BaselineConfig, run.options(cfg), BaselineConfig(), "agdrl baseline"))
+            else parse_config(BaselineConfig, run.options(cfg), BaselineConfig(), "agdrl baseline"))
     (run.folder / "config.json").write_text(json.dumps(config))
     (run.folder / "evaluations.csv").write_text(
         f"env_step,mean_return\n{last_step or cfg.total_steps},1.0\n")
@@ -266,7 +275,7 @@ def test_a_sweep_reports_stale_runs_and_leaves_live_ones_to_their_sweep(
     mark_running(live, os.getpid())
     mark_running(dead, 2**22 + 1)  # above Linux's pid_max
     executed = []
-    monkeypatch.setattr("agdrl.bench.execute", lambda run, cfg: executed.append(run.method)
+    monkeypatch.setattr("agdrl_lab.bench.execute", lambda run, cfg: executed.append(run.method)
                         or {"task": run.task, "method": run.method, "seed": run.seed,
                             "state": "failed", "error": "not run in this test"})
     lines = []
@@ -291,7 +300,7 @@ def test_a_dry_run_lists_each_runs_state_and_runs_nothing(tmp_path: Path, monkey
     finished_run(cfg, "agd-sag", last_step=150)
     finished_run(cfg, "sac")
     mark_running(next(r for r in plan(cfg) if r.method == "polygrad"), os.getpid())
-    monkeypatch.setattr("agdrl.bench.execute", lambda run, cfg: pytest.fail("a run executed"))
+    monkeypatch.setattr("agdrl_lab.bench.execute", lambda run, cfg: pytest.fail("a run executed"))
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({**{k: list(v) if isinstance(v, tuple) else v
                                    for k, v in TINY_SWEEP.items()},
@@ -317,7 +326,7 @@ def test_a_run_taken_up_by_another_sweep_after_planning_is_left_to_it(tmp_path: 
     taken, finished = plan(cfg)
     running = mark_running(taken, os.getpid())
     finished_run(cfg, "sac")
-    monkeypatch.setattr("agdrl.bench.subprocess.run",
+    monkeypatch.setattr("agdrl_lab.bench.subprocess.run",
                         lambda *a, **k: pytest.fail("a run was started twice"))
     assert execute(taken, cfg) == running
     assert execute(finished, cfg)["state"] == "done"

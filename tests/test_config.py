@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agdrl import AGDMBRL, TrainConfig
-from agdrl.avalanche import AvalancheConfig
 from agdrl.cli import main
 from agdrl.config import (
     ActorCriticConfig,
@@ -22,6 +21,7 @@ from agdrl.config import (
     ImaginationConfig,
     config_from_dict,
 )
+from agdrl_lab.avalanche import AvalancheConfig
 
 INVALID = [
     (DenoiserConfig, {"kind": "rnn"}, "unknown kind 'rnn'"),

@@ -13,7 +13,7 @@ import pytest
 
 from agdrl.cli import main
 from agdrl.config import ConfigError
-from agdrl.report import ReportConfig, find_runs, iqm_with_ci, write_report
+from agdrl_lab.report import ReportConfig, find_runs, iqm_with_ci, write_report
 
 TASK = "InvertedPendulum-v5"  # Gymnasium's reward_threshold: 950
 FINAL = {"fast-learner": [100.0, 200.0, 300.0, 1000.0], "slow-learner": [10.0, 20.0, 30.0, 40.0]}

@@ -159,7 +159,7 @@ class BenchConfig:
     tasks: tuple[str, ...] = ("InvertedPendulum-v5",)
     """Gymnasium task ids."""
     methods: tuple[str, ...] = ("agd-sag", "polygrad", "sac")
-    """Rows to run; see ``agdrl.bench.METHODS``."""
+    """Rows to run; see ``agdrl_lab.bench.METHODS``."""
     seeds: tuple[int, ...] = (0, 1, 2)
     """Seeds; each run seeds its algorithm and both environments with it."""
     total_steps: int = 10_000
@@ -264,9 +264,9 @@ class Run:
         """Why this finished run does not answer the sweep (None if it does): the fields in
         which its config.json differs from the one a fresh run would write, or a last
         evaluation before the budget. A longer run answers (it is scored at the budget)."""
-        from agdrl.baselines import BaselineConfig
         from agdrl.config import TrainConfig, resolve_for_task
         from agdrl.presets import PRESETS
+        from agdrl_lab.baselines import BaselineConfig
 
         kind = METHODS[self.method][0]
         cls, default = ((TrainConfig, PRESETS[cfg.preset]) if kind == "train"

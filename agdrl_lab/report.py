@@ -3,7 +3,7 @@ bootstrap confidence intervals (rliable), learning curves with CI bands, a markd
 
 A run is any folder below ``runs_dir`` with a ``config.json`` and an ``evaluations.csv``
 (``agdrl bench`` runs, and hand-made ``agdrl train`` / ``agdrl baseline`` runs alike); its
-method is the one its config says (``agdrl.bench.method_of``), which for a sweep run is the
+method is the one its config says (``agdrl_lab.bench.method_of``), which for a sweep run is the
 row of its ``bench_run.json`` unless the row's meaning changed since or the sweep's options made
 another method (such runs are listed). Sweep runs that have not finished (their
 ``bench_run.json`` does not say 'done') are listed, not scored.
@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from agdrl.bench import method_of
 from agdrl.config import ConfigError, require, require_positive
 from agdrl.evaluation import random_policy_return
 from agdrl.run_log import read_evaluations
+from agdrl_lab.bench import method_of
 
 
 @dataclass(frozen=True)
