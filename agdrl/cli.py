@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import sys
 from collections.abc import Callable
@@ -14,7 +15,7 @@ import numpy as np
 import tyro
 from gymnasium.error import Error as GymError
 
-from agdrl.config import ConfigError
+from agdrl.config import ConfigError, require_positive
 from agdrl.faults import NumericalFaultError, RunDirectoryError
 
 USAGE = """usage: agdrl COMMAND [--preset NAME] [options]
@@ -137,18 +138,29 @@ def _summary(model, run: Path) -> str:
             f"  model: {run / 'model'} (agdrl eval {run})")
 
 
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Evaluate a run's agent: its final model, else its latest checkpoint."""
+
+    run_dir: tyro.conf.Positional[Path]
+    """The run directory (or a saved model's folder)."""
+    episodes: int = 20
+    """Deterministic episodes."""
+
+    def __post_init__(self):
+        require_positive(self, "episodes")
+
+
 def _eval(args: list[str]) -> int:
     from agdrl.trainer import AGDMBRL
 
-    episodes, rest = take_option(args, "--episodes", "20")
-    if len(rest) != 1 or not episodes.isdigit() or int(episodes) <= 0:
-        raise SystemExit("agdrl: usage: agdrl eval RUN_DIR [--episodes N]")
-    run = Path(rest[0])
+    cfg = parse_config(EvalConfig, args, None, "agdrl eval")
+    run = cfg.run_dir
     checkpoints = sorted((run / "checkpoints").glob("step_*"))
     # the final model, else the latest checkpoint of a run that has not finished
     path = run / "model" if (run / "model").is_dir() else checkpoints[-1] if checkpoints else run
     model = AGDMBRL.load(path)
-    returns = model.evaluate(int(episodes))
+    returns = model.evaluate(cfg.episodes)
     print(f"{model.cfg.env}: mean return {np.mean(returns):.2f} ± {np.std(returns):.2f} over "
           f"{len(returns)} episodes ({model.num_timesteps} training steps)")
     return 0

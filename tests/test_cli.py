@@ -33,11 +33,22 @@ def test_avalanche_help_shows_every_option_with_doc_and_default(capsys):
     (["avalanche", "--behavior", "random", "--env", "CartPole-v1"], "Discrete"),
     (["avalanche", "--behavior", "random", "--samplers", "euler:4"], "unknown sampler 'euler'"),
     (["nonsense"], "unknown command 'nonsense'"),
+    (["eval", "somewhere", "--episodes", "0"], "episodes must be positive, got 0"),
+    (["eval"], "Missing from agdrl eval: PATH"),
 ])
 def test_bad_input_exits_with_a_clear_message(args, message):
     with pytest.raises(SystemExit) as exc:
         main(args)
     assert message in str(exc.value.code)
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "baseline", "bench", "report", "avalanche"])
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_every_command_has_help(command: str, flag: str, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, flag])
+    assert exc.value.code == 0
+    assert f"usage: agdrl {command}" in capsys.readouterr().out
 
 
 def test_bad_input_at_the_console_is_one_line_without_traceback():
