@@ -17,16 +17,17 @@ from agdrl.config import (
 PRESETS: dict[str, TrainConfig] = {
     # the papers' defaults (DESIGN §2.2–2.5): reference MLP, 128-step DDPM, 512 segments
     "paper": TrainConfig(diffusion=DiffusionConfig(denoiser=reference_denoiser())),
-    # what a 2-core CPU can run, and what learns: segments of 4 states chained 10 times (one
-    # imagined trajectory of 31 states; a 10-state segment learns its dynamics from too few
-    # real examples of each position and stalls), actions that are π's samples at the final
-    # states (relaxation 1, 2 settle steps), a smaller MLP, 8-step DDIM (within 10% of the
-    # 128-step error in the error-avalanche measurement), 256 trajectories, a shorter prefill
+    # what a 2-core CPU can run, and what learns (docs/learning.md): segments of 4 states
+    # chained 10 times (imagined trajectories of 31 states; one 10-state segment stalls),
+    # actions that are π's samples at the final states (relaxation 1, a settle step), 2-step
+    # DDIM on a trailing grid, 96 trajectories per update (about 0.1 s per env step), a
+    # smaller MLP, a shorter random prefill
     "fast": TrainConfig(
         prefill_steps=1_000, eval_every=1_000, eval_episodes=10,
         diffusion=DiffusionConfig(horizon=4, denoiser=DenoiserConfig(width=512, depth=4)),
-        imagination=ImaginationConfig(batch_size=256, sampler="ddim", sampler_steps=8,
-                                      segments=10, policy_relaxation=1.0, settle_steps=2)),
+        imagination=ImaginationConfig(batch_size=96, sampler="ddim", sampler_steps=2,
+                                      sampler_spacing="trailing", segments=10,
+                                      policy_relaxation=1.0, settle_steps=1)),
 }
 # the README's main job: the fast preset on InvertedPendulum for 3000 steps (minutes on 2 cores)
 PRESETS["demo"] = dataclasses.replace(PRESETS["fast"], total_steps=3_000, eval_every=500)

@@ -84,16 +84,19 @@ imagined rewards from a regression of real transitions (``agdrl.reward_model``).
 (``ImaginationConfig.resample_actions``)."""
 
 
-ROW_DDIM_STEPS = 8
-"""The DDIM steps of the rows without a sampler suffix (``agd-sag`` …): the fast preset's when
-the committed runs were made. Fixed here so that a later preset change does not rename them."""
+ROW_DDIM_STEPS = 2
+"""The DDIM steps of the rows without a sampler suffix (``agd-sag`` …): the fast preset's.
+Fixed here so that a later preset change does not rename the runs made with it."""
+
+ROW_SPACING = "trailing"
+"""The timestep spacing of the rows without a spacing suffix (the fast preset's)."""
 
 
-ROW_TRAJECTORY = {"horizon": 4, "segments": 10, "relax": 1.0, "settle": 2}
+ROW_TRAJECTORY = {"horizon": 4, "segments": 10, "relax": 1.0, "settle": 1}
 """How the rows without a suffix imagine a trajectory: diffusion segments of this many states,
 chained this many times, policy relaxation and settle steps (the fast preset's). A run that
 imagines otherwise gets a suffix for each difference (the rows before segments were chained:
-``-horizon10-segments1-relax0.5-settle4``)."""
+``-ddim8-linspace-horizon10-segments1-relax0.5-settle4``)."""
 
 PAPER_TRAJECTORY = {"horizon": 10, "segments": 1, "relax": 0.5, "settle": 4}
 """The same for the runs with the papers' denoiser (``-paper``): the paper preset's."""
@@ -125,8 +128,9 @@ def method_of(config: dict) -> str:
             name += f"-ddim{steps}"
     elif imagination["sampler"] not in ("ddpm", "ddim"):  # the second-order samplers
         name += f"-{imagination['sampler']}{imagination['sampler_steps'] or diffusion['num_steps']}"
-    if imagination.get("sampler_spacing", "linspace") != "linspace" and not student:
-        name += f"-{imagination['sampler_spacing']}"
+    spacing = imagination.get("sampler_spacing", "linspace")
+    if spacing != ROW_SPACING and not student and not name.endswith("-paper"):
+        name += f"-{spacing}"
     if imagination.get("advantage", "td") != "td" and imagination["guidance"] in ("sag", "eag"):
         name += f"-{imagination['advantage']}"
     if imagination["guidance"] in ("sag", "eag", "reward"):

@@ -64,7 +64,7 @@ def test_method_names_round_trip_through_the_run_config():
     for options, name in (
             (["--imagination.sampler", "heun", "--imagination.sampler-steps", "4"],
              "agd-sag-heun4"),
-            (["--imagination.sampler-spacing", "trailing"], "agd-sag-trailing"),
+            (["--imagination.sampler-spacing", "linspace"], "agd-sag-linspace"),
             (["--advantage", "gae"], "agd-sag-gae"),
             (["--imagination.guidance-mode", "normalized", "--imagination.guidance-scale", "1"],
              "agd-sag-normalized-c1"),
@@ -81,7 +81,7 @@ def test_method_names_round_trip_through_the_run_config():
     single = dataclasses.asdict(PRESETS["paper"])
     single["diffusion"]["denoiser"] = dataclasses.asdict(PRESETS["fast"].diffusion.denoiser)
     del single["imagination"]["segments"]
-    assert method_of(single) == "agd-sag-ddpm-horizon10-segments1-relax0.5-settle4"
+    assert method_of(single) == "agd-sag-ddpm-linspace-horizon10-segments1-relax0.5-settle4"
 
 
 SPECS = sorted((Path(__file__).parents[1] / "benchmarks" / "specs").glob("*.json"))
