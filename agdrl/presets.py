@@ -29,9 +29,9 @@ PRESETS: dict[str, TrainConfig] = {
                                       sampler_spacing="trailing", segments=10,
                                       policy_relaxation=1.0, settle_steps=1)),
 }
-# the README's main job: the fast preset on InvertedPendulum for 4500 steps (under 5 minutes
+# the README's main job: the fast preset on InvertedPendulum for 4000 steps (under 5 minutes
 # on 2 cores, install included)
-PRESETS["demo"] = dataclasses.replace(PRESETS["fast"], total_steps=4_500, eval_every=500)
+PRESETS["demo"] = dataclasses.replace(PRESETS["fast"], total_steps=4_000, eval_every=500)
 # seconds-long runs with tiny models, for checking a pipeline end to end (tests, smoke sweeps);
 # not for results
 PRESETS["tiny"] = TrainConfig(
