@@ -79,7 +79,7 @@ def main() -> None:
             run = (args.out / args.task / name / f"seed{seed}").resolve()
             cmd = [sys.executable, "-m", "agdrl", "train", "--preset", "fast", "--env",
                    args.task, "--seed", str(seed), "--total-steps", str(args.total_steps),
-                   "--eval-every", "1000", "--eval-episodes", "10", "--run-dir", str(run),
+                   "--eval-every", "1000", "--eval-episodes", "10", "--run-dir", ".",
                    *opts]
             done = evaluations(run)
             if not done or done[-1][0] < args.total_steps:
@@ -88,7 +88,7 @@ def main() -> None:
                 (run / "source.json").write_text(json.dumps(source_version()))
                 t0 = time.perf_counter()
                 with open(run / "log.txt", "w") as log:
-                    # run from the run directory: python -m puts the working directory first
+                    # run in the run directory: python -m puts the working directory first
                     # on sys.path, which would shadow an agdrl given by PYTHONPATH
                     rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                          cwd=run)
