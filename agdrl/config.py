@@ -348,9 +348,10 @@ class ImaginationConfig:
     results/diagnosis)."""
     policy_relaxation: float = 0.5
     """'sample' policy guidance: the fraction β of the way the imagined pre-squash actions move
-    toward π's sample at each step's predicted states (1: replace them, as before
-    2026-11-27). Below 1 it damps the alternation between two state-action solutions that a
-    sharp policy shows (agdrl.guidance.PolicyGuidance)."""
+    toward π's sample at each step's predicted states (1: replace them; with a settle step
+    they are then π's samples at the final states). Below 1 it damps an alternation between
+    two state-action solutions that a sharp policy can show, but leaves the final actions off
+    the policy when the chain ends before they settle (docs/learning.md)."""
     settle_steps: int = 4
     """'sample' policy guidance: network calls at the clean index 0 after the chain, each
     followed by policy guidance, so that the states and the on-policy actions settle on each
