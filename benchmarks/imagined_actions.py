@@ -134,7 +134,7 @@ def main() -> None:
                 args.samplers, variants, terminations.items()):
             beta, _, steps = settle.partition(":")
             icfg = with_sampler(cfg.imagination, spec, batch_size=len(starts),
-                                guidance="none", reward="model",
+                                guidance="none", reward="model", segments=1,
                                 policy_guidance="sample" if mode == "resample" else mode,
                                 resample_actions=mode == "resample", termination=termination,
                                 policy_relaxation=float(beta), settle_steps=int(steps))
