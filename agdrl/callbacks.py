@@ -92,7 +92,7 @@ def as_callback(callback: Any) -> Any:
 
 
 class TrainLog(Callback):
-    """Every ``every`` agent updates: the update's metrics, the world model's loss and extra
+    """Every ``every_updates`` agent updates: the update's metrics, the world model's loss and extra
     scalars, the fraction of time per phase and the env steps per second of this call."""
 
     def __init__(self, every_updates: int = 50):

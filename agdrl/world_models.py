@@ -19,7 +19,7 @@ between them (the agent's imagination hooks need it, and the order fixes the ini
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ from agdrl.imagination import EnsembleImagination, Imagination
 from agdrl.reward_model import RewardModel
 from agdrl.segments import Segment
 from agdrl.termination import TerminationModel
+
+if TYPE_CHECKING:
+    from agdrl.config import TrainConfig
 
 
 class WorldModel(Protocol):
@@ -93,11 +96,11 @@ class DiffusionWorld:
     (reward regressor, termination classifier) and the guided imagination over them."""
 
     @staticmethod
-    def network(obs_dim: int, action_dim: int, cfg: Any) -> DiffusionWorldModel:
-        """The diffusion model of a :class:`agdrl.config.TrainConfig`."""
+    def network(obs_dim: int, action_dim: int, cfg: TrainConfig) -> DiffusionWorldModel:
+        """The diffusion model of a training config."""
         return DiffusionWorldModel(obs_dim, action_dim, cfg.diffusion, cfg.device)
 
-    def __init__(self, network: DiffusionWorldModel, agent: ActorCriticAgent, cfg: Any):
+    def __init__(self, network: DiffusionWorldModel, agent: ActorCriticAgent, cfg: TrainConfig):
         self.network, self.agent, self.cfg = network, agent, cfg
         icfg, obs_dim, action_dim = cfg.imagination, network.obs_dim, network.action_dim
         self.reward_model = (RewardModel(obs_dim, action_dim, device=cfg.device)
@@ -190,11 +193,11 @@ class EnsembleWorld:
     """Replayed transitions the elites are selected on."""
 
     @staticmethod
-    def network(obs_dim: int, action_dim: int, cfg: Any) -> ProbabilisticEnsemble:
-        """The ensemble of a :class:`agdrl.config.TrainConfig`."""
+    def network(obs_dim: int, action_dim: int, cfg: TrainConfig) -> ProbabilisticEnsemble:
+        """The ensemble of a training config."""
         return ProbabilisticEnsemble(obs_dim, action_dim, cfg.ensemble, cfg.device)
 
-    def __init__(self, network: ProbabilisticEnsemble, agent: ActorCriticAgent, cfg: Any):
+    def __init__(self, network: ProbabilisticEnsemble, agent: ActorCriticAgent, cfg: TrainConfig):
         self.network, self.cfg = network, cfg
         self.bootstrap = BootstrapSampler(cfg.ensemble.members)
         self.imagination = EnsembleImagination(network, agent, cfg.ensemble_horizon)

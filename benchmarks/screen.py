@@ -1,7 +1,7 @@
 """Single-seed screening of training variants: each line of a variants file is
 ``NAME  agdrl-train-options…``; every variant runs as its own ``agdrl train`` process into
-``OUT/TASK/NAME/seedS`` (one after another, skipping finished runs), and a summary of the final
-and every evaluation is printed and written to ``OUT/summary.json``.
+``OUT/TASK/NAME/seedS`` (one after another, skipping finished runs), and every evaluation is
+printed; ``--table`` prints a markdown table of all runs below ``OUT/TASK``.
 
     python benchmarks/screen.py benchmarks/screens/ip.txt --task InvertedPendulum-v5 \
         --total-steps 5000 --seed 0 --out results/screen
@@ -71,7 +71,6 @@ def main() -> None:
         print(table(args.out / args.task))
         return
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "OMP_WAIT_POLICY": "PASSIVE"}
-    summary = {}
     for name, opts in variants(args.variants):
         if args.only and name not in args.only:
             continue
@@ -94,13 +93,7 @@ def main() -> None:
                                          cwd=run)
                 (run / "status.json").write_text(json.dumps(
                     {"returncode": rc, "seconds": round(time.perf_counter() - t0, 1)}))
-            evals = evaluations(run)
-            summary[f"{name}/seed{seed}"] = {
-                "final": evals[-1][1] if evals else None, "curve": evals}
-            print(name, seed, [round(r, 1) for _, r in evals], flush=True)
-    out = args.out / args.task / "summary.json"
-    old = json.loads(out.read_text()) if out.exists() else {}
-    out.write_text(json.dumps({**old, **summary}, indent=1))
+            print(name, seed, [round(r, 1) for _, r in evaluations(run)], flush=True)
 
 
 if __name__ == "__main__":
