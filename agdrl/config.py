@@ -331,9 +331,16 @@ class ImaginationConfig:
     """Advantage estimator for SAG/EAG: one-step TD (the paper's), GAE over the segment, or
     Q − V with a learned Q."""
     guidance_scale: float = 4.0
-    """Scale c of the state guidance (reference: 4 for SAG, 3–4 for EAG)."""
-    guidance_mode: Literal["sigma4", "normalized"] = "sigma4"
-    """c σ_k⁴ ∇J (the paper's) or c σ_k ∇J / rms(∇J) (schedule-independent size)."""
+    """Scale c of the state guidance (reference: 4 for SAG, 3–4 for EAG); with 'resample',
+    the inverse temperature of the weights exp(c · J) on standardized advantages."""
+    guidance_mode: Literal["sigma4", "normalized", "resample"] = "sigma4"
+    """How the guidance acts: c σ_k⁴ ∇J on the predicted states at each denoising step (the
+    paper's), c σ_k ∇J / rms(∇J) (schedule-independent size), or 'resample': no gradient;
+    draw resample_candidates unguided segments per start and keep one with probability
+    ∝ exp(c · J), the distribution the gradient forms aim at (agdrl.resampling)."""
+    resample_candidates: int = 4
+    """'resample' guidance: candidate segments drawn per start state (the imagination's cost
+    grows by this factor)."""
     guidance_max_step: int = -1
     """Guide only denoising steps with k ≤ this (−1: every step but the last)."""
     guide_last_state: bool = False
@@ -398,7 +405,11 @@ class ImaginationConfig:
         require_choice(self, "termination", ("model", "classifier"))
         require_choice(self, "reward", ("model", "regressor"))
         require_choice(self, "advantage", ("td", "gae", "qv"))
-        require_choice(self, "guidance_mode", ("sigma4", "normalized"))
+        require_choice(self, "guidance_mode", ("sigma4", "normalized", "resample"))
+        require_positive(self, "resample_candidates")
+        require(self.guidance_mode != "resample" or self.guidance in ("sag", "eag", "reward"),
+                f"guidance_mode 'resample' weights segments by the objective of guidance sag, "
+                f"eag or reward, not {self.guidance!r}")
         require(self.sampler_steps >= 0, f"sampler_steps must be ≥ 0 (0: all), got "
                                          f"{self.sampler_steps}")
         require(self.guidance_max_step >= -1, f"guidance_max_step must be ≥ -1, got "

@@ -28,6 +28,7 @@ from agdrl.guidance import (
     StateGuidance,
     compose,
 )
+from agdrl.resampling import AdvantageResampling, StandardizedAdvantage, standardized
 from agdrl.reward_model import RewardModel
 from agdrl.segments import Segment
 from agdrl.termination import TerminationModel
@@ -64,11 +65,19 @@ class Imagination:
         self.policy = PolicyGuidance(model, agent.actor, cfg.policy_delta,
                                      mode=cfg.policy_guidance,
                                      relaxation=cfg.policy_relaxation)
-        objectives = {"sag": lambda: SigmoidAdvantage(self._advantage_estimator()),
-                      "eag": lambda: ExponentialAdvantage(self._advantage_estimator()),
-                      "reward": lambda: RewardSum(reward_model)}
-        self.state = None
-        if cfg.guidance in objectives:
+        resample = cfg.guidance_mode == "resample"
+        advantage = ((lambda: StandardizedAdvantage(self._advantage_estimator())) if resample
+                     else self._advantage_estimator)
+        objectives = {"sag": lambda: SigmoidAdvantage(advantage()),
+                      "eag": lambda: ExponentialAdvantage(advantage()),
+                      "reward": lambda: RewardSum((lambda s, a: standardized(reward_model(s, a)))
+                                                  if resample else reward_model)}
+        self.state = self.resampling = None
+        if cfg.guidance in objectives and resample:
+            objective = objectives[cfg.guidance]()
+            self.resampling = AdvantageResampling(lambda seg: objective(self.relabel(seg)),
+                                                  cfg.resample_candidates, cfg.guidance_scale)
+        elif cfg.guidance in objectives:
             objective = objectives[cfg.guidance]()
             self.state = StateGuidance(  # it scores what the agent learns from: relabelled
                 model, lambda seg: objective(self.relabel(seg)), cfg.guidance_scale,
@@ -159,7 +168,10 @@ class Imagination:
 
     def _segment(self, start_states: torch.Tensor, generator: torch.Generator | None
                  ) -> Segment:
-        """One guided segment (B, H) from (B, ds) raw start states."""
+        """One guided segment (B, H) from (B, ds) raw start states (with 'resample' guidance,
+        the kept one of N candidates per start)."""
+        if self.resampling is not None:
+            start_states = start_states.repeat_interleave(self.resampling.candidates, 0)
         if self.captured is None:
             seg = self.model.sample(start_states, self.sampler, hook=self._timed_hooks,
                                     generator=generator, wrap_denoiser=self.wrap,
@@ -170,7 +182,7 @@ class Imagination:
             if self.state is not None:
                 self.state.raise_if_nonfinite()
         self.policy.adapt()
-        return seg
+        return seg if self.resampling is None else self.resampling(seg, generator)
 
     def __call__(self, start_states: torch.Tensor, generator: torch.Generator | None = None
                  ) -> tuple[Segment, dict[str, float]]:
@@ -195,6 +207,8 @@ class Imagination:
             metrics = {"action_spread": self.policy.last_spread,
                        "policy_delta": math.exp(self.policy.log_delta),
                        **segment_metrics(seg, self.agent)}
+        if self.resampling is not None:
+            metrics["resample_ess"] = self.resampling.last_ess
         if self.state is not None:
             metrics["guidance_grad_rms"] = self.state.last_grad_rms
             metrics["guidance_objective"] = self.state.last_objective

@@ -1,9 +1,13 @@
 """Guidance lift (DESIGN §4): do advantage-guided segments have higher value, and do their
 actions earn more in the real simulator, than unguided ones, and at what cost in dynamics error?
 
-Starts from an error-avalanche run's data and diffusion world model (run
-``benchmarks/avalanche.sh TASK`` first; it writes ``train_buffer.npz``, ``test_buffer.npz`` and
-``diffusion.safetensors``). Then, in one run:
+Two sources. ``--run-dir RUN`` takes a training run's agent, world model and imagination
+settings (its final model, else its latest checkpoint; chained segments as the run imagines
+them) and collects the held-out start states by running the run's policy (sampled actions) in
+a fresh environment; reward guidance gets a reward model fitted to the run's replay buffer when
+the run has none. ``--source DIR`` starts from an error-avalanche run's data and diffusion
+world model (run ``benchmarks/avalanche.sh TASK`` first; it writes ``train_buffer.npz``,
+``test_buffer.npz`` and ``diffusion.safetensors``). Then, in one run:
   1. the actor-critic is trained in imagination (policy guidance, no state guidance, the fast
      preset's sampler) for ``--agent-updates`` updates, so there is a real critic and policy;
   2. the world model gets an advantage input (zero-initialized, so its function is unchanged)
@@ -24,6 +28,8 @@ interval.
 
     .venv/bin/python benchmarks/guidance_lift.py --env Hopper-v5 \\
         --source results/avalanche/hopper-v5 --out results/guidance_lift/hopper-v5
+    .venv/bin/python benchmarks/guidance_lift.py --run-dir RUN --samplers ddim:2:trailing \\
+        --variants none sag:resample:1:4 --out results/guidance_lift/hopper-v5-run
 """
 
 from __future__ import annotations
@@ -36,9 +42,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import with_sampler
 
+from agdrl import AGDMBRL
 from agdrl.a2c import ActorCriticAgent
 from agdrl.buffer import ReplayBuffer
+from agdrl.checkpoint import complete_checkpoints
+from agdrl.collect import collect, new_buffer
 from agdrl.config import ActorCriticConfig, ImaginationConfig
 from agdrl.diffusion.world_model import DiffusionWorldModel
 from agdrl.envs import make_env, replay_actions
@@ -47,6 +57,8 @@ from agdrl.imagination import Imagination
 from agdrl.provenance import machine_info
 from agdrl.reward_model import RewardModel
 from agdrl.segments import Segment
+from agdrl.termination import TerminationModel
+from agdrl.world_models import DiffusionWorld
 
 VARIANTS = ("none", "reward", "sag", "eag", "cfg", "reward:normalized:1", "sag:normalized:1",
             "eag:normalized:1")
@@ -80,7 +92,7 @@ def evaluate_variant(model: DiffusionWorldModel, agent: ActorCriticAgent,
     t0 = time.perf_counter()
     seg, metrics = imagination(s0, torch.Generator().manual_seed(seed))
     seconds = time.perf_counter() - t0
-    h = model.cfg.horizon
+    h = seg.states.shape[1]  # chained segments: longer than the model's horizon
     with torch.no_grad():
         values = agent.critic(seg.states).numpy()  # (N, H)
     continues = (seg.terminals.numpy() <= 0.5).astype(np.float32)
@@ -132,30 +144,39 @@ def train_agent_in_imagination(model: DiffusionWorldModel, agent: ActorCriticAge
     return trainer
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--env", required=True)
-    parser.add_argument("--source", type=Path, required=True,
-                        help="an error-avalanche output folder (data and world model)")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--agent-updates", type=int, default=1000)
-    parser.add_argument("--label-steps", type=int, default=3000)
-    parser.add_argument("--reward-steps", type=int, default=3000)
-    parser.add_argument("--starts", type=int, default=256)
-    parser.add_argument("--samplers", nargs="+", default=["ddim:8", "ddpm:128"])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS),
-                        help="NAME[+last][:MODE:SCALE], NAME in none reward sag eag cfg")
-    parser.add_argument("--guidance-scale", type=float, default=4.0)
-    parser.add_argument("--guidance-mode", default="sigma4", choices=["sigma4", "normalized"])
-    parser.add_argument("--cfg-target", type=float, default=1.0)
-    parser.add_argument("--cfg-weight", type=float, default=2.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
+@dataclasses.dataclass
+class Source:
+    """What the variants are measured with: a world model and agent, the imagination settings
+    the variants change, the held-out start states (with simulator states), the state scale
+    of the dynamics error, and what to record about how it was made."""
+
+    model: DiffusionWorldModel
+    agent: ActorCriticAgent
+    imagination: ImaginationConfig
+    reward_model: RewardModel | None
+    termination: TerminationModel | None
+    held_out: ReplayBuffer
+    state_std: np.ndarray
+    log_delta: float | None  # 'pull' policy guidance: δ as tuned in training
+    record: dict
+
+
+def fit_reward_model(train: ReplayBuffer, steps: int, rng: np.random.Generator
+                     ) -> tuple[RewardModel, float]:
+    """A reward model r(s, a) fitted to the buffer's transitions; returns it and its last
+    loss."""
+    n = train.size
+    reward_model = RewardModel(train.obs_dim, train.action_dim)
+    reward_model.update_normalizers(train.obs[:n], train.actions[:n], train.rewards[:n])
+    loss = float("nan")
+    for _ in range(steps):
+        loss = reward_model.train_step(train.sample_transitions(256, rng))
+    return reward_model, loss
+
+
+def from_avalanche(args: argparse.Namespace, env, rng: np.random.Generator,
+                   gen: torch.Generator) -> Source:
+    """Steps 1–3 on an error-avalanche run's data and world model."""
     train = ReplayBuffer.load(args.source / "train_buffer.npz")
     test = ReplayBuffer.load(args.source / "test_buffer.npz")
     base = DiffusionWorldModel.load(args.source / "diffusion.safetensors")
@@ -163,7 +184,6 @@ def main() -> None:
         base.cfg, advantage_conditioning=True))
     missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
     assert not unexpected and all(".label." in k for k in missing), (missing, unexpected)
-    env = make_env(args.env, seed=args.seed)
     space = env.action_space
     agent = ActorCriticAgent(base.obs_dim, space.low, space.high, ActorCriticConfig())
     n = train.size
@@ -189,32 +209,115 @@ def main() -> None:
     label_seconds = time.perf_counter() - t0
 
     # 3. reward model for reward guidance
-    reward_model = RewardModel(base.obs_dim, base.action_dim)
-    reward_model.update_normalizers(train.obs[:n], train.actions[:n], train.rewards[:n])
-    for _ in range(args.reward_steps):
-        reward_loss = reward_model.train_step(train.sample_transitions(256, rng))
+    reward_model, reward_loss = fit_reward_model(train, args.reward_steps, rng)
+    return Source(model, agent, ImaginationConfig(), reward_model, None, test,
+                  train.obs[:n].std(0) + 1e-6, trainer.policy.log_delta,
+                  {"world_model": dataclasses.asdict(model.cfg), "agent_seconds": agent_seconds,
+                   "label_seconds": label_seconds, "reward_model_final_loss": reward_loss,
+                   "training_log": log})
 
-    # 4. every variant from the same starts and noise, replayed in the simulator
+
+def from_run(args: argparse.Namespace, rng: np.random.Generator) -> Source:
+    """A training run's latest checkpoint; held-out starts from its policy in a fresh env."""
+    checkpoint = complete_checkpoints(args.run_dir)[-1]
+    run = AGDMBRL.load(checkpoint)
+    world, agent = run.world_model, run.agent
+    if not isinstance(world, DiffusionWorld):
+        raise SystemExit(f"{args.run_dir} trained the {run.cfg.world_model!r} world model; "
+                         f"guidance needs the diffusion one")
+    train = ReplayBuffer.load(checkpoint / "buffer.npz")
+    n = train.size
+    reward_model, reward_loss = world.reward_model, None
+    if reward_model is None and any(v.split(":")[0].split("+")[0] == "reward"
+                                    for v in args.variants):
+        reward_model, reward_loss = fit_reward_model(train, args.reward_steps, rng)
+    env = make_env(run.cfg.env, seed=args.seed + 20_000)
+    held_out = new_buffer(env)
+    generator = torch.Generator().manual_seed(args.seed)
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return agent.actor.sample(torch.as_tensor(obs, dtype=torch.float32)[None],
+                                      generator)[0].numpy()
+
+    returns = collect(env, act, args.held_out_steps, held_out, rng, seed=args.seed + 20_000)
+    return Source(world.network, agent, run.cfg.imagination, reward_model,
+                  world.termination_model, held_out, train.obs[:n].std(0) + 1e-6, None,
+                  {"run_dir": str(args.run_dir), "checkpoint": checkpoint.name,
+                   "run_config": dataclasses.asdict(run.cfg),
+                   "held_out_episode_returns": returns, "reward_model_final_loss": reward_loss})
+
+
+def variant_config(base: ImaginationConfig, sampler: str, variant: str, batch: int,
+                   args: argparse.Namespace) -> ImaginationConfig:
+    """NAME[+last][:MODE:SCALE[:CANDIDATES]] on the source's imagination settings."""
+    name, _, rest = variant.partition(":")
+    mode, _, rest = rest.partition(":")
+    scale, _, candidates = rest.partition(":")
+    name, _, last = name.partition("+")
+    return with_sampler(base, sampler, batch_size=batch, guidance=name,
+                        guide_last_state=last == "last",
+                        guidance_scale=float(scale or args.guidance_scale),
+                        guidance_mode=mode or args.guidance_mode,
+                        resample_candidates=int(candidates or base.resample_candidates),
+                        cfg_target=args.cfg_target, cfg_weight=args.cfg_weight)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env", help="the task (--source; a run names its own)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--source", type=Path,
+                        help="an error-avalanche output folder (data and world model)")
+    source.add_argument("--run-dir", type=Path, help="a training run with a checkpoint")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--agent-updates", type=int, default=1000)
+    parser.add_argument("--label-steps", type=int, default=3000)
+    parser.add_argument("--reward-steps", type=int, default=3000)
+    parser.add_argument("--held-out-steps", type=int, default=5000,
+                        help="--run-dir: policy steps collected for the held-out starts")
+    parser.add_argument("--starts", type=int, default=256)
+    parser.add_argument("--samplers", nargs="+", default=["ddim:8", "ddpm:128"],
+                        help="KIND[:STEPS[:SPACING]]")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS),
+                        help="NAME[+last][:MODE:SCALE[:CANDIDATES]], NAME in none reward sag "
+                        "eag cfg, MODE in sigma4 normalized resample")
+    parser.add_argument("--guidance-scale", type=float, default=4.0)
+    parser.add_argument("--guidance-mode", default="sigma4",
+                        choices=["sigma4", "normalized", "resample"])
+    parser.add_argument("--cfg-target", type=float, default=1.0)
+    parser.add_argument("--cfg-weight", type=float, default=2.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    if args.source is not None and not args.env:
+        parser.error("--source needs --env")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    if args.run_dir is not None:
+        src = from_run(args, rng)
+        env = make_env(src.record["run_config"]["env"], seed=args.seed)
+    else:
+        env = make_env(args.env, seed=args.seed)
+        src = from_avalanche(args, env, rng, gen)
+
+    # 4. every variant from the same starts (and, at one batch shape, the same noise),
+    # replayed in the simulator
+    test = src.held_out
     starts = rng.choice(test.size, size=min(args.starts, test.size), replace=False)
-    state_std = train.obs[:n].std(0) + 1e-6
     results: dict = {}
     for spec in args.samplers:
-        kind, _, steps = spec.partition(":")
         rows, per = {}, {}
         for variant in args.variants:
-            name, _, rest = variant.partition(":")
-            mode, _, scale = rest.partition(":")
-            name, _, last = name.partition("+")
-            icfg = ImaginationConfig(batch_size=len(starts), sampler=kind,
-                                     sampler_steps=int(steps or 0), guidance=name,
-                                     guide_last_state=last == "last",
-                                     guidance_scale=float(scale or args.guidance_scale),
-                                     guidance_mode=mode or args.guidance_mode,
-                                     cfg_target=args.cfg_target, cfg_weight=args.cfg_weight)
-            imagination = Imagination(model, agent, icfg, reward_model)
-            imagination.policy.log_delta = trainer.policy.log_delta  # δ as tuned in training
-            rows[variant], per[variant] = evaluate_variant(model, agent, imagination, env,
-                                                           starts, test, state_std, args.seed)
+            icfg = variant_config(src.imagination, spec, variant, len(starts), args)
+            imagination = Imagination(src.model, src.agent, icfg, src.reward_model,
+                                      src.termination)
+            if src.log_delta is not None:
+                imagination.policy.log_delta = src.log_delta
+            rows[variant], per[variant] = evaluate_variant(
+                src.model, src.agent, imagination, env, starts, test, src.state_std, args.seed)
         if "none" in per:
             for variant in rows:
                 rows[variant]["vs_none"] = {
@@ -228,11 +331,8 @@ def main() -> None:
     (args.out / "results.json").write_text(json.dumps({
         "command": "benchmarks/guidance_lift.py " + " ".join(
             f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in vars(args).items()),
-        "machine": machine_info(),
-        "world_model": dataclasses.asdict(model.cfg), "agent_seconds": agent_seconds,
-        "label_seconds": label_seconds, "reward_model_final_loss": reward_loss,
-        "training_log": log, "results": results}, indent=1, default=str))
+            for k, v in vars(args).items() if v is not None),
+        "machine": machine_info(), **src.record, "results": results}, indent=1, default=str))
     (args.out / "SUMMARY.md").write_text("\n\n".join(table(s, r) for s, r in results.items())
                                          + "\n")
 
