@@ -343,6 +343,12 @@ class ImaginationConfig:
     grows by this factor)."""
     guidance_max_step: int = -1
     """Guide only denoising steps with k ≤ this (−1: every step but the last)."""
+    guide_states_first: bool = False
+    """Apply the state guidance before the policy guidance at each denoising step, so that the
+    step's actions are drawn at the guided states and respond to them (the world model
+    re-predicts the states from the actions at the next call, so a state edit otherwise
+    survives only through the noise). Default: policy guidance first (the reference's
+    order)."""
     guide_last_state: bool = False
     """Also guide the segment's last state (the reference zeroes its gradient; for EAG that
     leaves only interior terms, which lower V: see agdrl.guidance.state_gradient)."""

@@ -409,8 +409,8 @@ class ClassifierFreeGuidance(nn.Module):
 
 
 def compose(*hooks: DenoisingHook | None) -> DenoisingHook:
-    """One hook that calls ``hooks`` in order (policy guidance first, then state guidance,
-    so the states are guided given the updated actions)."""
+    """One hook that calls ``hooks`` in order (by default policy guidance first, then state
+    guidance, so the states are guided given the updated actions)."""
     active = [h for h in hooks if h is not None]
 
     def run(state: StepState) -> None:

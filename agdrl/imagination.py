@@ -90,7 +90,8 @@ class Imagination:
                                  "advantage_conditioning")
             self.wrap = lambda denoiser: ClassifierFreeGuidance(denoiser, cfg.cfg_target,
                                                                 cfg.cfg_weight)
-        self.hooks = compose(self.policy, self.state)
+        self.hooks = (compose(self.state, self.policy) if cfg.guide_states_first
+                      else compose(self.policy, self.state))
         self.captured = None
         if cfg.cuda_graph:
             if torch.device(model.device).type != "cuda":

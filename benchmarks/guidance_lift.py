@@ -64,7 +64,7 @@ VARIANTS = ("none", "reward", "sag", "eag", "cfg", "reward:normalized:1", "sag:n
             "eag:normalized:1")
 """Guidance variants: NAME or NAME:MODE:SCALE for the state-guidance ones (default mode and
 scale from the command line, the paper's sigma4 and c = 4); NAME+last also guides the
-segment's last state."""
+segment's last state, NAME+first guides the states before the policy draws the actions."""
 
 
 def discounted_return(rewards: np.ndarray, last_value: np.ndarray, alive: np.ndarray,
@@ -250,13 +250,15 @@ def from_run(args: argparse.Namespace, rng: np.random.Generator) -> Source:
 
 def variant_config(base: ImaginationConfig, sampler: str, variant: str, batch: int,
                    args: argparse.Namespace) -> ImaginationConfig:
-    """NAME[+last][:MODE:SCALE[:CANDIDATES]] on the source's imagination settings."""
+    """NAME[+last][+first][:MODE:SCALE[:CANDIDATES]] on the source's imagination settings
+    (+last: guide the last state too; +first: state guidance before policy guidance)."""
     name, _, rest = variant.partition(":")
     mode, _, rest = rest.partition(":")
     scale, _, candidates = rest.partition(":")
-    name, _, last = name.partition("+")
+    name, *flags = name.split("+")
     return with_sampler(base, sampler, batch_size=batch, guidance=name,
-                        guide_last_state=last == "last",
+                        guide_last_state="last" in flags,
+                        guide_states_first="first" in flags,
                         guidance_scale=float(scale or args.guidance_scale),
                         guidance_mode=mode or args.guidance_mode,
                         resample_candidates=int(candidates or base.resample_candidates),
@@ -280,8 +282,8 @@ def main() -> None:
     parser.add_argument("--samplers", nargs="+", default=["ddim:8", "ddpm:128"],
                         help="KIND[:STEPS[:SPACING]]")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS),
-                        help="NAME[+last][:MODE:SCALE[:CANDIDATES]], NAME in none reward sag "
-                        "eag cfg, MODE in sigma4 normalized resample")
+                        help="NAME[+last][+first][:MODE:SCALE[:CANDIDATES]], NAME in none reward "
+                        "sag eag cfg, MODE in sigma4 normalized resample")
     parser.add_argument("--guidance-scale", type=float, default=4.0)
     parser.add_argument("--guidance-mode", default="sigma4",
                         choices=["sigma4", "normalized", "resample"])

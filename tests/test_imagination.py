@@ -246,3 +246,21 @@ def test_chained_segments_continue_from_the_previous_last_state(world_model_fact
 def test_segments_must_be_positive():
     with pytest.raises(ConfigError, match="segments must be positive"):
         ImaginationConfig(segments=0)
+
+
+@pytest.mark.parametrize(("first", "order"), [(False, ["policy", "state"]),
+                                              (True, ["state", "policy"])])
+def test_guide_states_first_draws_the_actions_at_the_guided_states(
+        world_model_factory: Factory, monkeypatch: pytest.MonkeyPatch, first: bool,
+        order: list[str]):
+    from agdrl.guidance import PolicyGuidance, StateGuidance
+
+    calls = []
+    for cls, name in ((PolicyGuidance, "policy"), (StateGuidance, "state")):
+        original = cls.__call__
+        monkeypatch.setattr(cls, "__call__", lambda self, state, original=original, name=name:
+                            (calls.append(name), original(self, state))[1])
+    imagine = setup(world_model_factory, guidance="sag", guide_states_first=first,
+                    sampler="ddim", sampler_steps=2, settle_steps=0)
+    imagine(torch.randn(32, 3), torch.Generator().manual_seed(0))
+    assert calls == order * 2  # two denoising steps, each calling both hooks in that order
