@@ -2,7 +2,7 @@
 
 At small batches a GPU spends a guided chain launching kernels rather than computing: about
 1,400 launches per guided H = 50 trajectory of the fast preset, 26.6 ms on an H200 against
-16 ms on a 2-core CPU (results/README.md, "On a GPU"). A CUDA graph records one call's
+16 ms on a 2-core CPU (docs/speed.md, "On a GPU"). A CUDA graph records one call's
 launches once and replays them all with one. What that asks of the chain, and how agdrl's
 chain meets it:
 

@@ -7,7 +7,7 @@ puts a terminal in 89–95% of the segments imagined under a policy that really 
 (``benchmarks/termination_check.py``, results/diagnosis). Termination in the MuJoCo tasks is a
 function of the transition, which a per-transition classifier learns and extrapolates, as the
 ensemble's termination head does. It brings those 89% to 37% there, but the return only a
-little: the imagined states carry the same habit (results/README.md).
+little: the imagined states carry the same habit (docs/results.md).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 4 as one call to a lent device machine (see results/README.md, "On a
+# The GPU checks of issue 4 as one call to a lent device machine (see docs/speed.md, "On a
 # GPU"). Two steps:
 #
 #   here:        benchmarks/device_check.sh stage [BASE]
