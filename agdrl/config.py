@@ -333,9 +333,11 @@ class ImaginationConfig:
     guidance_scale: float = 4.0
     """Scale c of the state guidance (reference: 4 for SAG, 3–4 for EAG); with 'resample',
     the inverse temperature of the weights exp(c · J) on standardized advantages."""
-    guidance_mode: Literal["sigma4", "normalized", "resample"] = "sigma4"
+    guidance_mode: Literal["sigma4", "normalized", "total", "resample"] = "sigma4"
     """How the guidance acts: c σ_k⁴ ∇J on the predicted states at each denoising step (the
-    paper's), c σ_k ∇J / rms(∇J) (schedule-independent size), or 'resample': no gradient;
+    paper's), c σ_k ∇J / rms(∇J) (schedule-independent size per step), c (ᾱ_{k'} − ᾱ_k)
+    ∇J / rms(∇J) ('total': the steps' weights sum to about 1, so c is the whole movement
+    whatever the number of steps; agdrl.guidance), or 'resample': no gradient;
     draw resample_candidates unguided segments per start and keep one with probability
     ∝ exp(c · J), the distribution the gradient forms aim at (agdrl.resampling)."""
     resample_candidates: int = 4
@@ -411,7 +413,7 @@ class ImaginationConfig:
         require_choice(self, "termination", ("model", "classifier"))
         require_choice(self, "reward", ("model", "regressor"))
         require_choice(self, "advantage", ("td", "gae", "qv"))
-        require_choice(self, "guidance_mode", ("sigma4", "normalized", "resample"))
+        require_choice(self, "guidance_mode", ("sigma4", "normalized", "total", "resample"))
         require_positive(self, "resample_candidates")
         require(self.guidance_mode != "resample" or self.guidance in ("sag", "eag", "reward"),
                 f"guidance_mode 'resample' weights segments by the objective of guidance sag, "

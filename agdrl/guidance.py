@@ -8,12 +8,18 @@ x̂_0) are moved up the gradient of an objective J evaluated in the environment'
 
     ŝ ← ŝ + c · w_k · ∇_ŝ J(ŝ),   w_k = σ_k⁴ ("sigma4", the paper's)
                                    or ŝ ← ŝ + c · σ_k · ∇_ŝ J / rms(∇_ŝ J) ("normalized")
+                                   or ŝ ← ŝ + c · (ᾱ_{k'} − ᾱ_k) · ∇_ŝ J / rms(∇_ŝ J) ("total")
 
 and the sampler then recomputes the step's mean from the shifted x̂_0. The "normalized" mode
 moves each segment by c noise standard deviations of the step whatever the size of the raw
 gradient, so its scale does not depend on how σ_k⁴ happens to be distributed over a given
-schedule and step count. The gradient is zero on the pinned s_0 and on the last state; the last
-denoising step is never guided. Unnormalization is differentiable, so the critic is evaluated
+schedule and step count. The "total" mode weights each jump k → k' by the signal it adds,
+ᾱ_{k'} − ᾱ_k: the weights telescope to ᾱ at the last guided jump's target minus ᾱ at the
+first step (about 1 − 0 on a full grid), so c is the total movement in units of rms(∇J)
+whatever the number of denoising steps.
+
+The gradient is zero on the pinned s_0 and on the last state; the last denoising step is never
+guided. Unnormalization is differentiable, so the critic is evaluated
 on states in the units it was trained on (DESIGN §2.6, defect 1).
 
 Objectives (each maps a raw-unit :class:`Segment` to J: (B,)):
@@ -175,7 +181,7 @@ def state_gradient(objective: Objective, model: DiffusionWorldModel, x0: torch.T
 class StateGuidance:
     """A denoising hook that shifts the predicted states up ∇J (see the module docstring).
 
-    scale: c. mode: 'sigma4' (paper) or 'normalized'. max_step: guide only steps with
+    scale: c. mode: 'sigma4' (paper), 'normalized' or 'total'. max_step: guide only steps with
     k ≤ max_step (None: all but the last). guide_last: also move the segment's last state
     (see :func:`state_gradient`). ``last_grad_rms`` and ``last_objective`` hold the batch
     means of |∇J| (RMS over entries) and J at the last guided step.
@@ -190,7 +196,7 @@ class StateGuidance:
     model: DiffusionWorldModel
     objective: Objective
     scale: float = 4.0
-    mode: Literal["sigma4", "normalized"] = "sigma4"
+    mode: Literal["sigma4", "normalized", "total"] = "sigma4"
     max_step: int | None = None
     guide_last: bool = False
     _grad_rms: torch.Tensor | None = field(default=None, init=False, repr=False)
@@ -201,9 +207,9 @@ class StateGuidance:
     replay: :class:`agdrl.cuda_graph.CapturedChain`)."""
 
     def __post_init__(self):
-        if self.mode not in ("sigma4", "normalized"):
-            raise ValueError(f"unknown guidance scale mode {self.mode!r}; choose 'sigma4' or "
-                             "'normalized'")
+        if self.mode not in ("sigma4", "normalized", "total"):
+            raise ValueError(f"unknown guidance scale mode {self.mode!r}; choose 'sigma4', "
+                             "'normalized' or 'total'")
 
     def raise_if_nonfinite(self) -> None:
         """Raise :class:`NonFiniteError` if a gradient of the last chain was not finite (a
@@ -236,7 +242,9 @@ class StateGuidance:
         if self.mode == "sigma4":
             shift = self.scale * state.sigma**4 * grad
         else:
-            shift = self.scale * state.sigma * grad / rms.clamp(min=1e-12)
+            weight = (state.sigma if self.mode == "normalized"
+                      else state.alpha_bar_prev - state.alpha_bar)
+            shift = self.scale * weight * grad / rms.clamp(min=1e-12)
         x0 = state.x0.clone()
         x0[..., : self.model.obs_dim] += shift
         state.x0 = x0

@@ -250,13 +250,16 @@ def from_run(args: argparse.Namespace, rng: np.random.Generator) -> Source:
 
 def variant_config(base: ImaginationConfig, sampler: str, variant: str, batch: int,
                    args: argparse.Namespace) -> ImaginationConfig:
-    """NAME[+last][+first][:MODE:SCALE[:CANDIDATES]] on the source's imagination settings
-    (+last: guide the last state too; +first: state guidance before policy guidance)."""
+    """NAME[@ADVANTAGE][+last][+first][:MODE:SCALE[:CANDIDATES]] on the source's imagination
+    settings (ADVANTAGE: td, gae or qv; +last: guide the last state too; +first: state
+    guidance before policy guidance)."""
     name, _, rest = variant.partition(":")
     mode, _, rest = rest.partition(":")
     scale, _, candidates = rest.partition(":")
     name, *flags = name.split("+")
+    name, _, advantage = name.partition("@")
     return with_sampler(base, sampler, batch_size=batch, guidance=name,
+                        advantage=advantage or base.advantage,
                         guide_last_state="last" in flags,
                         guide_states_first="first" in flags,
                         guidance_scale=float(scale or args.guidance_scale),
@@ -282,11 +285,12 @@ def main() -> None:
     parser.add_argument("--samplers", nargs="+", default=["ddim:8", "ddpm:128"],
                         help="KIND[:STEPS[:SPACING]]")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS),
-                        help="NAME[+last][+first][:MODE:SCALE[:CANDIDATES]], NAME in none reward "
-                        "sag eag cfg, MODE in sigma4 normalized resample")
+                        help="NAME[@ADVANTAGE][+last][+first][:MODE:SCALE[:CANDIDATES]], NAME in "
+                        "none reward sag eag cfg, ADVANTAGE in td gae qv, MODE in sigma4 "
+                        "normalized total resample")
     parser.add_argument("--guidance-scale", type=float, default=4.0)
     parser.add_argument("--guidance-mode", default="sigma4",
-                        choices=["sigma4", "normalized", "resample"])
+                        choices=["sigma4", "normalized", "total", "resample"])
     parser.add_argument("--cfg-target", type=float, default=1.0)
     parser.add_argument("--cfg-weight", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=0)

@@ -221,7 +221,7 @@ def step_state(wm: DiffusionWorldModel, x0: torch.Tensor, cond: torch.Tensor,
 
 
 @pytest.mark.parametrize("name", ["sag", "eag", "sag-gae", "reward"])
-@pytest.mark.parametrize("mode", ["sigma4", "normalized"])
+@pytest.mark.parametrize("mode", ["sigma4", "normalized", "total"])
 def test_a_guidance_step_raises_its_objective(world_model_factory: Factory, name: str,
                                               mode: str):
     """A small step up the gradient raises J (SAG/EAG: the critic's advantage terms) and
@@ -230,7 +230,9 @@ def test_a_guidance_step_raises_its_objective(world_model_factory: Factory, name
     objective = OBJECTIVES[name]
     x0, cond = random_x0(wm)
     state = step_state(wm, x0.clone(), cond)
-    scale = 0.05 / float(state.sigma) ** 4 if mode == "sigma4" else 0.05 / float(state.sigma)
+    weight = {"sigma4": float(state.sigma) ** 4, "normalized": float(state.sigma),
+              "total": state.alpha_bar_prev - state.alpha_bar}[mode]
+    scale = 0.05 / weight
     hook = StateGuidance(wm, objective, scale=scale, mode=mode)
     hook(state)
     before = objective(wm.decode(x0, cond))
@@ -240,6 +242,32 @@ def test_a_guidance_step_raises_its_objective(world_model_factory: Factory, name
     torch.testing.assert_close(state.x0[:, [0, -1]], x0[:, [0, -1]])
     torch.testing.assert_close(state.x0[..., ds:], x0[..., ds:])
     assert hook.last_grad_rms > 0
+
+
+def test_total_mode_moves_by_the_signal_each_jump_adds(world_model_factory: Factory):
+    """'total': the step moves the states by c (ᾱ_{k'} − ᾱ_k) along ∇J / rms(∇J), so over any
+    grid the weights telescope and the whole movement is about c (ᾱ_0 − ᾱ_{K−1} on a grid
+    that ends at index 0)."""
+    wm = world_model_factory(horizon=5, num_steps=16)
+    linear = lambda seg: seg.states.sum((1, 2))  # noqa: E731 - constant ∇J
+    x0, cond = random_x0(wm)
+    hook = StateGuidance(wm, linear, scale=2.0, mode="total")
+    state = step_state(wm, x0.clone(), cond, k=9, k_prev=5)
+    hook(state)
+    grad, _ = state_gradient(linear, wm, x0, cond)
+    rms = grad.pow(2).mean(dim=(1, 2), keepdim=True).sqrt()
+    weight = wm.diffusion.alpha_bar_at(5) - wm.diffusion.alpha_bar_at(9)
+    ds = wm.obs_dim
+    torch.testing.assert_close(state.x0[..., :ds] - x0[..., :ds], 2.0 * weight * grad / rms)
+    for steps in (2, 4, 16):  # the hook over a whole grid: the same movement at any length
+        grid = Sampler("ddim", steps).grid(16)
+        moved = torch.zeros_like(x0)
+        for k, k_prev in zip(grid, [*grid[1:], -1], strict=True):
+            state = step_state(wm, x0.clone(), cond, k=k, k_prev=k_prev)
+            hook(state)  # the last jump (k_prev = -1) is never guided
+            moved += state.x0 - x0
+        end = wm.diffusion.alpha_bar_at(grid[-1]) - wm.diffusion.alpha_bar_at(grid[0])
+        torch.testing.assert_close(moved[..., :ds], 2.0 * end * grad / rms)
 
 
 def test_steps_outside_the_guided_range_are_untouched(world_model_factory: Factory):
