@@ -332,14 +332,16 @@ class ImaginationConfig:
     Q − V with a learned Q."""
     guidance_scale: float = 4.0
     """Scale c of the state guidance (reference: 4 for SAG, 3–4 for EAG); with 'resample',
-    the inverse temperature of the weights exp(c · J) on standardized advantages."""
+    of the standardized segment advantages z in the weights σ(c z) or exp(c z)."""
     guidance_mode: Literal["sigma4", "normalized", "total", "resample"] = "sigma4"
     """How the guidance acts: c σ_k⁴ ∇J on the predicted states at each denoising step (the
     paper's), c σ_k ∇J / rms(∇J) (schedule-independent size per step), c (ᾱ_{k'} − ᾱ_k)
     ∇J / rms(∇J) ('total': the steps' weights sum to about 1, so c is the whole movement
     whatever the number of steps; agdrl.guidance), or 'resample': no gradient;
     draw resample_candidates unguided segments per start and keep one with probability
-    ∝ exp(c · J), the distribution the gradient forms aim at (agdrl.resampling)."""
+    ∝ σ(c z) (sag) or exp(c z) (eag, reward), z the segment's advantage (reward: its reward
+    sum) standardized among the start's candidates: the distribution the gradient forms aim
+    at (agdrl.resampling)."""
     resample_candidates: int = 4
     """'resample' guidance: candidate segments drawn per start state (the imagination's cost
     grows by this factor)."""

@@ -28,7 +28,7 @@ from agdrl.guidance import (
     StateGuidance,
     compose,
 )
-from agdrl.resampling import AdvantageResampling, StandardizedAdvantage, standardized
+from agdrl.resampling import AdvantageResampling, SegmentAdvantage
 from agdrl.reward_model import RewardModel
 from agdrl.segments import Segment
 from agdrl.termination import TerminationModel
@@ -65,18 +65,16 @@ class Imagination:
         self.policy = PolicyGuidance(model, agent.actor, cfg.policy_delta,
                                      mode=cfg.policy_guidance,
                                      relaxation=cfg.policy_relaxation)
-        resample = cfg.guidance_mode == "resample"
-        advantage = ((lambda: StandardizedAdvantage(self._advantage_estimator())) if resample
-                     else self._advantage_estimator)
-        objectives = {"sag": lambda: SigmoidAdvantage(advantage()),
-                      "eag": lambda: ExponentialAdvantage(advantage()),
-                      "reward": lambda: RewardSum((lambda s, a: standardized(reward_model(s, a)))
-                                                  if resample else reward_model)}
+        objectives = {"sag": lambda: SigmoidAdvantage(self._advantage_estimator()),
+                      "eag": lambda: ExponentialAdvantage(self._advantage_estimator()),
+                      "reward": lambda: RewardSum(reward_model)}
         self.state = self.resampling = None
-        if cfg.guidance in objectives and resample:
-            objective = objectives[cfg.guidance]()
-            self.resampling = AdvantageResampling(lambda seg: objective(self.relabel(seg)),
-                                                  cfg.resample_candidates, cfg.guidance_scale)
+        if cfg.guidance in objectives and cfg.guidance_mode == "resample":
+            score = (RewardSum(reward_model) if cfg.guidance == "reward" else
+                     SegmentAdvantage(self._advantage_estimator(), agent.cfg.gamma))
+            self.resampling = AdvantageResampling(  # it scores what the agent learns from
+                lambda seg: score(self.relabel(seg)), "sag" if cfg.guidance == "sag" else "eag",
+                cfg.resample_candidates, cfg.guidance_scale)
         elif cfg.guidance in objectives:
             objective = objectives[cfg.guidance]()
             self.state = StateGuidance(  # it scores what the agent learns from: relabelled

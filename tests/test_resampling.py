@@ -13,9 +13,9 @@ import torch
 from agdrl.a2c import ActorCriticAgent
 from agdrl.config import ActorCriticConfig, ConfigError, ImaginationConfig
 from agdrl.diffusion.world_model import DiffusionWorldModel
-from agdrl.guidance import OneStepAdvantage, SigmoidAdvantage
+from agdrl.guidance import OneStepAdvantage
 from agdrl.imagination import Imagination
-from agdrl.resampling import AdvantageResampling, StandardizedAdvantage
+from agdrl.resampling import AdvantageResampling, SegmentAdvantage
 from agdrl.segments import Segment
 
 
@@ -27,9 +27,16 @@ def candidates(b: int, n: int, h: int = 3) -> Segment:
                    rows[:, None].expand(b * n, h).clone() * 10, torch.zeros(b * n, h))
 
 
-def test_keeps_candidates_with_the_softmax_of_the_scaled_objective():
-    log_j = torch.tensor([0.0, math.log(3.0)])  # one start, J = (0, log 3): scale 1 → (¼, ¾)
-    resample = AdvantageResampling(lambda seg: log_j.repeat(len(seg.states) // 2), 2, 1.0)
+def fixed(scores: list[float]) -> Callable[[Segment], torch.Tensor]:
+    """A score that gives each start's candidates ``scores``, whatever the segments."""
+    values = torch.tensor(scores)
+    return lambda seg: values.repeat(len(seg.states) // len(values))
+
+
+def test_eag_keeps_candidates_with_the_softmax_of_the_standardized_score():
+    # scores ±1 (std √2 among two candidates) -> z = ±1/√2; c = √2 · ln(3) / 2 gives weights
+    # e^{±ln 3 / 2}, normalized (1/4, 3/4)
+    resample = AdvantageResampling(fixed([-1.0, 1.0]), "eag", 2, math.sqrt(2) * math.log(3) / 2)
     draws = 20_000
     seg = resample(candidates(draws, 2), torch.Generator().manual_seed(0))
     picked = (seg.states[:, 0, 0] % 2).numpy()  # 0 or 1 within each start's pair
@@ -42,27 +49,44 @@ def test_keeps_candidates_with_the_softmax_of_the_scaled_objective():
     assert torch.equal(torch.div(rows, 2, rounding_mode="floor"), torch.arange(draws).float())
 
 
+def test_sag_weights_are_the_sigmoid_of_the_scaled_standardized_score():
+    scores = torch.tensor([[0.3, 2.0, -1.0, 0.5], [10.0, 10.0, 10.0, 13.0]])
+    z = (scores - scores.mean(1, keepdim=True)) / scores.std(1, keepdim=True)
+    sag = AdvantageResampling(fixed([0.0]), "sag", 4, 2.0)
+    weights = torch.softmax(sag.log_weights(scores), 1)
+    expected = torch.sigmoid(2 * z)
+    torch.testing.assert_close(weights, expected / expected.sum(1, keepdim=True))
+    # a shift or a scale of a start's scores changes nothing (standardized among candidates)
+    torch.testing.assert_close(sag.log_weights(scores * 5 - 3), sag.log_weights(scores))
+
+
 def test_scale_zero_is_uniform_and_a_large_scale_takes_the_best():
-    j = torch.tensor([0.3, 2.0, -1.0, 0.5])
-    uniform = AdvantageResampling(lambda seg: j.repeat(len(seg.states) // 4), 4, 0.0)
+    j = [0.3, 2.0, -1.0, 0.5]
+    uniform = AdvantageResampling(fixed(j), "eag", 4, 0.0)
     seg = uniform(candidates(8000, 4), torch.Generator().manual_seed(1))
     counts = np.bincount((seg.states[:, 0, 0] % 4).long().numpy(), minlength=4) / 8000
     np.testing.assert_allclose(counts, 0.25, atol=0.02)
     assert uniform.last_ess == pytest.approx(1.0)
-    greedy = AdvantageResampling(lambda seg: j.repeat(len(seg.states) // 4), 4, 1e4)
+    greedy = AdvantageResampling(fixed(j), "eag", 4, 1e4)
     seg = greedy(candidates(50, 4), torch.Generator().manual_seed(1))
     assert torch.all(seg.states[:, 0, 0] % 4 == 1)
     assert greedy.last_ess == pytest.approx(0.25)
 
 
-def test_standardized_advantages_have_unit_spread():
-    seg = Segment(torch.randn(64, 4, 3), torch.zeros(64, 4, 1), torch.randn(64, 4) * 50,
-                  torch.zeros(64, 4))
-    critic = lambda s: s.sum(-1) * 7.0  # noqa: E731
-    a = StandardizedAdvantage(OneStepAdvantage(critic, 0.9))(seg)
-    assert a.std().item() == pytest.approx(1.0, rel=1e-4)
-    raw = OneStepAdvantage(critic, 0.9)(seg)
-    torch.testing.assert_close(a, raw / raw.std())
+def test_segment_advantage_of_td_advantages_is_the_bootstrapped_return_minus_v0():
+    torch.manual_seed(0)
+    states, rewards = torch.randn(8, 5, 3), torch.randn(8, 5)
+    terminals = torch.zeros(8, 5)
+    terminals[0, 2] = 1.0  # a predicted terminal at t = 2: nothing counts after it
+    seg = Segment(states, torch.zeros(8, 5, 1), rewards, terminals)
+    critic = lambda s: s.sum(-1) * 0.7  # noqa: E731
+    gamma = 0.9
+    a = SegmentAdvantage(OneStepAdvantage(critic, gamma), gamma)(seg)
+    v = critic(states)
+    expected = (sum(gamma**t * rewards[:, t] for t in range(4)) + gamma**4 * v[:, 4]
+                - v[:, 0])
+    torch.testing.assert_close(a[1:], expected[1:])
+    torch.testing.assert_close(a[0], sum(gamma**t * rewards[0, t] for t in range(3)) - v[0, 0])
 
 
 Factory = Callable[..., DiffusionWorldModel]
@@ -81,22 +105,23 @@ def setup(world_model_factory: Factory, **overrides) -> Imagination:
 
 def test_resampled_imagination_keeps_the_highest_weighted_candidates(
         world_model_factory: Factory):
-    greedy = setup(world_model_factory, guidance="sag", guidance_mode="resample",
+    # EAG with a large scale keeps the best candidate (SAG's σ saturates: any above the mean)
+    greedy = setup(world_model_factory, guidance="eag", guidance_mode="resample",
                    resample_candidates=4, guidance_scale=1e4, segments=2)
     s0 = torch.randn(16, 3)
     seg, metrics = greedy(s0, torch.Generator().manual_seed(0))
     assert seg.states.shape == (16, 7, 3)  # one kept chain of 2 × 4 states per start
     torch.testing.assert_close(seg.states[:, 0], s0)
-    assert 0.25 <= metrics["resample_ess"] < 0.5  # a large scale: nearly one candidate each
+    assert metrics["resample_ess"] == pytest.approx(0.25)  # one candidate takes all
     assert greedy.state is None  # no gradient on the states
-    # the kept first piece has the highest J of the four drawn from the same noise
+    # the kept first piece has the highest advantage of the four drawn from the same noise
     unguided = setup(world_model_factory, guidance="none", resample_candidates=4)
     pieces, _ = unguided(s0.repeat_interleave(4, 0), torch.Generator().manual_seed(0))
-    objective = SigmoidAdvantage(StandardizedAdvantage(OneStepAdvantage(
-        greedy.agent.critic, greedy.agent.cfg.gamma)))
+    score = SegmentAdvantage(OneStepAdvantage(greedy.agent.critic, greedy.agent.cfg.gamma),
+                             greedy.agent.cfg.gamma)
     with torch.no_grad():
-        j = objective(Segment(pieces.states[:, :4], pieces.actions[:, :4],
-                              pieces.rewards[:, :4], pieces.terminals[:, :4])).reshape(16, 4)
+        j = score(Segment(pieces.states[:, :4], pieces.actions[:, :4],
+                          pieces.rewards[:, :4], pieces.terminals[:, :4])).reshape(16, 4)
     best = pieces.states[:, :4].reshape(16, 4, 4, 3)[torch.arange(16), j.argmax(1)]
     torch.testing.assert_close(seg.states[:, :4], best)
 
