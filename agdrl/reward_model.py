@@ -4,9 +4,10 @@ to relabel the rewards of imagined segments (``ImaginationConfig.reward``)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from agdrl.buffer import TransitionBatch
+from agdrl.buffer import ReplayBuffer, TransitionBatch
 from agdrl.segments import Segment
 from agdrl.transition_heads import TransitionHead
 
@@ -38,3 +39,16 @@ class RewardModel(TransitionHead):
         in the states (guidance scores relabelled segments)."""
         return Segment(seg.states, seg.actions,
                        self(seg.states, seg.actions).to(seg.rewards.dtype), seg.terminals)
+
+
+def fit_reward_model(buffer: ReplayBuffer, steps: int, rng: np.random.Generator
+                     ) -> tuple[RewardModel, float]:
+    """A reward model fitted to ``buffer``'s transitions (normalizers from all of them,
+    ``steps`` steps on batches of 256); returns it and its last loss."""
+    n = buffer.size
+    reward_model = RewardModel(buffer.obs_dim, buffer.action_dim)
+    reward_model.update_normalizers(buffer.obs[:n], buffer.actions[:n], buffer.rewards[:n])
+    loss = float("nan")
+    for _ in range(steps):
+        loss = reward_model.train_step(buffer.sample_transitions(256, rng))
+    return reward_model, loss

@@ -55,7 +55,7 @@ from agdrl.envs import make_env, replay_actions
 from agdrl.guidance import advantage_labels
 from agdrl.imagination import Imagination
 from agdrl.provenance import machine_info
-from agdrl.reward_model import RewardModel
+from agdrl.reward_model import RewardModel, fit_reward_model
 from agdrl.segments import Segment
 from agdrl.termination import TerminationModel
 from agdrl.world_models import DiffusionWorld
@@ -159,19 +159,6 @@ class Source:
     state_std: np.ndarray
     log_delta: float | None  # 'pull' policy guidance: δ as tuned in training
     record: dict
-
-
-def fit_reward_model(train: ReplayBuffer, steps: int, rng: np.random.Generator
-                     ) -> tuple[RewardModel, float]:
-    """A reward model r(s, a) fitted to the buffer's transitions; returns it and its last
-    loss."""
-    n = train.size
-    reward_model = RewardModel(train.obs_dim, train.action_dim)
-    reward_model.update_normalizers(train.obs[:n], train.actions[:n], train.rewards[:n])
-    loss = float("nan")
-    for _ in range(steps):
-        loss = reward_model.train_step(train.sample_transitions(256, rng))
-    return reward_model, loss
 
 
 def from_avalanche(args: argparse.Namespace, env, rng: np.random.Generator,
