@@ -255,6 +255,36 @@ def variant_config(base: ImaginationConfig, sampler: str, variant: str, batch: i
                         cfg_target=args.cfg_target, cfg_weight=args.cfg_weight)
 
 
+def rank_check(src: Source, env, starts: np.ndarray, candidates: int, sampler: str,
+               args: argparse.Namespace) -> dict:
+    """Does the model rank a start's candidates as the simulator does? ``candidates``
+    unguided segments per start, every one replayed: the mean over starts of the Spearman
+    correlation between imagined and replayed return among a start's candidates, and the
+    replayed lift over the start's mean of the candidate the model ranks first (what greedy
+    resampling could gain) and of the one the simulator ranks first (the ceiling)."""
+    icfg = variant_config(src.imagination, sampler, "none", len(starts) * candidates, args)
+    imagination = Imagination(src.model, src.agent, icfg, src.reward_model, src.termination)
+    _, per = evaluate_variant(src.model, src.agent, imagination, env,
+                              np.repeat(starts, candidates), src.held_out, src.state_std,
+                              args.seed)
+    imagined = per["imagined_return"].reshape(-1, candidates)
+    replayed = per["replayed_return"].reshape(-1, candidates)
+
+    def ranks(x: np.ndarray) -> np.ndarray:
+        return x.argsort(1).argsort(1).astype(np.float64)
+
+    ri, rr = ranks(imagined), ranks(replayed)
+    ri, rr = ri - ri.mean(1, keepdims=True), rr - rr.mean(1, keepdims=True)
+    spearman = (ri * rr).sum(1) / np.sqrt((ri**2).sum(1) * (rr**2).sum(1) + 1e-12)
+    mean = replayed.mean(1)
+    model_pick = replayed[np.arange(len(replayed)), imagined.argmax(1)] - mean
+    return {"candidates": candidates, "spearman": paired(spearman),
+            "model_best_lift": paired(model_pick),
+            "oracle_best_lift": paired(replayed.max(1) - mean),
+            "replayed_spread": float(replayed.std(1).mean()),
+            "imagined_spread": float(imagined.std(1).mean())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", help="the task (--source; a run names its own)")
@@ -280,6 +310,9 @@ def main() -> None:
                         choices=["sigma4", "normalized", "total", "resample"])
     parser.add_argument("--cfg-target", type=float, default=1.0)
     parser.add_argument("--cfg-weight", type=float, default=2.0)
+    parser.add_argument("--rank-check", type=int, default=0, metavar="N",
+                        help="also replay N unguided candidates per start and compare the "
+                        "model's ranking of them with the simulator's (0: off)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -301,6 +334,7 @@ def main() -> None:
     test = src.held_out
     starts = rng.choice(test.size, size=min(args.starts, test.size), replace=False)
     results: dict = {}
+    ranking: dict = {}
     for spec in args.samplers:
         rows, per = {}, {}
         for variant in args.variants:
@@ -319,13 +353,18 @@ def main() -> None:
                               "dynamics_error")}
         results[spec] = rows
         print(table(spec, rows), flush=True)
+        if args.rank_check:
+            ranking[spec] = rank_check(src, env, starts, args.rank_check, spec, args)
+            print(f"ranking of {args.rank_check} candidates: {json.dumps(ranking[spec])}",
+                  flush=True)
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps({
         "command": "benchmarks/guidance_lift.py " + " ".join(
             f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
             for k, v in vars(args).items() if v is not None),
-        "machine": machine_info(), **src.record, "results": results}, indent=1, default=str))
+        "machine": machine_info(), **src.record, "results": results,
+        "rank_check": ranking}, indent=1, default=str))
     (args.out / "SUMMARY.md").write_text("\n\n".join(table(s, r) for s, r in results.items())
                                          + "\n")
 
