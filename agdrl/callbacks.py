@@ -167,6 +167,32 @@ class Checkpoint(Callback):
             model.checkpoint()
 
 
+class Dreams(Callback):
+    """Every ``cfg.dream_every`` steps once the agent trains: a dream from one start state of
+    the replay buffer (the imagined trajectory next to the simulator's replay of its actions,
+    :mod:`agdrl.dream`), logged as a video to TensorBoard and W&B and written into the run
+    directory's dreams/ (rank 0 only; its time counts as evaluation)."""
+
+    def _on_training_start(self) -> None:
+        self.clock = Every(self.model.cfg.dream_every)
+        if self.model.cfg.dream_every:
+            from agdrl.poses import PoseDecoder
+
+            PoseDecoder(self.model.env)  # refuses a task it cannot draw, before training
+
+    def _on_step(self) -> None:
+        from agdrl.dream import DreamConfig, dream
+
+        model, step = self.model, self.num_timesteps
+        if (model.log is None or step <= model.cfg.prefill_steps or not self.clock(step)):
+            return
+        with model.timed("evaluation"):
+            result = dream(model, model.buffer, DreamConfig(starts=1, seed=step))
+            paths = result.write(model.run_dir / "dreams" / f"step_{step:09d}", ("mp4",),
+                                 {"run_dir": str(model.run_dir), "during_training": True})
+            model.log.video("dream", step, result.frames, result.fps, paths["mp4"])
+
+
 class ProgressBar(Callback):
     """A tqdm bar over the steps of a ``learn`` call, with the last evaluation's return and
     the env steps per second (rank 0 only)."""

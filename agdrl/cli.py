@@ -1,5 +1,5 @@
-"""Command-line interface, generated from the dataclass configs with tyro: ``train`` and
-``eval`` here, the experiments' commands from the ``agdrl.commands`` entry points."""
+"""Command-line interface, generated from the dataclass configs with tyro: ``train``, ``eval``
+and ``dream`` here, the experiments' commands from the ``agdrl.commands`` entry points."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import sys
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import tyro
 from gymnasium.error import Error as GymError
 
 from agdrl.config import ConfigError, require_positive
+from agdrl.dream import DreamConfig
 from agdrl.faults import NumericalFaultError, RunDirectoryError
 
 USAGE = """usage: agdrl COMMAND [--preset NAME] [options]
@@ -26,6 +28,10 @@ commands:
               agdrl train --resume RUN_DIR [--total-steps N]   continue a run
   eval        evaluate a run (its final model, else its latest checkpoint):
               agdrl eval RUN_DIR [--episodes N]
+  dream       video of what the world model imagines next to the simulator replaying the same
+              actions from the same start states: agdrl dream RUN_DIR [--starts N]
+              [--guidance none|sag|eag|reward|cfg] [--sampler ddim --sampler-steps N]
+              [--segments N] [--out PATH]
   baseline    a model-free reference row (Stable-Baselines3 SAC or PPO, default settings)
               evaluated like the agent: agdrl baseline --algo sac --env ID --total-steps N
   bench       a sweep of methods × tasks × seeds (resumable; local processes or Ray Tune):
@@ -151,18 +157,69 @@ class EvalConfig:
         require_positive(self, "episodes")
 
 
+def saved_agent(run: Path) -> Path:
+    """The folder of a run's final model, else of its latest checkpoint (a run that has not
+    finished), else ``run`` itself (a saved model's or a checkpoint's folder)."""
+    checkpoints = sorted((run / "checkpoints").glob("step_*"))
+    return run / "model" if (run / "model").is_dir() else checkpoints[-1] if checkpoints else run
+
+
 def _eval(args: list[str]) -> int:
     from agdrl.trainer import AGDMBRL
 
     cfg = parse_config(EvalConfig, args, None, "agdrl eval")
-    run = cfg.run_dir
-    checkpoints = sorted((run / "checkpoints").glob("step_*"))
-    # the final model, else the latest checkpoint of a run that has not finished
-    path = run / "model" if (run / "model").is_dir() else checkpoints[-1] if checkpoints else run
-    model = AGDMBRL.load(path)
+    model = AGDMBRL.load(saved_agent(cfg.run_dir))
     returns = model.evaluate(cfg.episodes)
     print(f"{model.cfg.env}: mean return {np.mean(returns):.2f} ± {np.std(returns):.2f} over "
           f"{len(returns)} episodes ({model.num_timesteps} training steps)")
+    return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class DreamCommand:
+    """Draw what a run's world model imagines from start states of its replay buffer, next to
+    the simulator replaying the same actions from the same states (MP4, GIF, HTML, JSON)."""
+
+    run_dir: tyro.conf.Positional[Path]
+    """The run directory: its final model (else its latest checkpoint) and the replay buffer
+    of its latest checkpoint; or a checkpoint's folder."""
+    out: Path | None = None
+    """Where to write, without suffix (default: RUN_DIR/dreams/step_N-GUIDANCE-SAMPLER)."""
+    dream: Annotated[DreamConfig, tyro.conf.OmitArgPrefixes] = dataclasses.field(
+        default_factory=DreamConfig)
+    """What to imagine and how to draw it."""
+
+
+def _dream(args: list[str]) -> int:
+    from agdrl.buffer import ReplayBuffer
+    from agdrl.checkpoint import complete_checkpoints
+    from agdrl.dream import dream
+    from agdrl.trainer import AGDMBRL
+
+    cfg = parse_config(DreamCommand, args, None, "agdrl dream")
+    run = cfg.run_dir
+    checkpoints = complete_checkpoints(run)
+    buffer_path = (checkpoints[-1] if checkpoints else run) / "buffer.npz"
+    if not buffer_path.is_file():
+        raise RunDirectoryError(f"{run} has no replay buffer to draw start states from (a "
+                                "checkpoint's buffer.npz): pass a run directory or checkpoint")
+    model = AGDMBRL.load(saved_agent(run))
+    result = dream(model, ReplayBuffer.load(buffer_path), cfg.dream, progress=True)
+    icfg = result.imagination
+    stem = cfg.out or run / "dreams" / (f"step_{model.num_timesteps:09d}-{icfg.guidance}-"
+                                        f"{icfg.sampler}{icfg.sampler_steps or ''}")
+    paths = result.write(stem, cfg.dream.formats, {"run_dir": str(run),
+                                                     "during_training": False})
+    video_s = len(result.frames) / result.fps
+    print(f"{result.describe()}\n"
+          + "".join(f"  clip {i + 1}: buffer index {c.buffer_index}, {c.real_steps} of "
+                    f"{len(c.errors) - 1} steps replayed"
+                    f"{' (terminated)' if c.real_terminated else ''}, mean state error "
+                    f"{c.summary()['mean_state_error']:.4f}\n"
+                    for i, c in enumerate(result.clips))
+          + f"drawn in {result.render_seconds:.1f} s for {video_s:.1f} s of video "
+          f"({result.render_seconds / video_s:.2f} s per second)\n"
+          + "\n".join(f"  {kind}: {path}" for kind, path in paths.items()))
     return 0
 
 
@@ -179,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     command, rest = args[0], args[1:]
-    commands = {"train": _train, "eval": _eval, **_plugins()}
+    commands = {"train": _train, "eval": _eval, "dream": _dream, **_plugins()}
     if command not in commands:
         raise SystemExit(f"agdrl: unknown command {command!r}; choose "
                          f"{', '.join(sorted(commands))} (agdrl --help)")

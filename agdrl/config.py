@@ -472,6 +472,11 @@ class TrainConfig:
     video: bool = False
     """Record the first episode of every evaluation as an MP4 in the run directory (needs the
     'video' extra; headless rendering uses MUJOCO_GL=egl unless it is set)."""
+    dream_every: int = 0
+    """Environment steps between dreams (0: none): once the agent trains, a video of one
+    imagined trajectory next to the simulator replaying its actions from the same start
+    state, logged to TensorBoard (and W&B) and kept in the run directory's dreams/ (needs
+    the 'video' extra; ``agdrl dream`` draws more, with other settings)."""
     wandb: bool = False
     """Mirror the logged scalars to Weights & Biases (needs the 'wandb' extra; WANDB_MODE=offline
     works without an account)."""
@@ -488,7 +493,7 @@ class TrainConfig:
         require_positive(self, "total_steps", "prefill_steps", "agent_update_every",
                          "eval_episodes", "keep_checkpoints")
         require_non_negative(self, "pretrain_steps", "model_updates_per_step", "eval_every",
-                             "checkpoint_every")
+                             "checkpoint_every", "dream_every")
         require_choice(self, "on_nonfinite", ("stop", "skip"))
         require_choice(self, "world_model", ("diffusion", "ensemble"))
         require(self.ensemble_horizon >= 2, f"ensemble_horizon must be at least 2, got "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
@@ -88,10 +90,12 @@ def set_sim_state(env: gym.Env, sim_state: np.ndarray) -> np.ndarray:
     return np.asarray(unwrapped._get_obs(), dtype=np.float32)
 
 
-def replay_actions(env: gym.Env, sim_state: np.ndarray, actions: np.ndarray
+def replay_actions(env: gym.Env, sim_state: np.ndarray, actions: np.ndarray,
+                   on_state: Callable[[int], None] | None = None
                    ) -> tuple[np.ndarray, np.ndarray, int, bool]:
     """Restore ``sim_state`` and apply ``actions`` (T, da) in the simulator until they run out
-    or the episode terminates.
+    or the episode terminates; ``on_state(t)``, when given, is called at every state reached
+    (t = 0 the restored one), while the simulator holds it (to render it, for example).
 
     Returns (states (T + 1, ds) with NaN after the last reached step, rewards (T,) with 0 after
     it, steps taken, whether the last step terminated). The env is reset first.
@@ -101,10 +105,14 @@ def replay_actions(env: gym.Env, sim_state: np.ndarray, actions: np.ndarray
     states = np.full((len(actions) + 1, obs.shape[0]), np.nan, np.float32)
     rewards = np.zeros(len(actions), np.float32)
     states[0] = obs
+    if on_state is not None:
+        on_state(0)
     terminated, steps = False, 0
     for t, action in enumerate(actions):
         obs, reward, terminated, _, _ = env.step(action)
         states[t + 1], rewards[t], steps = obs, reward, t + 1
+        if on_state is not None:
+            on_state(t + 1)
         if terminated:
             break
     return states, rewards, steps, bool(terminated)

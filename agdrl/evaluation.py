@@ -48,6 +48,19 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
     imageio.mimsave(path, frames, fps=fps, macro_block_size=1)
 
 
+def encode_gif(frames: list[np.ndarray], fps: int) -> bytes:
+    """An endlessly looping animated GIF of ``frames`` (Pillow alone: no video extra)."""
+    import io
+
+    from PIL import Image
+
+    images = [Image.fromarray(frame) for frame in frames]
+    out = io.BytesIO()
+    images[0].save(out, format="GIF", save_all=True, append_images=images[1:],
+                   duration=round(1000 / fps), loop=0)
+    return out.getvalue()
+
+
 def random_policy_return(task: str, episodes: int, seed: int) -> float:
     """Mean return of uniform random actions under the evaluation protocol."""
     from agdrl.envs import make_env

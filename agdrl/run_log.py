@@ -103,6 +103,25 @@ class RunLog:
         self.scalars(step, {"mean_return": float(np.mean(returns))}, "eval")
         self.writer.flush()
 
+    def video(self, tag: str, step: int, frames: list[np.ndarray], fps: int,
+              mp4: Path) -> None:
+        """A video in TensorBoard (an animated GIF image, as ``SummaryWriter.add_video``
+        writes it, which would need moviepy) and, from its MP4 file, in W&B."""
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        from agdrl.evaluation import encode_gif
+
+        height, width = frames[0].shape[:2]
+        image = Summary.Image(height=height, width=width, colorspace=3,
+                              encoded_image_string=encode_gif(frames, fps))
+        self.writer._get_file_writer().add_summary(
+            Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+        self.writer.flush()
+        if self.wandb is not None:
+            import wandb
+
+            self.wandb.log({tag: wandb.Video(str(mp4), format="mp4")}, step=step)
+
     def close(self) -> None:
         self.writer.close()
         if self.wandb is not None:

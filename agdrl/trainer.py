@@ -27,7 +27,14 @@ import torch
 from agdrl import distributed
 from agdrl.a2c import ActorCriticAgent
 from agdrl.buffer import ReplayBuffer
-from agdrl.callbacks import Checkpoint, Evaluation, ProgressBar, TrainLog, as_callback
+from agdrl.callbacks import (
+    Checkpoint,
+    Dreams,
+    Evaluation,
+    ProgressBar,
+    TrainLog,
+    as_callback,
+)
 from agdrl.checkpoint import (
     atomic_directory,
     complete_checkpoints,
@@ -71,7 +78,7 @@ class AGDMBRL:
     def __init__(self, env: str | gym.Env, config: TrainConfig | None = None,
                  run_dir: str | Path | None = None, eval_env: gym.Env | None = None):
         cfg = config or PRESETS["fast"]
-        if cfg.video:
+        if cfg.video or cfg.dream_every:
             require_video()
             os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering
         self.env = make_env(env, seed=cfg.seed)
@@ -335,11 +342,12 @@ class AGDMBRL:
         training."""
         if total_timesteps <= 0:
             raise ValueError(f"total_timesteps must be positive, got {total_timesteps}")
-        if self.run_dir is None and (self.cfg.video or self.cfg.wandb):
-            raise ConfigError("video and wandb write into the run directory: pass run_dir=")
+        if self.run_dir is None and (self.cfg.video or self.cfg.wandb or self.cfg.dream_every):
+            raise ConfigError("video, dreams and wandb write into the run directory: pass "
+                              "run_dir=")
         end = self.num_timesteps + total_timesteps
         evaluation = Evaluation(end)
-        callbacks = [TrainLog(), evaluation, Checkpoint(end)]
+        callbacks = [TrainLog(), evaluation, Dreams(), Checkpoint(end)]
         if progress_bar:
             callbacks.append(ProgressBar(total_timesteps, evaluation))
         users = callback if isinstance(callback, list | tuple) else [callback]

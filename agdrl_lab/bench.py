@@ -297,7 +297,7 @@ class Run:
 
 
 RUN_ONLY_FIELDS = frozenset({"total_steps", "checkpoint_every", "keep_checkpoints", "device",
-                             "video", "wandb", "wandb_project"})
+                             "video", "dream_every", "wandb", "wandb_project"})
 """Config fields that do not change what a run learns, or (total_steps) are checked against
 the evaluations it made instead."""
 
