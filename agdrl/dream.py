@@ -263,7 +263,9 @@ class Dream:
         ax.legend(fontsize=8)
         fig.tight_layout()
         svg = io.StringIO()
-        fig.savefig(svg, format="svg")
+        # no metadata block: it only adds a date and namespace links
+        fig.savefig(svg, format="svg", metadata=dict.fromkeys(("Date", "Creator", "Format",
+                                                                 "Type")))
         plt.close(fig)
         text = svg.getvalue()
         return text[text.index("<svg"):]  # without the XML prologue

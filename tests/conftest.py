@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny linear system's replay buffer and small world-model builders.
+"""Shared fixtures: a tiny linear system's replay buffer, small world-model builders and a
+tiny trained Hopper run.
 
 Torch is limited to one thread: the suite runs on a 2-core machine shared with other work.
 """
@@ -8,8 +9,11 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering
 
+import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -82,3 +86,17 @@ def world_model_factory(linear_buffer: ReplayBuffer) -> Callable[..., DiffusionW
         return make_world_model(linear_buffer, **kwargs)
 
     return build
+
+
+@pytest.fixture(scope="session")
+def tiny_hopper_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory of the tiny preset on Hopper-v5 (300 steps: a final model and one
+    checkpoint with its replay buffer; read-only: copy it to change it)."""
+    from agdrl import AGDMBRL, PRESETS
+
+    run = tmp_path_factory.mktemp("tiny_hopper") / "run"
+    cfg = dataclasses.replace(PRESETS["tiny"], eval_every=0, eval_episodes=1)
+    model = AGDMBRL("Hopper-v5", cfg, run_dir=run).learn(cfg.total_steps)
+    model.save(run / "model")
+    model.close()
+    return run
