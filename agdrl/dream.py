@@ -360,8 +360,10 @@ def _imagination(model: AGDMBRL, buffer: ReplayBuffer, cfg: DreamConfig, batch: 
     return imagination, icfg
 
 
-CAPTION_HEIGHT = 80
-"""Pixels above the pictures for the captions (a title line and three lines per picture)."""
+def caption_height(size: int) -> int:
+    """Pixels above pictures of ``size`` pixels for the captions (a title line and three lines
+    per picture; 80 at the default 320, in proportion otherwise, even for the video)."""
+    return 2 * round(40 * size / 320)
 
 
 def _frame(imagined: np.ndarray, real: np.ndarray, clip: Clip, t: int,
@@ -371,23 +373,24 @@ def _frame(imagined: np.ndarray, real: np.ndarray, clip: Clip, t: int,
     from PIL import Image, ImageDraw, ImageFont
 
     size = imagined.shape[0]
+    top, scale = caption_height(size), size / 320
     ended = t > clip.real_steps
     if ended:
         real = (real * 0.45 + 140 * 0.55).astype(np.uint8)
-    canvas = Image.new("RGB", (2 * size, size + CAPTION_HEIGHT), "white")
-    canvas.paste(Image.fromarray(imagined), (0, CAPTION_HEIGHT))
-    canvas.paste(Image.fromarray(real), (size, CAPTION_HEIGHT))
+    canvas = Image.new("RGB", (2 * size, size + top), "white")
+    canvas.paste(Image.fromarray(imagined), (0, top))
+    canvas.paste(Image.fromarray(real), (size, top))
     pen = ImageDraw.Draw(canvas)
-    pen.line([(size, CAPTION_HEIGHT), (size, size + CAPTION_HEIGHT)], fill="white", width=2)
-    font = ImageFont.load_default(size=13)
-    bold = ImageFont.load_default(size=14)
+    pen.line([(size, top), (size, size + top)], fill="white", width=2)
+    font = ImageFont.load_default(size=max(1, round(13 * scale)))
+    bold = ImageFont.load_default(size=max(1, round(14 * scale)))
     j, n = clip_number
     h = len(clip.imagined_states) - 1
-    segment_length = (h // icfg.segments) if icfg.segments else h
-    pen.text((6, 3), f"{task} · clip {j + 1}/{n} · buffer index {clip.buffer_index} · "
-                     f"step {t}/{h}"
-             + (f" · segment {min(t // segment_length, icfg.segments - 1) + 1}/{icfg.segments}"
-                if icfg.segments > 1 else ""), fill="black", font=bold)
+    title = f"{task} · clip {j + 1}/{n} · buffer index {clip.buffer_index} · step {t}/{h}"
+    if icfg.segments > 1:  # each chained segment adds h / segments steps
+        title += f" · segment {min(t * icfg.segments // h, icfg.segments - 1) + 1}/" \
+                 f"{icfg.segments}"
+    pen.text((round(6 * scale), round(3 * scale)), title, fill="black", font=bold)
 
     def reward(rewards: np.ndarray) -> str:
         return "reward —" if t == 0 else (f"reward {rewards[t - 1]:+.3f}   return "
@@ -403,8 +406,8 @@ def _frame(imagined: np.ndarray, real: np.ndarray, clip: Clip, t: int,
     else:
         right = ["REAL (simulator, same actions)", reward(clip.real_rewards),
                  f"state error {clip.errors[t]:.4f}"]
-    for x, lines in ((6, left), (size + 6, right)):
+    for x, lines in ((0, left), (size, right)):
         for k, line in enumerate(lines):
-            pen.text((x, 24 + 18 * k), line, font=font,
+            pen.text((x + round(6 * scale), round((24 + 18 * k) * scale)), line, font=font,
                      fill=("firebrick" if line.startswith(("terminal", "episode")) else "black"))
     return np.asarray(canvas)

@@ -21,15 +21,20 @@ Scores are reported twice, and labelled:
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
+from tqdm import tqdm
 
 from agdrl.config import ConfigError, require, require_positive
+from agdrl.dream import KIND as DREAM_KIND
 from agdrl.evaluation import random_policy_return
+from agdrl.pages import markdown_page
 from agdrl.run_log import read_evaluations
 from agdrl_lab.bench import method_of
 
@@ -57,6 +62,18 @@ class ReportConfig:
     """Seed of the bootstrap and of the random-policy episodes."""
     random_episodes: int = 10
     """Episodes of the uniform random policy that anchor the normalized scores."""
+    avalanche: tuple[Path, ...] = ()
+    """Error-avalanche output folders (``agdrl avalanche``: results.json and
+    error_vs_horizon.png) whose error-vs-horizon plot and table the report shows."""
+    guidance_lift: tuple[Path, ...] = ()
+    """Guidance-lift output folders (``benchmarks/guidance_lift.py``: SUMMARY.md) whose
+    tables the report shows."""
+    dreams: tuple[Path, ...] = ()
+    """Folders searched for dreams (``agdrl dream`` outputs) besides the runs' own dreams/
+    folders."""
+    screenshot: Path | None = None
+    """Also open report.html in headless Chromium (the 'browser' extra and the system's
+    chromium), say what a reader would miss there, and save a screenshot of the page here."""
 
     def __post_init__(self):
         require_positive(self, "reps", "random_episodes")
@@ -201,7 +218,8 @@ def iqm_with_ci(scores: dict[str, np.ndarray], reps: int, seed: int
 
 
 def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
-    """Write REPORT.md, report.json and one learning-curve PNG per task; returns the
+    """Write REPORT.md, report.json, one learning-curve PNG per task and report.html (the
+    same report as one self-contained page, figures and videos embedded); returns the
     REPORT.md path."""
     try:
         import rliable  # noqa: F401
@@ -230,7 +248,7 @@ def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
     tasks = sorted(by_task)
     methods = sorted({r.method for r in runs})
     anchors = {}
-    for task in tasks:
+    for task in tqdm(tasks, desc="random-policy anchors", unit="task", disable=None):
         anchors[task] = {"random": random_policy_return(task, cfg.random_episodes, cfg.seed),
                          "threshold": reward_threshold(task)}
         log(f"{task}: random policy {anchors[task]['random']:.2f}, threshold "
@@ -275,7 +293,7 @@ def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
                          for r in renamed) + ".")
     for note in notes:
         log(note)
-    for task in tasks:
+    for task in tqdm(tasks, desc="learning curves", unit="task", disable=None):
         _plot_curves(task, by_task[task], out / f"curves_{task}.png", cfg)
 
     lines = ["# Benchmark report", "",
@@ -316,6 +334,9 @@ def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
                   "seed per task has no interval: —).", "", normalized["table"], ""]
     lines += ["## Learning curves", "",
               *[f"![{t}](curves_{t}.png)" for t in tasks], "",
+              *_avalanche_section(cfg.avalanche, out),
+              *_guidance_lift_section(cfg.guidance_lift),
+              *_dreams_section(find_dreams(runs, cfg.dreams), out, where),
               "## Source versions", "",
               "The agdrl commit each run came from, as its `bench_run.json` recorded it "
               "('unrecorded': runs made before agdrl bench recorded it).", "",
@@ -325,6 +346,13 @@ def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
                 + " |" for t in tasks for m, rs in sorted(by_task[t].items())], ""]
     path = out / "REPORT.md"
     path.write_text("\n".join(lines))
+    (out / "report.html").write_text(markdown_page("Benchmark report", "\n".join(lines), out))
+    if cfg.screenshot is not None:
+        from agdrl_lab.browser import check_page
+
+        problems = check_page(out / "report.html", cfg.screenshot).problems()
+        log(f"report.html in Chromium: {'; '.join(problems) or 'no problem'}; screenshot "
+            f"{cfg.screenshot}")
     (out / "report.json").write_text(json.dumps({
         "runs_dir": str(cfg.runs_dir), "also": [str(a) for a in cfg.also],
         "anchors": anchors, "raw": raw_scores,
@@ -447,3 +475,99 @@ def _plot_curves(task: str, runs: dict[str, list[RunCurve]], path: Path,
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _relative(path: Path, out: Path) -> str:
+    """``path`` as a link from the report's folder (Markdown wants forward slashes)."""
+    return quote(Path(os.path.relpath(path.resolve(), out.resolve())).as_posix())
+
+
+def _avalanche_section(folders: tuple[Path, ...], out: Path) -> list[str]:
+    """The error-vs-horizon plot and table of each error-avalanche folder."""
+    from agdrl_lab.avalanche import summary_table
+
+    if not folders:
+        return []
+    lines = ["## World-model error vs horizon", "",
+             "Open-loop state error (normalized MSE) of the world models against the simulator "
+             "replaying the same actions from the same start states (`agdrl avalanche`).", ""]
+    for folder in folders:
+        try:
+            result = json.loads((folder / "results.json").read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ConfigError(f"--avalanche {folder}: no readable results.json ({err})") from err
+        figure = folder / "error_vs_horizon.png"
+        if not figure.is_file():
+            raise ConfigError(f"--avalanche {folder}: no error_vs_horizon.png")
+        lines += [f"### {result['config']['env']} ({folder.name})", "",
+                  f"![error vs horizon, {folder.name}]({_relative(figure, out)})", "",
+                  summary_table(result), ""]
+    return lines
+
+
+def _guidance_lift_section(folders: tuple[Path, ...]) -> list[str]:
+    """The tables of each guidance-lift folder, as it wrote them."""
+    if not folders:
+        return []
+    lines = ["## Guidance lift", "",
+             "Imagined segments under each guidance from the same start states: mean V, "
+             "imagined and replayed return, and dynamics error against the simulator "
+             "(`benchmarks/guidance_lift.py`).", ""]
+    for folder in folders:
+        try:
+            summary = (folder / "SUMMARY.md").read_text()
+        except OSError as err:
+            raise ConfigError(f"--guidance-lift {folder}: no readable SUMMARY.md ({err})") from err
+        lines += [f"### {folder.name}", "", summary.strip(), ""]
+    return lines
+
+
+def find_dreams(runs: list[RunCurve], folders: tuple[Path, ...]) -> list[tuple[Path, dict]]:
+    """(JSON path, content) of the dreams to show: in each run's dreams/ folder, every one
+    ``agdrl dream`` made and the last one logged during training; below each of ``folders``,
+    every one."""
+    found = []
+    for run in runs:
+        dreams = _dream_files(run.folder / "dreams")
+        during = [d for d in dreams if d[1].get("during_training")]
+        found += [d for d in dreams if not d[1].get("during_training")]
+        found += sorted(during, key=lambda d: d[1]["env_step"])[-1:]
+    for folder in folders:
+        found += _dream_files(folder)
+    return found
+
+
+def _dream_files(folder: Path) -> list[tuple[Path, dict]]:
+    dreams = []
+    for path in sorted(Path(folder).rglob("*.json")):
+        try:
+            content = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(content, dict) and content.get("kind") == DREAM_KIND:
+            dreams.append((path, content))
+    return dreams
+
+
+def _dreams_section(dreams: list[tuple[Path, dict]], out: Path,
+                    where: Callable[[Path], str]) -> list[str]:
+    """Each dream's description and its video (the GIF in Markdown, which report.html
+    replaces by the MP4; a link to the MP4 where there is no GIF)."""
+    shown = [(p, d) for p, d in dreams if p.with_suffix(".mp4").is_file()]
+    if not shown:
+        return []
+    lines = ["## Dreams", "",
+             "What the world model imagines (left) next to the simulator replaying the same "
+             "actions from the same start state (right), with the imagined and real rewards "
+             "and the state error (`agdrl dream`; docs/dreams.md says what is imagined).", ""]
+    for path, d in shown:
+        errors = [c["mean_state_error"] for c in d["clips"]]
+        title = f"{d['description']}, {len(d['clips'])} clip{'s' if len(errors) > 1 else ''}"
+        media = (f"![{title}]({_relative(path.with_suffix('.gif'), out)})"
+                 if path.with_suffix(".gif").is_file()
+                 else f"[{title}]({_relative(path.with_suffix('.mp4'), out)})")
+        lines += [f"**{where(path.parent)}/{path.stem}**: {title}; mean state error "
+                  + ", ".join(f"{e:.4f}" for e in errors)
+                  + (" (training-time dream)" if d.get("during_training") else "") + ".", "",
+                  media, ""]
+    return lines

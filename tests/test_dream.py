@@ -19,11 +19,12 @@ from agdrl import AGDMBRL, PRESETS, ReplayBuffer
 from agdrl.checkpoint import complete_checkpoints
 from agdrl.cli import main
 from agdrl.config import ConfigError
-from agdrl.dream import CAPTION_HEIGHT, DreamConfig, dream
+from agdrl.dream import DreamConfig, caption_height, dream
 from agdrl.envs import replay_actions
 from agdrl.segments import Segment
 
 SIZE = 64  # pixels per picture: small, the tests check content, not looks
+TOP = caption_height(SIZE)
 
 
 def load(run: Path) -> tuple[AGDMBRL, ReplayBuffer]:
@@ -39,7 +40,7 @@ def test_each_clip_is_the_imagined_trajectory_and_the_simulator_replaying_its_ac
     h = model.cfg.diffusion.horizon
     length = 2 * (h - 1) + 1  # two chained segments
     assert len(result.clips) == 2 and len(result.frames) == 2 * length
-    assert result.frames[0].shape == (SIZE + CAPTION_HEIGHT, 2 * SIZE, 3)
+    assert result.frames[0].shape == (SIZE + TOP, 2 * SIZE, 3)
     assert result.imagination.segments == 2 and result.env_step == model.num_timesteps
     env = model.eval_env
     for clip in result.clips:
@@ -112,7 +113,7 @@ def test_a_perfect_world_model_dreams_what_the_simulator_shows(tiny_hopper_run: 
         np.testing.assert_allclose(clip.imagined_rewards[:steps], clip.real_rewards[:steps],
                                    atol=1e-6)
         for t in range(steps + 1):
-            frame = result.frames[j * 9 + t][CAPTION_HEIGHT:]
+            frame = result.frames[j * 9 + t][TOP:]
             imagined, real = frame[:, :SIZE].astype(int), frame[:, SIZE:].astype(int)
             # the two pictures agree but for the integrated x (a few millimetres) and the
             # divider line
@@ -137,7 +138,7 @@ def test_agdrl_dream_writes_video_gif_numbers_and_page(tiny_hopper_run: Path, tm
     assert summary["frames"] == steps + 1 and len(summary["clips"]) == 1
     assert len(summary["clips"][0]["state_errors"]) == steps + 1
     video = iio.imread(out.with_suffix(".mp4"), index=None)
-    assert video.shape == (steps + 1, SIZE + CAPTION_HEIGHT, 2 * SIZE, 3)
+    assert video.shape == (steps + 1, SIZE + TOP, 2 * SIZE, 3)
     gif = out.with_suffix(".gif").read_bytes()
     assert gif.startswith(b"GIF89a") and len(iio.imread(gif, index=None)) == steps + 1
     page = out.with_suffix(".html").read_text()

@@ -3,6 +3,7 @@ files it writes, and bad input."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import re
@@ -231,3 +232,114 @@ def test_runs_of_another_folder_are_pooled_and_rows_can_be_picked(tmp_path: Path
         ReportConfig(runs_dir=tmp_path, also=(tmp_path / "slow",))
     with pytest.raises(ConfigError, match="of the tasks and methods asked for"):
         write_report(ReportConfig(runs_dir=tmp_path / "sweep", tasks=("Hopper-v5",)))
+
+
+@pytest.fixture(scope="module")
+def media_report(tmp_path_factory: pytest.TempPathFactory, tiny_hopper_run: Path) -> Path:
+    """The report folder of runs with every kind of content report.html embeds: tables,
+    learning curves, an error-avalanche folder, a guidance-lift folder, a dream made by
+    ``agdrl dream`` and two made during training in a run's dreams/ folder."""
+    from agdrl import AGDMBRL, ReplayBuffer
+    from agdrl.checkpoint import complete_checkpoints
+    from agdrl.dream import DreamConfig, dream
+    from agdrl_lab.avalanche import plot_errors
+
+    root = tmp_path_factory.mktemp("media_report")
+    make_runs(root / "runs")
+    avalanche = root / "avalanche" / "hopper-v5"
+    avalanche.mkdir(parents=True)
+    curve = {"mean": [0.01 * h for h in range(1, 11)], "q25": [0.005 * h for h in range(1, 11)],
+             "q75": [0.02 * h for h in range(1, 11)]}
+    result = {"config": {"env": "Hopper-v5"}, "gradient_steps": 10,
+              "diffusion_config_resolved": {"horizon": 4},
+              "errors": {"ensemble": curve, "diffusion_ddpm": curve, "diffusion_ddim:2": curve}}
+    (avalanche / "results.json").write_text(json.dumps(result))
+    plot_errors(result, avalanche / "error_vs_horizon.png")
+    lift = root / "guidance_lift" / "hopper-v5"
+    lift.mkdir(parents=True)
+    (lift / "SUMMARY.md").write_text("sampler ddim:8\n\n| guidance | mean V |\n|---|---|\n"
+                                     "| none | 1.250 |\n| sag | 1.750 |\n")
+    model = AGDMBRL.load(tiny_hopper_run / "model")
+    buffer = ReplayBuffer.load(complete_checkpoints(tiny_hopper_run)[-1] / "buffer.npz")
+    dreamt = dream(model, buffer, DreamConfig(starts=1, size=64))
+    dreams = root / "runs" / TASK / "fast-learner" / "seed0" / "dreams"
+    dreamt.write(dreams / "by-command", ("mp4", "gif", "html"), {"during_training": False})
+    for step in (100, 200):  # training-time dreams: only the last is shown
+        paths = dreamt.write(dreams / f"step_{step:09d}", ("mp4",), {"during_training": True})
+        summary = json.loads(paths["json"].read_text())
+        paths["json"].write_text(json.dumps({**summary, "env_step": step}))
+    write_report(ReportConfig(runs_dir=root / "runs", avalanche=(avalanche,),
+                              guidance_lift=(lift,), reps=200))
+    return root / "runs" / "report"
+
+
+def test_the_report_shows_avalanche_guidance_lift_and_dreams(media_report: Path):
+    text = (media_report / "REPORT.md").read_text()
+    assert "![error vs horizon, hopper-v5](../../avalanche/hopper-v5/error_vs_horizon.png)" \
+        in text
+    assert "| model | h=1 | h=10 |" in text  # the avalanche's table
+    lift = text[text.index("## Guidance lift"):]
+    assert "### hopper-v5" in lift and "| sag | 1.750 |" in lift
+    dreams = text[text.index("## Dreams"):]
+    assert f"**{TASK}/fast-learner/seed0/dreams/by-command**: Hopper-v5 at env step 300" \
+        in dreams
+    assert f"](../{TASK}/fast-learner/seed0/dreams/by-command.gif)" in dreams
+    assert "step_000000200" in dreams and "step_000000100" not in dreams
+    assert "(training-time dream)" in dreams
+
+
+def test_report_html_is_the_report_with_every_figure_and_video_embedded(media_report: Path):
+    page = (media_report / "report.html").read_text()
+    text = (media_report / "REPORT.md").read_text()
+    assert not re.search(r'(src|href)="(?!data:|#)', page)  # nothing outside the page
+    # one HTML table per Markdown table (each has one separator line)
+    assert page.count("<table>") == sum(line.startswith("|---") for line in text.splitlines())
+    images = re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,([^"]+)"', page)
+    assert [alt for alt, _ in images] == [TASK, "error vs horizon, hopper-v5"]
+    assert base64.b64decode(images[0][1]) == (media_report / f"curves_{TASK}.png").read_bytes()
+    videos = re.findall(r'<video [^>]*src="data:video/mp4;base64,([^"]+)"', page)
+    dreams = media_report.parent / TASK / "fast-learner" / "seed0" / "dreams"
+    assert [base64.b64decode(v) for v in videos] == [
+        (dreams / "by-command.mp4").read_bytes(), (dreams / "step_000000200.mp4").read_bytes()]
+    assert "<h2>Dreams</h2>" in page and "| sag |" not in page  # tables became HTML
+
+
+def browser_or_skip() -> None:
+    from agdrl_lab.browser import chromium_path
+
+    pytest.importorskip("playwright", reason="the 'browser' extra (playwright) is not "
+                                             "installed: pip install -e '.[dev]'")
+    if chromium_path() is None:
+        pytest.skip("no Chromium on this machine (Debian: apt-get install chromium; .ci/run "
+                    "installs it)")
+
+
+def test_report_and_dream_pages_in_a_real_browser(media_report: Path, tmp_path: Path):
+    browser_or_skip()
+    from agdrl_lab.browser import check_page
+
+    report = check_page(media_report / "report.html", tmp_path / "report.png")
+    assert report.problems() == []
+    assert report.tables == (media_report / "report.html").read_text().count("<table>") >= 6
+    assert [alt for alt, loaded in report.images if loaded] == [
+        TASK, "error vs horizon, hopper-v5"]
+    assert len(report.videos) == 2 and all(advance > 0.2 for _, advance in report.videos)
+    assert (tmp_path / "report.png").read_bytes().startswith(b"\x89PNG")
+    dream_page = media_report.parent / TASK / "fast-learner" / "seed0" / "dreams" / \
+        "by-command.html"
+    dream = check_page(dream_page)
+    assert dream.problems() == [] and dream.tables == 1
+    assert len(dream.videos) == 1 and dream.videos[0][1] > 0.2
+
+
+def test_a_page_that_fails_in_the_browser_says_so(tmp_path: Path):
+    browser_or_skip()
+    from agdrl_lab.browser import check_page
+
+    broken = tmp_path / "broken.html"
+    broken.write_text('<html><body><img alt="missing" src="nowhere.png">'
+                      "<script>undefinedFunction()</script></body></html>")
+    problems = check_page(broken).problems()
+    assert any("undefinedFunction" in p for p in problems)
+    assert "image not loaded: missing" in problems
+    assert any(p.startswith("request beyond the page: file://") for p in problems)
