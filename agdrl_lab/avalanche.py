@@ -22,6 +22,7 @@ from typing import Literal
 import gymnasium as gym
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from agdrl.buffer import ReplayBuffer
 from agdrl.collect import collect, new_buffer, random_policy, train_sac_policy
@@ -252,7 +253,8 @@ def run_avalanche(cfg: AvalancheConfig, log: Callable[[str], None] = print) -> d
     errors["ensemble_mean"] = horizon_errors(pred, task, state_std)
     errors["copy_s0"] = horizon_errors(np.repeat(task.s0[:, None], cfg.max_horizon + 1, 1),
                                        task, state_std)
-    for spec, sampler in samplers.items():
+    for spec, sampler in tqdm(samplers.items(), desc="diffusion rollouts", unit="sampler",
+                              disable=None):
         t0 = time.perf_counter()
         pred = chained_diffusion_rollout(diffusion, sampler, s0, actions, cfg.max_horizon,
                                          generator).cpu().numpy()
@@ -281,7 +283,7 @@ def train_diffusion(model: DiffusionWorldModel, train: ReplayBuffer, steps: int,
                     rng: np.random.Generator, log: Callable[[str], None]) -> list[float]:
     """``steps`` gradient steps of ``model`` on segments drawn from ``train``; the losses."""
     cfg, losses = model.cfg, []
-    for step in range(steps):
+    for step in tqdm(range(steps), desc="diffusion training", unit="step", disable=None):
         batch = train.sample_segments(cfg.batch_size, cfg.horizon, rng, pad=cfg.pad_segments)
         losses.append(model.train_step(batch))
         if step % max(steps // 10, 1) == 0:
@@ -327,7 +329,8 @@ def collect_and_train(cfg: AvalancheConfig, dcfg: DiffusionConfig, env: gym.Env,
     losses["diffusion"] = train_diffusion(diffusion, train, cfg.train_steps, rng, log)
     timings["diffusion_train_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    for step in range(cfg.train_steps):
+    for step in tqdm(range(cfg.train_steps), desc="ensemble training", unit="step",
+                     disable=None):
         losses["ensemble"].append(ensemble.train_step(
             bootstrap.sample(train, cfg.ensemble.batch_size, rng)))
         if step % max(cfg.train_steps // 10, 1) == 0:

@@ -26,13 +26,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Annotated
 
 import gymnasium as gym
 import tyro
+from tqdm import tqdm
 
 from agdrl.config import (
     ConfigError,
@@ -412,9 +413,7 @@ def run_sweep(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[dict
         if cfg.ray_address:
             _run_with_ray(todo, cfg, log)
         else:
-            with ThreadPoolExecutor(cfg.parallel) as pool:
-                for status in pool.map(lambda r: execute(r, cfg), todo):
-                    log(_describe(status))
+            _run_locally(todo, cfg, log)
     statuses = [r.status() or {"task": r.task, "method": r.method, "seed": r.seed,
                                "state": "missing"} for r in runs]
     statuses = [{**s, "state": "stale", "error": stale[r]} if r in stale
@@ -429,6 +428,32 @@ def run_sweep(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[dict
     log(f"{len(statuses) - len(failed)} of {len(statuses)} runs done"
         + "".join(f"\n  NOT DONE {_describe(s)}" for s in failed))
     return statuses
+
+
+def _run_locally(runs: list[Run], cfg: BenchConfig, log: Callable[[str], None]) -> None:
+    """``cfg.parallel`` runs at a time as local processes, with a progress bar over the env
+    steps of all of them (read from their evaluations, every few seconds)."""
+    with ThreadPoolExecutor(cfg.parallel) as pool, \
+            tqdm(total=len(runs) * cfg.total_steps, desc="sweep", unit="step",
+                 disable=None) as bar:
+        pending = {pool.submit(execute, run, cfg) for run in runs}
+        while pending:
+            finished, pending = wait(pending, timeout=PROGRESS_SECONDS)
+            for future in finished:
+                log(_describe(future.result()))
+            bar.update(sum(_reached(run, cfg) for run in runs) - bar.n)
+
+
+PROGRESS_SECONDS = 10.0
+"""How often the sweep's progress bar reads the runs' evaluations."""
+
+
+def _reached(run: Run, cfg: BenchConfig) -> int:
+    """The env steps a run has evaluated at (capped at the sweep's budget)."""
+    try:  # a row being written may be incomplete: then count the run as not started
+        return min(int(read_evaluations(run.folder)[-1]["env_step"]), cfg.total_steps)
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return 0
 
 
 def _alive(status: dict) -> bool:

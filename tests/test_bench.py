@@ -331,3 +331,21 @@ def test_a_run_taken_up_by_another_sweep_after_planning_is_left_to_it(tmp_path: 
     assert execute(taken, cfg) == running
     assert execute(finished, cfg)["state"] == "done"
     assert json.loads(taken.status_path.read_text()) == running  # untouched
+
+
+def test_the_sweep_progress_counts_the_env_steps_runs_have_evaluated(tmp_path: Path):
+    from agdrl_lab.bench import Run, _reached
+
+    cfg = BenchConfig(runs_dir=tmp_path, total_steps=1000)
+    run = Run("InvertedPendulum-v5", "sac", 0, tmp_path / "run")
+    assert _reached(run, cfg) == 0  # not started
+    run.folder.mkdir()
+    evaluations = run.folder / "evaluations.csv"
+    evaluations.write_text("env_step,mean_return,std_return,episodes,wall_s\n")
+    assert _reached(run, cfg) == 0
+    with open(evaluations, "a") as f:
+        f.write("500,1.0,0.0,10,1.0\n")
+    assert _reached(run, cfg) == 500
+    with open(evaluations, "a") as f:  # a longer run counts up to the budget only
+        f.write("1500,1.0,0.0,10,1.0\n")
+    assert _reached(run, cfg) == 1000
