@@ -187,7 +187,7 @@ class DreamCommand:
     """Where to write, without suffix (default: RUN_DIR/dreams/step_N-GUIDANCE-SAMPLER)."""
     dream: Annotated[DreamConfig, tyro.conf.OmitArgPrefixes] = dataclasses.field(
         default_factory=DreamConfig)
-    """What to imagine and how to draw it."""
+    """What to imagine and how to draw it; an option left at None imagines as the run does."""
 
 
 def _dream(args: list[str]) -> int:

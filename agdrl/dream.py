@@ -82,7 +82,7 @@ class DreamConfig:
     guidance_scale: float | None = None
     """Scale of the state guidance."""
     guidance_mode: GuidanceMode | None = None
-    """How the state guidance acts (see ``agdrl train --help``)."""
+    """How the state guidance acts (as 'agdrl train --imagination.guidance-mode')."""
     sampler: SamplerKind | None = None
     """Reverse-process sampler."""
     sampler_steps: int | None = None

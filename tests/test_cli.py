@@ -12,7 +12,8 @@ from agdrl.cli import main
 
 def test_top_level_help_lists_commands(capsys):
     assert main(["--help"]) == 0
-    assert "avalanche" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "avalanche" in out and "dream" in out
 
 
 def test_avalanche_help_shows_every_option_with_doc_and_default(capsys):
@@ -35,6 +36,8 @@ def test_avalanche_help_shows_every_option_with_doc_and_default(capsys):
     (["nonsense"], "unknown command 'nonsense'"),
     (["eval", "somewhere", "--episodes", "0"], "episodes must be positive, got 0"),
     (["eval"], "Missing from agdrl eval: PATH"),
+    (["dream"], "Missing from agdrl dream: PATH"),
+    (["dream", "somewhere", "--starts", "0"], "starts must be positive, got 0"),
 ])
 def test_bad_input_exits_with_a_clear_message(args, message):
     with pytest.raises(SystemExit) as exc:
@@ -42,7 +45,8 @@ def test_bad_input_exits_with_a_clear_message(args, message):
     assert message in str(exc.value.code)
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "baseline", "bench", "report", "avalanche"])
+@pytest.mark.parametrize("command", ["train", "eval", "dream", "baseline", "bench", "report",
+                                     "avalanche"])
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_every_command_has_help(command: str, flag: str, capsys):
     with pytest.raises(SystemExit) as exc:
