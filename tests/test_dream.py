@@ -185,14 +185,28 @@ def test_a_folder_without_a_replay_buffer_is_refused(tiny_hopper_run: Path):
         main(["dream", str(tiny_hopper_run / "model")])
 
 
-def test_dreams_during_training_go_to_tensorboard_and_leave_training_unchanged(tmp_path: Path):
+def test_dreams_during_training_go_to_tensorboard_and_wandb_and_leave_training_unchanged(
+        tmp_path: Path, monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    wandb = pytest.importorskip("wandb")
+    sent: list[tuple[dict, int]] = []
+
+    class Recorder:  # a stand-in for the W&B run
+        def log(self, values: dict, step: int) -> None:
+            sent.append((values, step))
+
+        def finish(self) -> None:
+            pass
+
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: Recorder())
     cfg = dataclasses.replace(PRESETS["tiny"], total_steps=250, eval_every=0, eval_episodes=1)
     plain = AGDMBRL("Hopper-v5", cfg).learn(250)
-    dreaming = AGDMBRL("Hopper-v5", dataclasses.replace(cfg, dream_every=100),
+    dreaming = AGDMBRL("Hopper-v5", dataclasses.replace(cfg, dream_every=100, wandb=True),
                        run_dir=tmp_path).learn(250)
     dreaming.close()
+    (video,) = [(values["dream"], step) for values, step in sent if "dream" in values]
+    assert isinstance(video[0], wandb.Video) and video[1] == 200
     for a, b in ((plain.agent, dreaming.agent),
                  (plain.world_model.network, dreaming.world_model.network)):
         for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True):
