@@ -137,7 +137,7 @@ class Evaluation(Callback):
         model, step = self.model, self.num_timesteps
         if not distributed.is_main() or not (self.clock(step) or step == self.end_step):
             return
-        with model.timed("evaluation"):
+        with model.clock.timed("evaluation"):
             video = (model.run_dir / "videos" / f"step_{step:09d}.mp4"
                      if model.cfg.video and model.run_dir is not None else None)
             returns = model.evaluate(video_path=video)
@@ -186,7 +186,7 @@ class Dreams(Callback):
         model, step = self.model, self.num_timesteps
         if (model.log is None or step <= model.cfg.prefill_steps or not self.clock(step)):
             return
-        with model.timed("evaluation"):
+        with model.clock.timed("evaluation"):
             result = dream(model, model.buffer, DreamConfig(starts=1, seed=step))
             paths = result.write(model.run_dir / "dreams" / f"step_{step:09d}", ("mp4",),
                                  {"run_dir": str(model.run_dir), "during_training": True})
@@ -220,3 +220,15 @@ class ProgressBar(Callback):
     def _on_training_end(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def training_callbacks(end: int, steps: int, progress_bar: bool, user: Any) -> list[Any]:
+    """The callbacks of a ``learn`` call of ``steps`` steps ending at step ``end``: the
+    training log, evaluation, dreams, checkpoints, the progress bar when asked, then the
+    user's (one, a list, or None; functions are wrapped)."""
+    evaluation = Evaluation(end)
+    callbacks = [TrainLog(), evaluation, Dreams(), Checkpoint(end)]
+    if progress_bar:
+        callbacks.append(ProgressBar(steps, evaluation))
+    users = user if isinstance(user, list | tuple) else [user]
+    return callbacks + [as_callback(c) for c in users if c is not None]

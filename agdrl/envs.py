@@ -50,6 +50,20 @@ def make_env(env: str | gym.Env, seed: int | None = None, **kwargs) -> gym.Env:
     return created
 
 
+def eval_env_for(env: gym.Env, eval_env: gym.Env | None, render: bool) -> gym.Env:
+    """The instance evaluation runs on: ``eval_env``, or a new one of ``env``'s registered
+    spec (evaluation needs its own instance), rendering RGB frames when ``render``."""
+    if eval_env is None:
+        spec = getattr(env, "spec", None)
+        if spec is None:
+            raise ValueError("pass eval_env= for an environment that was not made by "
+                             "gymnasium.make (evaluation needs its own instance)")
+        return gym.make(spec, render_mode="rgb_array" if render else None)
+    if render and eval_env.render_mode != "rgb_array":
+        raise ValueError("video needs an eval_env made with render_mode='rgb_array'")
+    return eval_env
+
+
 def env_id(env: gym.Env) -> str:
     """The registered id of ``env``, or its class name when it was not made by ``gym.make``."""
     spec = getattr(env, "spec", None)

@@ -143,7 +143,7 @@ def test_checkpoint_holds_the_whole_training_state(tmp_path: Path):
                      "optimizers.safetensors", "buffer.npz", "rng.safetensors",
                      "training_state.json", "manifest.json"}
     loaded = AGDMBRL.resume(tmp_path)
-    for opt_a, opt_b in zip(model._optimizers().values(), loaded._optimizers().values(),
+    for opt_a, opt_b in zip(model.optimizers().values(), loaded.optimizers().values(),
                             strict=True):
         sa, sb = opt_a.state_dict()["state"], opt_b.state_dict()["state"]
         assert sa.keys() == sb.keys()
@@ -154,7 +154,7 @@ def test_checkpoint_holds_the_whole_training_state(tmp_path: Path):
     assert (loaded.world_model.imagination.policy.log_delta
             == model.world_model.imagination.policy.log_delta)
     # the clock as the checkpoint was written: all the phases, not the write itself
-    assert 0 < sum(loaded.seconds.values()) < loaded.elapsed_s <= model.elapsed_s
+    assert 0 < sum(loaded.clock.seconds.values()) < loaded.elapsed_s <= model.elapsed_s
 
 
 def test_checkpoint_from_before_elapsed_time_was_saved_resumes_with_the_phase_total(
@@ -168,7 +168,7 @@ def test_checkpoint_from_before_elapsed_time_was_saved_resumes_with_the_phase_to
     state_file.write_text(json.dumps(state))
     (state_file.parent / "manifest.json").unlink()  # as an older version's folder by hand
     loaded = AGDMBRL.resume(tmp_path)
-    assert loaded.elapsed_s == pytest.approx(sum(loaded.seconds.values()))
+    assert loaded.elapsed_s == pytest.approx(sum(loaded.clock.seconds.values()))
     assert 0.5 * model.elapsed_s < loaded.elapsed_s <= model.elapsed_s
 
 
