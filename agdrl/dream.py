@@ -301,6 +301,7 @@ def dream(model: AGDMBRL, buffer: ReplayBuffer, cfg: DreamConfig | None = None,
     try:
         real_env.reset(seed=cfg.seed)
         canvas.reset(seed=cfg.seed)
+        _check_rendering(real_env)
         decoder = PoseDecoder(real_env)
         nq = real_env.unwrapped.model.nq
         scale = buffer.obs[: buffer.size].std(0) + 1e-6
@@ -329,6 +330,18 @@ def dream(model: AGDMBRL, buffer: ReplayBuffer, cfg: DreamConfig | None = None,
         canvas.close()
     return Dream(spec.id, model.num_timesteps, icfg, model.cfg.world_model, clips, frames,
                  cfg.fps, seconds)
+
+
+def _check_rendering(env: gym.Env) -> None:
+    """Render one frame, or say how to get headless rendering (the GL backends fail in many
+    ways: unknown backend, missing library, no display)."""
+    try:
+        env.render()
+    except Exception as err:
+        raise ImportError(
+            f"headless rendering with MUJOCO_GL={os.environ.get('MUJOCO_GL')} failed "
+            f"({type(err).__name__}: {err}); start with MUJOCO_GL=egl, or MUJOCO_GL=osmesa "
+            "(Debian: apt-get install libosmesa6)") from err
 
 
 def _imagination(model: AGDMBRL, buffer: ReplayBuffer, cfg: DreamConfig, batch: int,

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -231,3 +234,15 @@ def test_dreams_during_training_need_a_run_directory_and_a_task_they_can_draw():
         AGDMBRL("Hopper-v5", cfg).learn(10)
     with pytest.raises(ConfigError, match="dream_every must be non-negative"):
         dataclasses.replace(cfg, dream_every=-1)
+
+
+def test_rendering_that_cannot_work_is_one_line_saying_what_to_set(tiny_hopper_run: Path,
+                                                                    tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+    proc = subprocess.run([sys.executable, "-m", "agdrl", "dream", str(tiny_hopper_run),
+                           "--starts", "1", "--out", str(tmp_path / "d")],
+                          env={**env, "MUJOCO_GL": "glfw"}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "agdrl: headless rendering with MUJOCO_GL=glfw failed" in proc.stderr
+    assert "MUJOCO_GL=osmesa" in proc.stderr
