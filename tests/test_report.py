@@ -14,7 +14,7 @@ import pytest
 
 from agdrl.cli import main
 from agdrl.config import ConfigError
-from agdrl_lab.report import ReportConfig, find_runs, iqm_with_ci, write_report
+from agdrl_lab.report import ReportConfig, find_dreams, find_runs, iqm_with_ci, write_report
 
 TASK = "InvertedPendulum-v5"  # Gymnasium's reward_threshold: 950
 FINAL = {"fast-learner": [100.0, 200.0, 300.0, 1000.0], "slow-learner": [10.0, 20.0, 30.0, 40.0]}
@@ -286,6 +286,10 @@ def test_the_report_shows_avalanche_guidance_lift_and_dreams(media_report: Path)
     assert f"](../{TASK}/fast-learner/seed0/dreams/by-command.gif)" in dreams
     assert "step_000000200" in dreams and "step_000000100" not in dreams
     assert "(training-time dream)" in dreams
+    # a --dreams folder shows every dream below it
+    folder = media_report.parent / TASK / "fast-learner" / "seed0" / "dreams"
+    assert [path.name for path, _ in find_dreams([], (folder,))] == [
+        "by-command.json", "step_000000100.json", "step_000000200.json"]
 
 
 def test_report_html_is_the_report_with_every_figure_and_video_embedded(media_report: Path):
