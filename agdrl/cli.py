@@ -3,14 +3,12 @@ and ``dream`` here, the experiments' commands from the ``agdrl.commands`` entry 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import sys
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 import tyro
@@ -19,13 +17,18 @@ from gymnasium.error import Error as GymError
 from agdrl.config import ConfigError, require_positive
 from agdrl.dream import DreamConfig
 from agdrl.faults import NumericalFaultError, RunDirectoryError
+from agdrl.presets import PRESETS
 
-USAGE = """usage: agdrl COMMAND [--preset NAME] [options]
+T = TypeVar("T")
+
+USAGE = """usage: agdrl COMMAND [options]
 
 commands:
-  train       train AGD-MBRL online: agdrl train [--preset fast|paper|demo] [--run-dir DIR]
+  train       train AGD-MBRL online: agdrl train [fast|paper|demo|tiny] [--run-dir DIR]
               [--env ID] [--guidance sag|eag|none|reward|cfg] [--seed N] ...
-              agdrl train --resume RUN_DIR [--total-steps N]   continue a run
+              (the preset is named before its options; fast when none is named)
+  resume      continue a run from its latest checkpoint: agdrl resume RUN_DIR
+              [--total-steps N]
   eval        evaluate a run (its final model, else its latest checkpoint):
               agdrl eval RUN_DIR [--episodes N]
   dream       video of what the world model imagines next to the simulator replaying the same
@@ -40,81 +43,79 @@ commands:
               [--dry-run: list each run as done, stale, running or to run]
               [-- extra agdrl train options for the model-based rows]
   report      aggregate a sweep: IQM with 95% bootstrap CIs, learning curves, a markdown
-              table: agdrl report --runs-dir DIR [--budgets N ...] [--also DIR ...]
-              [--tasks ID ...] [--methods NAME ...]
-  avalanche   error of the diffusion and autoregressive world models vs open-loop horizon
-              presets: demo (about a minute on 2 cores), default, reference (paper-size model)
+              table and a self-contained HTML page: agdrl report --runs-dir DIR
+              [--budgets N ...] [--also DIR ...] [--tasks ID ...] [--methods NAME ...]
+  avalanche   error of the diffusion and autoregressive world models vs open-loop horizon:
+              agdrl avalanche [demo|default|reference] [options]
 
 'agdrl COMMAND --help' lists every option with its default.
 """
 
-
-def take_option(args: list[str], option: str, default: str) -> tuple[str, list[str]]:
-    """Remove ``--option VALUE`` (or ``--option=VALUE``) from args; return its value."""
-    value, rest, i = default, [], 0
-    while i < len(args):
-        if args[i] == option and i + 1 < len(args):
-            value, i = args[i + 1], i + 2
-        elif args[i].startswith(option + "="):
-            value, i = args[i].split("=", 1)[1], i + 1
-        else:
-            rest.append(args[i])
-            i += 1
-    return value, rest
+TYRO_CONVENTIONS = (tyro.conf.CascadeSubcommandArgs, tyro.conf.OmitSubcommandPrefixes)
+"""A command's own options (``--run-dir``) may come before or after a preset's name, and the
+preset's options keep their own names (``--env``, not ``--config.env``)."""
 
 
-def parse_config(cls: type, args: list[str], default: object, prog: str):
-    """tyro parsing whose errors come out as one line: tyro draws a box on stderr and exits 2;
-    keep the box's first section (the error itself) and point to --help."""
-    captured = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(captured):
-            return tyro.cli(cls, args=args, default=default, prog=prog)
-    except SystemExit as exit_:
-        if not exit_.code:
-            raise
-        message = []
-        for line in captured.getvalue().splitlines()[1:]:  # below the box's title
-            text = line.strip().strip("│|").strip()
-            if text.startswith(("─", "╰", "+")) or (text and set(text) <= set("-")):
-                break  # the rule under the error (unicode or ASCII box)
-            message.append(text)
-        command = prog.split(" [")[0]
-        raise SystemExit(f"agdrl: {' '.join(message)} (see '{command} --help')") from None
+def parse(cls: type[T], args: list[str], prog: str, default: T | None = None) -> T:
+    """``cls`` from the command line by tyro (which prints its own errors and help)."""
+    return tyro.cli(cls, args=args, prog=prog, default=default, config=TYRO_CONVENTIONS)
 
 
-def split_preset(args: list[str], presets: dict, default: str) -> tuple[str, list[str]]:
-    name, rest = take_option(args, "--preset", default)
-    if name not in presets:
-        raise SystemExit(f"agdrl: unknown preset {name!r}; choose one of {', '.join(presets)}")
-    return name, rest
+def presets_of(presets: dict[str, Any]) -> Any:
+    """The type of a config chosen among named presets: a tyro subcommand per preset (``agdrl
+    train paper --env …``), whose options keep their own names."""
+    return Annotated[tyro.extras.subcommand_type_from_defaults(presets),
+                     tyro.conf.arg(name="")]
+
+
+TrainPreset = presets_of(PRESETS)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainCommand:
+    """Train AGD-MBRL online: a preset (fast when none is named), changed by options."""
+
+    config: TrainPreset = PRESETS["fast"]
+    run_dir: Path | None = None
+    """The run directory (default: runs/ENV-seedSEED)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ResumeCommand:
+    """Continue a run from its latest complete checkpoint (the configuration is the run's)."""
+
+    run_dir: tyro.conf.Positional[Path]
+    """The run directory."""
+    total_steps: int | None = None
+    """Train until this many env steps (default: the run's own total_steps)."""
 
 
 def _train(args: list[str]) -> int:
     from agdrl import distributed
-    from agdrl.config import TrainConfig
-    from agdrl.presets import PRESETS
     from agdrl.trainer import AGDMBRL
 
+    cmd = parse(TrainCommand, args, "agdrl train")
     distributed.init_from_env()  # under torchrun: join the process group
+    cfg = cmd.config
+    run = cmd.run_dir or Path(f"runs/{cfg.env}-seed{cfg.seed}")
+    return _learn(AGDMBRL(cfg.env, cfg, run_dir=run), run, cfg.total_steps)
 
-    resume, args = take_option(args, "--resume", "")
-    if resume:
-        total, rest = take_option(args, "--total-steps", "")
-        if rest or (total and not total.isdigit()):
-            raise SystemExit("agdrl: usage: agdrl train --resume RUN_DIR [--total-steps N] "
-                             "(the rest of the configuration is the run's own)")
-        model = AGDMBRL.resume(resume)
-        run = Path(resume)
-        target = int(total) if total else model.cfg.total_steps
-    else:
-        run_dir, args = take_option(args, "--run-dir", "")
-        name, rest = split_preset(args, PRESETS, "fast")
-        cfg = parse_config(TrainConfig, rest, PRESETS[name],
-                     f"agdrl train --preset {name} [--run-dir DIR]")
-        run = Path(run_dir or f"runs/{cfg.env}-seed{cfg.seed}")
-        model = AGDMBRL(cfg.env, cfg, run_dir=run)
-        target = cfg.total_steps
+
+def _resume(args: list[str]) -> int:
+    from agdrl import distributed
+    from agdrl.trainer import AGDMBRL
+
+    cmd = parse(ResumeCommand, args, "agdrl resume")
+    distributed.init_from_env()
+    model = AGDMBRL.resume(cmd.run_dir)
+    return _learn(model, cmd.run_dir, cmd.total_steps or model.cfg.total_steps)
+
+
+def _learn(model: Any, run: Path, target: int) -> int:
+    """Train ``model`` to ``target`` env steps (one process, or every torchrun rank), save its
+    final model into ``run`` and say what it learned."""
+    from agdrl import distributed
+
     if model.num_timesteps < target:
         model.learn(target - model.num_timesteps, progress_bar=True)
     model.close()
@@ -167,7 +168,7 @@ def saved_agent(run: Path) -> Path:
 def _eval(args: list[str]) -> int:
     from agdrl.trainer import AGDMBRL
 
-    cfg = parse_config(EvalConfig, args, None, "agdrl eval")
+    cfg = parse(EvalConfig, args, "agdrl eval")
     model = AGDMBRL.load(saved_agent(cfg.run_dir))
     returns = model.evaluate(cfg.episodes)
     print(f"{model.cfg.env}: mean return {np.mean(returns):.2f} ± {np.std(returns):.2f} over "
@@ -196,7 +197,7 @@ def _dream(args: list[str]) -> int:
     from agdrl.dream import dream
     from agdrl.trainer import AGDMBRL
 
-    cfg = parse_config(DreamCommand, args, None, "agdrl dream")
+    cfg = parse(DreamCommand, args, "agdrl dream")
     run = cfg.run_dir
     checkpoints = complete_checkpoints(run)
     buffer_path = (checkpoints[-1] if checkpoints else run) / "buffer.npz"
@@ -236,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     command, rest = args[0], args[1:]
-    commands = {"train": _train, "eval": _eval, "dream": _dream, **_plugins()}
+    commands = {"train": _train, "resume": _resume, "eval": _eval, "dream": _dream,
+                **_plugins()}
     if command not in commands:
         raise SystemExit(f"agdrl: unknown command {command!r}; choose "
                          f"{', '.join(sorted(commands))} (agdrl --help)")

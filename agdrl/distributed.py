@@ -11,7 +11,7 @@ coalesced all-reduce after their backward pass (their losses call the networks t
 methods such as ``log_prob``, which DDP's forward hooks would not see). Only rank 0 evaluates,
 logs and writes checkpoints.
 
-    torchrun --nproc-per-node 2 -m agdrl train --preset fast --env Hopper-v5
+    torchrun --nproc-per-node 2 -m agdrl train fast --env Hopper-v5
 
 Without torchrun (no ``WORLD_SIZE`` in the environment) every function here is a no-op and
 training is exactly the single-process code path.

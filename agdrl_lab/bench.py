@@ -250,8 +250,8 @@ class Run:
         """The ``agdrl`` arguments of this run (a resume if it stopped with a checkpoint)."""
         kind = METHODS[self.method][0]
         if kind == "train" and any((self.folder / "checkpoints").glob("step_*")):
-            return ["train", "--resume", str(self.folder), "--total-steps", str(cfg.total_steps)]
-        return [kind, *(["--preset", cfg.preset] if kind == "train" else []),
+            return ["resume", str(self.folder), "--total-steps", str(cfg.total_steps)]
+        return [kind, *([cfg.preset] if kind == "train" else []),
                 *self.options(cfg), "--run-dir", str(self.folder)]
 
     def options(self, cfg: BenchConfig) -> list[str]:

@@ -10,6 +10,6 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do tasks+=("$1"); shift; done
 mkdir -p results/avalanche
 for t in "${tasks[@]}"; do
   out="results/avalanche/$(echo "$t" | tr '[:upper:]' '[:lower:]')${SUFFIX:-}"
-  .venv/bin/agdrl avalanche --preset default --env "$t" --seed 0 --out-dir "$out" "$@" \
+  .venv/bin/agdrl avalanche default --env "$t" --seed 0 --out-dir "$out" "$@" \
     2>&1 | tee "$out.log"
 done

@@ -1,5 +1,5 @@
 """Kill/resume trials: a real ``agdrl train`` process is SIGKILLed at random moments and resumed
-with ``agdrl train --resume`` each time; at the end the run is compared with one that was never
+with ``agdrl resume`` each time; at the end the run is compared with one that was never
 killed. Reports, per kill, the newest complete checkpoint, whether a checkpoint write was in
 flight, and the work lost (wall-clock since the newest checkpoint was written).
 
@@ -37,7 +37,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def train(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "agdrl", "train", *args], env=ENV,
+    return subprocess.Popen([sys.executable, "-m", "agdrl", *args], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -57,7 +57,7 @@ def main() -> None:
     run, trials = work / "killed", []
     resumed = 0
     for trial in range(args.trials):
-        proc = train(["--resume", str(run)] if trial else ["--run-dir", str(run), *ARGS])
+        proc = train(["resume", str(run)] if trial else ["train", "--run-dir", str(run), *ARGS])
         # wait for the first checkpoint after the resume point, then a random moment
         while (latest_checkpoint(run) is None
                or int(latest_checkpoint(run).name[5:]) <= resumed):
@@ -82,7 +82,7 @@ def main() -> None:
             "resumes_at_newest": newest is not None and resumed == int(newest.name[5:]),
             "lost_wall_s": round(killed_at - newest.stat().st_mtime, 2) if newest else None})
         print(trials[-1], flush=True)
-    subprocess.run([sys.executable, "-m", "agdrl", "train", "--resume", str(run)], env=ENV,
+    subprocess.run([sys.executable, "-m", "agdrl", "resume", str(run)], env=ENV,
                    check=True, capture_output=True)
     clean = work / "clean"
     subprocess.run([sys.executable, "-m", "agdrl", "train", "--run-dir", str(clean), *ARGS],

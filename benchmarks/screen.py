@@ -76,7 +76,7 @@ def main() -> None:
             continue
         for seed in args.seed:
             run = (args.out / args.task / name / f"seed{seed}").resolve()
-            cmd = [sys.executable, "-m", "agdrl", "train", "--preset", "fast", "--env",
+            cmd = [sys.executable, "-m", "agdrl", "train", "fast", "--env",
                    args.task, "--seed", str(seed), "--total-steps", str(args.total_steps),
                    "--eval-every", "1000", "--eval-episodes", "10", "--run-dir", ".",
                    *opts]

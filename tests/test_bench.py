@@ -13,7 +13,7 @@ import pytest
 
 import agdrl
 from agdrl import AGDMBRL, PRESETS, TrainConfig
-from agdrl.cli import main, parse_config
+from agdrl.cli import main, parse
 from agdrl.config import ConfigError
 from agdrl_lab.baselines import BaselineConfig
 from agdrl_lab.bench import (
@@ -50,15 +50,15 @@ def test_method_names_round_trip_through_the_run_config():
     preset sweeps use: the tiny one's 8-step model makes 8 ancestral steps its full chain)."""
     for method, (kind, *options) in METHODS.items():
         if kind == "train":
-            train_cfg = parse_config(TrainConfig, options, PRESETS["fast"], "agdrl train")
+            train_cfg = parse(TrainConfig, options, "agdrl train", PRESETS["fast"])
             config = dataclasses.asdict(train_cfg)
         else:
             config = dataclasses.asdict(BaselineConfig(algo=options[1]))
         assert method_of(config) == method
     paper = dataclasses.asdict(PRESETS["paper"])
     assert method_of(paper) == "agd-sag-paper"  # not the fast preset's slow-sampler row
-    every_step = parse_config(TrainConfig, ["--imagination.sampler-steps", "0"], PRESETS["fast"],
-                        "agdrl train")
+    every_step = parse(TrainConfig, ["--imagination.sampler-steps", "0"], "agdrl train",
+                       PRESETS["fast"])
     assert method_of(dataclasses.asdict(every_step)) == "agd-sag-ddim128"  # 0: all K steps
     # hand-made runs that differ from a row in how they imagine are not pooled with it
     for options, name in (
@@ -71,7 +71,7 @@ def test_method_names_round_trip_through_the_run_config():
             (["--imagination.guide-last-state"], "agd-sag-last"),
             (["--guidance", "none", "--advantage", "gae"], "polygrad"),  # no advantage used
             (["--imagination.settle-steps", "0"], "agd-sag-settle0")):
-        cfg = parse_config(TrainConfig, options, PRESETS["fast"], "agdrl train")
+        cfg = parse(TrainConfig, options, "agdrl train", PRESETS["fast"])
         assert method_of(dataclasses.asdict(cfg)) == name, options
     # a config written before relaxation and settle steps existed: actions replaced each step
     before = dataclasses.asdict(PRESETS["fast"])
@@ -173,11 +173,11 @@ def test_local_sweep_isolates_failures_and_resumes(tmp_path: Path, capsys):
 def test_an_interrupted_model_based_run_resumes_from_its_checkpoint(tmp_path: Path):
     cfg = BenchConfig(methods=("polygrad",), runs_dir=tmp_path, **TINY_SWEEP)
     (run,) = plan(cfg)
-    assert "--resume" not in run.command(cfg)
+    assert run.command(cfg)[:2] == ["train", "tiny"]
     (run.folder / "checkpoints" / "step_000000150").mkdir(parents=True)
-    assert run.command(cfg)[:3] == ["train", "--resume", str(run.folder)]
+    assert run.command(cfg)[:2] == ["resume", str(run.folder)]
     sac = Run("InvertedPendulum-v5", "sac", 0, run.folder)  # model-free runs restart
-    assert "--resume" not in sac.command(cfg)
+    assert sac.command(cfg)[0] == "baseline"
 
 
 @pytest.mark.slow
@@ -211,9 +211,9 @@ def finished_run(cfg: BenchConfig, method: str, config: dict | None = None,
     if config is None:
         kind = METHODS[method][0]
         config = dataclasses.asdict(
-            resolve_for_task(parse_config(TrainConfig, run.options(cfg), PRESETS[cfg.preset],
-                                    "agdrl train"), run.task) if kind == "train"
-            else parse_config(BaselineConfig, run.options(cfg), BaselineConfig(), "agdrl baseline"))
+            resolve_for_task(parse(TrainConfig, run.options(cfg), "agdrl train",
+                                   PRESETS[cfg.preset]), run.task) if kind == "train"
+            else parse(BaselineConfig, run.options(cfg), "agdrl baseline", BaselineConfig()))
     (run.folder / "config.json").write_text(json.dumps(config))
     (run.folder / "evaluations.csv").write_text(
         f"env_step,mean_return\n{last_step or cfg.total_steps},1.0\n")

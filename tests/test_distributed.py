@@ -98,7 +98,7 @@ def test_train_runs_under_torchrun(tmp_path: Path):
     """A tiny run on two ranks: the in-sync check at the final checkpoint passes, and only
     rank 0 writes the run directory."""
     run = tmp_path / "run"
-    done = torchrun("-m", "agdrl", "train", "--preset", "tiny", "--run-dir", str(run))
+    done = torchrun("-m", "agdrl", "train", "tiny", "--run-dir", str(run))
     assert done.returncode == 0, done.stderr[-3000:]
     with open(run / "evaluations.csv") as f:
         rows = list(csv.DictReader(f))

@@ -183,7 +183,7 @@ TINY_ARGS = ["--env", "InvertedPendulum-v5", "--total-steps", "600", "--prefill-
 
 def run_agdrl(args: list[str]) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "agdrl", "train", *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "agdrl", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -206,13 +206,13 @@ def checkpoint_steps(run: Path) -> list[int]:
 def test_sigkill_at_random_moments_then_resume(tmp_path: Path):
     """A real training process is killed with SIGKILL three times (at random moments, one of
     them while a checkpoint folder is being written) and resumed each time with
-    ``agdrl train --resume``. Each resume starts at the newest complete checkpoint, no step is
+    ``agdrl resume``. Each resume starts at the newest complete checkpoint, no step is
     logged twice, and the final weights and evaluations equal those of a run never killed."""
     run = tmp_path / "killed"
     rng = random.Random(0)
     for trial, after in enumerate((120, 280, 440)):
-        proc = run_agdrl(["--resume", str(run)] if trial else
-                         ["--run-dir", str(run), *TINY_ARGS])
+        proc = run_agdrl(["resume", str(run)] if trial else
+                         ["train", "--run-dir", str(run), *TINY_ARGS])
         if trial == 1:
             kill_when(proc, lambda after=after: max(checkpoint_steps(run)) >= after
                       and any(run.glob("checkpoints/.tmp-step_*")))
@@ -232,7 +232,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path):
         newest = max(checkpoint_steps(run))
         assert newest >= after
         assert AGDMBRL.resume(run).num_timesteps == newest
-    done = subprocess.run([sys.executable, "-m", "agdrl", "train", "--resume", str(run)],
+    done = subprocess.run([sys.executable, "-m", "agdrl", "resume", str(run)],
                           capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
