@@ -235,6 +235,12 @@ def from_run(args: argparse.Namespace, rng: np.random.Generator) -> Source:
                    "held_out_episode_returns": returns, "reward_model_final_loss": reward_loss})
 
 
+def reward_model_for(icfg: ImaginationConfig, src: Source) -> RewardModel | None:
+    """The source's reward model where the variant uses one (reward guidance, or rewards from
+    the regressor), else None."""
+    return src.reward_model if icfg.guidance == "reward" or icfg.reward == "regressor" else None
+
+
 def variant_config(base: ImaginationConfig, sampler: str, variant: str, batch: int,
                    args: argparse.Namespace) -> ImaginationConfig:
     """NAME[@ADVANTAGE][+last][+first][:MODE:SCALE[:CANDIDATES]] on the source's imagination
@@ -263,7 +269,8 @@ def rank_check(src: Source, env, starts: np.ndarray, candidates: int, sampler: s
     replayed lift over the start's mean of the candidate the model ranks first (what greedy
     resampling could gain) and of the one the simulator ranks first (the ceiling)."""
     icfg = variant_config(src.imagination, sampler, "none", len(starts) * candidates, args)
-    imagination = Imagination(src.model, src.agent, icfg, src.reward_model, src.termination)
+    imagination = Imagination(src.model, src.agent, icfg, reward_model_for(icfg, src),
+                              src.termination)
     _, per = evaluate_variant(src.model, src.agent, imagination, env,
                               np.repeat(starts, candidates), src.held_out, src.state_std,
                               args.seed)
@@ -339,7 +346,7 @@ def main() -> None:
         rows, per = {}, {}
         for variant in args.variants:
             icfg = variant_config(src.imagination, spec, variant, len(starts), args)
-            imagination = Imagination(src.model, src.agent, icfg, src.reward_model,
+            imagination = Imagination(src.model, src.agent, icfg, reward_model_for(icfg, src),
                                       src.termination)
             if src.log_delta is not None:
                 imagination.policy.log_delta = src.log_delta
