@@ -305,6 +305,10 @@ def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
              + (f" --tasks {' '.join(cfg.tasks)}" if cfg.tasks else "")
              + (f" --methods {' '.join(cfg.methods)}" if cfg.methods else "")
              + (f" --budgets {' '.join(map(str, cfg.budgets))}" if cfg.budgets else "")
+             + "".join(f" --{name.replace('_', '-')} {' '.join(map(str, folders))}"
+                       for name, folders in (("avalanche", cfg.avalanche),
+                                             ("guidance_lift", cfg.guidance_lift),
+                                             ("dreams", cfg.dreams)) if folders)
              + "`.", "",
              "IQM = interquartile mean over seeds (with 3 seeds: their mean); [lo, hi] = 95% "
              f"stratified bootstrap interval ({cfg.reps} resamples, rliable). With 3 seeds or "

@@ -275,6 +275,9 @@ def media_report(tmp_path_factory: pytest.TempPathFactory, tiny_hopper_run: Path
 
 def test_the_report_shows_avalanche_guidance_lift_and_dreams(media_report: Path):
     text = (media_report / "REPORT.md").read_text()
+    root = media_report.parent.parent
+    assert (f"--avalanche {root / 'avalanche' / 'hopper-v5'} --guidance-lift "
+            f"{root / 'guidance_lift' / 'hopper-v5'}`." in text)  # how it was made
     assert "![error vs horizon, hopper-v5](../../avalanche/hopper-v5/error_vs_horizon.png)" \
         in text
     assert "| model | h=1 | h=10 |" in text  # the avalanche's table
