@@ -67,6 +67,12 @@ METHODS: dict[str, tuple[str, ...]] = {
     "agd-sag-resample": ("train", "--guidance", "sag", "--imagination.resample-actions"),
     "agd-sag-termination-reward": ("train", "--guidance", "sag", "--imagination.termination",
                                    "classifier", "--imagination.reward", "regressor"),
+    "agd-sag-total-c1-last": ("train", "--guidance", "sag", "--imagination.guidance-mode",
+                              "total", "--imagination.guidance-scale", "1",
+                              "--imagination.guide-last-state"),
+    "agd-eag-total-c1-last": ("train", "--guidance", "eag", "--imagination.guidance-mode",
+                              "total", "--imagination.guidance-scale", "1",
+                              "--imagination.guide-last-state"),
 }
 """The rows of the comparison and the ``agdrl`` command line that makes each one:
 AGD-MBRL with sigmoid / exponential / classifier-free advantage guidance; unguided PolyGRAD
@@ -82,7 +88,10 @@ imagined terminal flags from a classifier of real transitions instead of the dif
 terminal channel (``agdrl.termination``); ``agd-sag-termination-reward`` also takes the
 imagined rewards from a regression of real transitions (``agdrl.reward_model``).
 ``agd-sag-resample`` draws the imagined actions again at the chain's final states
-(``ImaginationConfig.resample_actions``)."""
+(``ImaginationConfig.resample_actions``). ``agd-sag-total-c1-last`` and
+``agd-eag-total-c1-last`` are the advantage guidance that raised the replayed return in the
+guidance search (docs/guidance.md): c = 1 in the grid-independent 'total' mode, the last state
+of every segment guided."""
 
 
 ROW_DDIM_STEPS = 2
@@ -139,8 +148,12 @@ def method_of(config: dict) -> str:
             name += f"-{imagination['guidance_mode']}"
         if imagination.get("guidance_scale", 4.0) != 4.0:
             name += f"-c{imagination['guidance_scale']:g}"
+        if imagination.get("guidance_mode") == "resample":
+            name += f"-n{imagination['resample_candidates']}"
         if imagination.get("guide_last_state", False):
             name += "-last"
+        if imagination.get("guide_states_first", False):
+            name += "-first"
     if imagination.get("resample_actions", False):
         name += "-resample"
     if imagination.get("termination", "model") == "classifier":
