@@ -185,7 +185,8 @@ class DreamCommand:
     """The run directory: its final model (else its latest checkpoint) and the replay buffer
     of its latest checkpoint; or a checkpoint's folder."""
     out: Path | None = None
-    """Where to write, without suffix (default: RUN_DIR/dreams/step_N-GUIDANCE-SAMPLER)."""
+    """Where to write, without suffix (default: RUN_DIR/dreams/step_N-GUIDANCE-SAMPLER, or
+    step_N-ensemble)."""
     dream: Annotated[DreamConfig, tyro.conf.OmitArgPrefixes] = dataclasses.field(
         default_factory=DreamConfig)
     """What to imagine and how to draw it; an option left at None imagines as the run does."""
@@ -206,9 +207,7 @@ def _dream(args: list[str]) -> int:
                                 "checkpoint's buffer.npz): pass a run directory or checkpoint")
     model = AGDMBRL.load(saved_agent(run))
     result = dream(model, ReplayBuffer.load(buffer_path), cfg.dream, progress=True)
-    icfg = result.imagination
-    stem = cfg.out or run / "dreams" / (f"step_{model.num_timesteps:09d}-{icfg.guidance}-"
-                                        f"{icfg.sampler}{icfg.sampler_steps or ''}")
+    stem = cfg.out or run / "dreams" / result.name()
     paths = result.write(stem, cfg.dream.formats, {"run_dir": str(run),
                                                      "during_training": False})
     video_s = len(result.frames) / result.fps

@@ -193,6 +193,13 @@ class Dream:
                 f"{icfg.sampler_spacing}), {icfg.segments} chained "
                 f"segment{'s' if icfg.segments > 1 else ''}")
 
+    def name(self) -> str:
+        """A file name: the env step, and how the dream was imagined."""
+        icfg = self.imagination
+        how = (f"{icfg.guidance}-{icfg.sampler}{icfg.sampler_steps or ''}"
+               if self.world_model == "diffusion" else self.world_model)
+        return f"step_{self.env_step:09d}-{how}"
+
     def summary(self) -> dict:
         """The dream's numbers and settings, JSON-able."""
         return {"kind": KIND, "task": self.task, "env_step": self.env_step,

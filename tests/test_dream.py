@@ -160,6 +160,21 @@ def test_dream_runs_in_the_run_s_dreams_folder_by_default(tiny_hopper_run: Path,
     assert written == ["step_000000300-sag-ddim2.json", "step_000000300-sag-ddim2.mp4"]
 
 
+def test_an_ensemble_run_dreams_its_policy_rollouts(tmp_path: Path):
+    cfg = dataclasses.replace(PRESETS["tiny"], total_steps=200, eval_every=0, eval_episodes=1,
+                              world_model="ensemble",
+                              imagination=dataclasses.replace(PRESETS["tiny"].imagination,
+                                                              guidance="none"))
+    AGDMBRL("Hopper-v5", cfg, run_dir=tmp_path).learn(200).save(tmp_path / "model")
+    assert main(["dream", str(tmp_path), "--starts", "1", "--size", str(SIZE),
+                 "--formats", "mp4"]) == 0
+    summary = json.loads((tmp_path / "dreams" / "step_000000200-ensemble.json").read_text())
+    assert summary["world_model"] == "ensemble"
+    assert summary["frames"] == cfg.ensemble_horizon  # one rollout of ensemble_horizon states
+    with pytest.raises(SystemExit, match="this run's is the 'ensemble' one"):
+        main(["dream", str(tmp_path), "--guidance", "sag"])
+
+
 def test_reward_guidance_without_a_reward_model_fits_one(tiny_hopper_run: Path):
     model, buffer = load(tiny_hopper_run)
     assert model.world_model.reward_model is None
