@@ -60,6 +60,7 @@ METHODS: dict[str, tuple[str, ...]] = {
                      "--imagination.sampler-steps", "0"),
     "agd-sag-ddpm8": ("train", "--guidance", "sag", "--imagination.sampler", "ddpm",
                       "--imagination.sampler-steps", "8"),
+    "agd-sag-ddim8": ("train", "--guidance", "sag", "--imagination.sampler-steps", "8"),
     "agd-sag-ddim16": ("train", "--guidance", "sag", "--imagination.sampler-steps", "16"),
     "agd-sag-student2": ("train", "--guidance", "sag", "--diffusion.student-steps", "2"),
     "agd-sag-termination": ("train", "--guidance", "sag", "--imagination.termination",
@@ -81,8 +82,8 @@ actor-critic on policy rollouts of the autoregressive ensemble, of the diffusion
 length H = 10 and of 30 steps); Stable-Baselines3 SAC and PPO. Two more rows vary only how
 AGD-SAG imagines, to show what speed costs in return: the papers' ancestral sampler over all K
 training steps (K = 128 in the presets; the slow variant; ``agd-sag-ddpm8``: the same
-ancestral sampler with the fast preset's 8 steps; ``agd-sag-ddim16``: the fast preset's DDIM
-with twice its steps) and a 2-step student distilled from
+ancestral sampler with 8 steps; ``agd-sag-ddim8`` and ``agd-sag-ddim16``: the fast preset's
+DDIM with 4 and 8 times its steps) and a 2-step student distilled from
 an 8-step DDIM teacher as the model trains (the fastest). ``agd-sag-termination`` takes the
 imagined terminal flags from a classifier of real transitions instead of the diffusion model's
 terminal channel (``agdrl.termination``); ``agd-sag-termination-reward`` also takes the
