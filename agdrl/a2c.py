@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from agdrl.actor_critic import ActionCritic, Actor, Critic
+from agdrl.actor_critic import ActionCritic, Actor, Critic, mlp
 from agdrl.config import ActorCriticConfig
 from agdrl.distributed import average_gradients, mean_over_ranks, mean_std_over_ranks
 from agdrl.faults import check_finite
@@ -33,6 +33,18 @@ from agdrl.segments import Segment
 class ActorCriticAgent(nn.Module):
     """Actor, critic and slow target critic with their optimizers; with ``learn_q`` also an
     action-value critic Q(s, a), regressed on the same λ-returns, for Q − V advantages."""
+
+    @staticmethod
+    def parameter_count(obs_dim: int, action_dim: int, cfg: ActorCriticConfig,
+                        learn_q: bool = False) -> int:
+        """Trained parameters of the actor, the critic and (``learn_q``) the action-value
+        critic, counted on the meta device, where nothing is allocated."""
+        with torch.device("meta"):
+            nets = [mlp(obs_dim, 2 * action_dim, cfg.hidden, cfg.layers),
+                    mlp(obs_dim, 1, cfg.hidden, cfg.layers)]
+            if learn_q:
+                nets.append(mlp(obs_dim + action_dim, 1, cfg.hidden, cfg.layers))
+        return sum(p.numel() for net in nets for p in net.parameters())
 
     def __init__(self, obs_dim: int, action_low: np.ndarray, action_high: np.ndarray,
                  cfg: ActorCriticConfig, device: torch.device | str = "cpu",

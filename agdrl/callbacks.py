@@ -218,8 +218,12 @@ class ProgressBar(Callback):
                                  env_steps_per_s=f"{speed:.1f}", refresh=False)
 
     def _on_training_end(self) -> None:
+        self.close()
+
+    def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 def training_callbacks(end: int, steps: int, progress_bar: bool, user: Any) -> list[Any]:

@@ -18,10 +18,36 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 
+def _write(tensors: dict[str, torch.Tensor], path: str | Path, meta: dict[str, Any]) -> None:
+    """``save_file`` whose write errors (a full disk) are OSErrors, as every other file's."""
+    try:
+        save_file(tensors, str(path), metadata={"agdrl": json.dumps(meta)})
+    except SafetensorError as err:
+        raise OSError(f"cannot write {path}: {err}") from err
+
+
 def save_module(module: nn.Module, path: str | Path, meta: dict[str, Any]) -> None:
     """Write ``module.state_dict()`` and a JSON-serializable ``meta`` dict to ``path``."""
-    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    save_file(state, str(path), metadata={"agdrl": json.dumps(meta)})
+    _write({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, path,
+           meta)
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON value in ``path``; a ValueError naming the file when it is missing, unreadable,
+    not UTF-8 text or not JSON (replaced by binary data, truncated, edited by hand)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise ValueError(f"{path} is missing") from err
+    except OSError as err:
+        raise ValueError(f"cannot read {path}: {err}") from err
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not JSON text (byte {err.start} is not UTF-8): damaged, "
+                         "or not a file agdrl wrote") from err
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}, column "
+                         f"{err.colno})") from err
 
 
 def read_meta(path: str | Path, kind: str) -> dict[str, Any]:
@@ -95,12 +121,11 @@ def verify_manifest(folder: str | Path) -> None:
     ValueError naming the first missing or damaged file. Folders without a manifest (written
     by hand) pass."""
     folder = Path(folder)
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except FileNotFoundError:
+    if not (folder / MANIFEST).exists():
         return
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{folder}: unreadable {MANIFEST}: {err}") from err
+    manifest = read_json(folder / MANIFEST)
+    if not (isinstance(manifest, dict) and all(isinstance(v, str) for v in manifest.values())):
+        raise ValueError(f"{folder / MANIFEST} must map file names to SHA-256 sums")
     for name, digest in manifest.items():
         path = folder / name
         if not path.is_file():
@@ -132,8 +157,7 @@ def save_optimizers(optimizers: dict[str, torch.optim.Optimizer], path: str | Pa
                 else:
                     scalars.setdefault(str(index), {})[key] = value
         meta[name] = {"param_groups": state["param_groups"], "scalars": scalars}
-    save_file(tensors, str(path), metadata={"agdrl": json.dumps({"kind": "optimizers",
-                                                                 "optimizers": meta})})
+    _write(tensors, path, {"kind": "optimizers", "optimizers": meta})
 
 
 def load_optimizers(optimizers: dict[str, torch.optim.Optimizer], path: str | Path,
@@ -161,8 +185,7 @@ def load_optimizers(optimizers: dict[str, torch.optim.Optimizer], path: str | Pa
 def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, meta: dict[str, Any]
                  ) -> None:
     """Plain named tensors (e.g. random-generator states) with a JSON header."""
-    save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(path),
-              metadata={"agdrl": json.dumps(meta)})
+    _write({k: v.contiguous().cpu() for k, v in tensors.items()}, path, meta)
 
 
 def load_tensors(path: str | Path, kind: str) -> dict[str, torch.Tensor]:

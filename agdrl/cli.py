@@ -4,7 +4,9 @@ and ``dream`` here, the experiments' commands from the ``agdrl.commands`` entry 
 from __future__ import annotations
 
 import dataclasses
+import signal
 import sys
+import warnings
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -78,6 +80,9 @@ class TrainCommand:
     config: TrainPreset = PRESETS["fast"]
     run_dir: Path | None = None
     """The run directory (default: runs/ENV-seedSEED)."""
+    overwrite: bool = False
+    """Replace the run already in the run directory (its checkpoints, model and logs are
+    deleted) instead of refusing to train there."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +103,8 @@ def _train(args: list[str]) -> int:
     distributed.init_from_env()  # under torchrun: join the process group
     cfg = cmd.config
     run = cmd.run_dir or Path(f"runs/{cfg.env}-seed{cfg.seed}")
-    return _learn(AGDMBRL(cfg.env, cfg, run_dir=run), run, cfg.total_steps)
+    return _learn(AGDMBRL(cfg.env, cfg, run_dir=run, overwrite=cmd.overwrite), run,
+                  cfg.total_steps)
 
 
 def _resume(args: list[str]) -> int:
@@ -115,15 +121,35 @@ def _learn(model: Any, run: Path, target: int) -> int:
     """Train ``model`` to ``target`` env steps (one process, or every torchrun rank), save its
     final model into ``run`` and say what it learned."""
     from agdrl import distributed
+    from agdrl.checkpoint import latest_checkpoint
 
-    if model.num_timesteps < target:
-        model.learn(target - model.num_timesteps, progress_bar=True)
-    model.close()
+    try:
+        if model.num_timesteps < target:
+            model.learn(target - model.num_timesteps, progress_bar=True)
+        if distributed.is_main():
+            try:
+                model.save(run / "model")
+            except OSError as err:
+                raise RunDirectoryError(f"writing the final model into {run / 'model'} failed "
+                                        f"({err}); the run's checkpoints are intact") from err
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while stopping
+        last = latest_checkpoint(run)
+        raise Interrupted(
+            f"interrupted at env step {model.num_timesteps}; "
+            + (f"the last checkpoint {last} is intact: 'agdrl resume {run}' continues from it"
+               if last else "no checkpoint was written yet (--checkpoint-every N writes them)")
+        ) from None
+    finally:
+        model.close()
     if distributed.is_main():
-        model.save(run / "model")
         print(_summary(model, run))
     distributed.finish()
     return 0
+
+
+class Interrupted(Exception):
+    """Training stopped by Ctrl-C (its message says what is intact); the exit status is 130."""
 
 
 def _summary(model, run: Path) -> str:
@@ -147,29 +173,50 @@ def _summary(model, run: Path) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    """Evaluate a run's agent: its final model, else its latest checkpoint."""
+    """Evaluate a run's agent: its final model, else its newest checkpoint that loads."""
 
     run_dir: tyro.conf.Positional[Path]
     """The run directory (or a saved model's folder)."""
     episodes: int = 20
     """Deterministic episodes."""
+    env: str | None = None
+    """Evaluate on this Gymnasium task ('module:EnvId' for one registered by a module) with
+    the same observation and action shapes (default: the run's own)."""
+    device: str | None = None
+    """The torch device to act on (default: the run's)."""
 
     def __post_init__(self):
         require_positive(self, "episodes")
 
 
-def saved_agent(run: Path) -> Path:
-    """The folder of a run's final model, else of its latest checkpoint (a run that has not
-    finished), else ``run`` itself (a saved model's or a checkpoint's folder)."""
-    checkpoints = sorted((run / "checkpoints").glob("step_*"))
-    return run / "model" if (run / "model").is_dir() else checkpoints[-1] if checkpoints else run
+def saved_agents(run: Path) -> list[Path]:
+    """The folders a run's agent can be loaded from, best first: its final model, then its
+    complete checkpoints newest first; a folder that holds neither is itself a saved model's
+    or a checkpoint's folder."""
+    from agdrl.checkpoint import complete_checkpoints
+
+    found = [run / "model"] if (run / "model").is_dir() else []
+    found += complete_checkpoints(run)[::-1]
+    return found or [run]
+
+
+def load_agent(run: Path, env: str | None = None, device: str | None = None) -> Any:
+    """A run's agent from the first of :func:`saved_agents` that loads (a damaged final model
+    or checkpoint is reported and skipped)."""
+    from agdrl.run_directory import first_loadable
+    from agdrl.trainer import AGDMBRL
+
+    if not run.exists():
+        raise RunDirectoryError(f"{run} does not exist: pass a run directory or a saved "
+                                "model's folder")
+    return first_loadable(saved_agents(run),
+                          lambda folder: AGDMBRL.load(folder, env=env, device=device),
+                          "saved agent")
 
 
 def _eval(args: list[str]) -> int:
-    from agdrl.trainer import AGDMBRL
-
     cfg = parse(EvalConfig, args, "agdrl eval")
-    model = AGDMBRL.load(saved_agent(cfg.run_dir))
+    model = load_agent(cfg.run_dir, cfg.env, cfg.device)
     returns = model.evaluate(cfg.episodes)
     print(f"{model.cfg.env}: mean return {np.mean(returns):.2f} ± {np.std(returns):.2f} over "
           f"{len(returns)} episodes ({model.num_timesteps} training steps)")
@@ -196,7 +243,6 @@ def _dream(args: list[str]) -> int:
     from agdrl.buffer import ReplayBuffer
     from agdrl.checkpoint import complete_checkpoints
     from agdrl.dream import dream
-    from agdrl.trainer import AGDMBRL
 
     cfg = parse(DreamCommand, args, "agdrl dream")
     run = cfg.run_dir
@@ -205,7 +251,7 @@ def _dream(args: list[str]) -> int:
     if not buffer_path.is_file():
         raise RunDirectoryError(f"{run} has no replay buffer to draw start states from (a "
                                 "checkpoint's buffer.npz): pass a run directory or checkpoint")
-    model = AGDMBRL.load(saved_agent(run))
+    model = load_agent(run)
     result = dream(model, ReplayBuffer.load(buffer_path), cfg.dream, progress=True)
     stem = cfg.out or run / "dreams" / result.name()
     paths = result.write(stem, cfg.dream.formats, {"run_dir": str(run),
@@ -241,11 +287,26 @@ def main(argv: list[str] | None = None) -> int:
     if command not in commands:
         raise SystemExit(f"agdrl: unknown command {command!r}; choose "
                          f"{', '.join(sorted(commands))} (agdrl --help)")
-    try:
-        return commands[command](rest)
-    except (ConfigError, ValueError, ImportError, GymError, NumericalFaultError,
-            RunDirectoryError) as err:
-        raise SystemExit(f"agdrl: {err}") from err
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning
+        try:
+            return commands[command](rest)
+        except Interrupted as err:
+            print(f"agdrl: {err}", file=sys.stderr)
+            raise SystemExit(130) from None
+        except KeyboardInterrupt:
+            print("agdrl: interrupted", file=sys.stderr)
+            raise SystemExit(130) from None
+        except (ConfigError, ValueError, ImportError, GymError, NumericalFaultError,
+                OSError) as err:
+            raise SystemExit(f"agdrl: {err}") from err
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning at the console: one 'agdrl: warning: …' line, without the code location."""
+    from agdrl.envs import plain
+
+    print(f"agdrl: warning: {plain(str(message))}", file=sys.stderr if file is None else file)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,22 @@ AGD-MBRL world model (residual MLP 1024 × 6, 128 steps, cosine schedule, x̂_0 
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
 from dataclasses import dataclass, field
-from typing import Annotated, ClassVar, Literal, get_args
+from pathlib import Path
+from typing import (
+    Annotated,
+    Any,
+    ClassVar,
+    Literal,
+    NotRequired,
+    Required,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 import tyro
 
@@ -24,6 +38,24 @@ def require(condition: bool, message: str) -> None:
     """Raise :class:`ConfigError` with ``message`` unless ``condition``."""
     if not condition:
         raise ConfigError(message)
+
+
+def require_finite(cfg: object) -> None:
+    """Every float field of the dataclass ``cfg`` is a finite number (an inf or NaN scale, rate
+    or bound would pass the other checks and fail, or do nothing, much later)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{f.name} must be a finite number, got {value}")
+
+
+SEED_LIMIT = 2**32
+"""Seeds are below this: numpy's legacy seeding and Stable-Baselines3 take no larger one."""
+
+
+def require_seed(cfg: object, name: str = "seed") -> None:
+    value = getattr(cfg, name)
+    require(0 <= value < SEED_LIMIT, f"{name} must be in [0, 2**32), got {value}")
 
 
 def require_positive(cfg: object, *names: str) -> None:
@@ -74,6 +106,7 @@ class DenoiserConfig:
     """Attention heads (transformer only)."""
 
     def __post_init__(self):
+        require_finite(self)
         require_choice(self, "kind", ("mlp", "unet", "transformer"))
         require_positive(self, "width", "depth", "time_embed_dim", "heads")
         require(self.kind != "transformer" or (self.width % self.heads == 0
@@ -144,6 +177,7 @@ class DiffusionConfig:
     about m teacher calls plus a student step, m = student_teacher_steps / student_steps)."""
 
     def __post_init__(self):
+        require_finite(self)
         require_choice(self, "layout", ("polygrad", "joint"))
         require_choice(self, "schedule", ("cosine", "linear"))
         require_choice(self, "prediction", ("x0", "eps"))
@@ -196,32 +230,100 @@ class EnsembleConfig:
     """L2 penalty on the weights."""
 
     def __post_init__(self):
+        require_finite(self)
         require_positive(self, "members", "width", "depth", "batch_size", "lr")
         require(1 <= self.elites <= self.members,
                 f"elites must be in [1, members={self.members}], got {self.elites}")
         require_non_negative(self, "weight_decay")
 
 
-def config_from_dict(cls: type, raw: dict):
+def config_from_dict(cls: type, raw: Any, where: str = "the config", prefix: str = ""):
     """Rebuild a (nested) frozen config dataclass from ``dataclasses.asdict`` output (JSON):
-    nested configs are rebuilt by their field's default factory, lists become tuples, and a
-    field the saved config lacks takes the class's ``FORMER_DEFAULTS`` entry if it has one,
-    else its default."""
-    kwargs = {}
+    nested configs are rebuilt by their field's type, lists become tuples, and a field the
+    saved config lacks takes the class's ``FORMER_DEFAULTS`` entry if it has one, else its
+    default. Every value is checked against its field's type, and unknown fields are refused:
+    a ConfigError names ``where`` (the file) and the field (``prefix`` + its name), so that a
+    file edited by hand or damaged is never half-read."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'the config'} must be a JSON "
+                          f"object, got {_json_kind(raw)}")
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(prefix + k for k in unknown)}"
+                          f" (a {cls.__name__} has {', '.join(names)})")
+    hints = get_type_hints(cls, include_extras=True)
     former = getattr(cls, "FORMER_DEFAULTS", {})
-    for f in dataclasses.fields(cls):
-        if f.name not in raw:
-            if f.name in former:  # written before the field existed
-                kwargs[f.name] = former[f.name]
-            continue
-        value = raw[f.name]
-        factory = f.default_factory
-        if factory is not dataclasses.MISSING and dataclasses.is_dataclass(factory):
-            value = config_from_dict(factory, value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[f.name] = value
-    return cls(**kwargs)
+    kwargs = {}
+    for name in names:
+        if name in raw:
+            kwargs[name] = read_typed(raw[name], hints[name], where, prefix + name)
+        elif name in former:  # written before the field existed
+            kwargs[name] = former[name]
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {prefix}{err}") from err
+
+
+def read_typed(value: Any, kind: Any, where: str, name: str) -> Any:
+    """``value`` read from JSON as field ``name`` of type ``kind``: a config dataclass, a
+    union, a Literal, a tuple, list or dict of such, bool, int, float, str or Path (other
+    types pass unchecked). A ConfigError names ``where`` and ``name`` when it is not one."""
+    while get_origin(kind) in (Annotated, Required, NotRequired):
+        kind = get_args(kind)[0]
+    if dataclasses.is_dataclass(kind):
+        return config_from_dict(kind, value, where, f"{name}.")
+    origin, args = get_origin(kind), get_args(kind)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        for option in options[:-1]:
+            try:
+                return read_typed(value, option, where, name)
+            except ConfigError:
+                pass
+        return read_typed(value, options[-1], where, name)
+    ok = {bool: isinstance(value, bool),
+          int: isinstance(value, int) and not isinstance(value, bool),
+          float: isinstance(value, int | float) and not isinstance(value, bool),
+          str: isinstance(value, str), Path: isinstance(value, str)}
+    if origin is Literal:
+        if value in args:
+            return value
+        expected = f"one of {', '.join(repr(a) for a in args)}"
+    elif origin in (tuple, list):
+        if isinstance(value, list):
+            items = [read_typed(v, args[0], where, f"{name}[{i}]") for i, v in enumerate(value)]
+            return tuple(items) if origin is tuple else items
+        expected = f"a list of {_kind_name(args[0])}s"
+    elif origin is dict or kind is dict:
+        if isinstance(value, dict):
+            return value if not args else {
+                k: read_typed(v, args[1], where, f"{name}.{k}") for k, v in value.items()}
+        expected = "an object"
+    elif kind in ok:
+        if ok[kind]:
+            return float(value) if kind is float else Path(value) if kind is Path else value
+        expected = f"{'an' if kind is int else 'a'} {_kind_name(kind)}"
+    else:
+        return value
+    raise ConfigError(f"{where}: {name} must be {expected}, got {_json_kind(value)}")
+
+
+def _kind_name(kind: Any) -> str:
+    return {bool: "boolean (true or false)", int: "integer", float: "number", str: "string",
+            Path: "path (a string)"}.get(kind, getattr(kind, "__name__", str(kind)))
+
+
+def _json_kind(value: Any) -> str:
+    """How a JSON value is named in an error: its JSON type and, when short, the value."""
+    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "an object", type(None): "null"}.get(type(value),
+                                                                       type(value).__name__)
+    shown = repr(value)
+    return f"{kind} {shown}" if value is not None and len(shown) <= 40 else kind
 
 
 def reference_denoiser() -> DenoiserConfig:
@@ -230,8 +332,9 @@ def reference_denoiser() -> DenoiserConfig:
 
 
 def task_schedule_tau(env_id: str) -> float:
-    """The reference schedule exponent: 0.1 for Hopper, 1 elsewhere."""
-    return 0.1 if env_id.lower().startswith("hopper") else 1.0
+    """The reference schedule exponent: 0.1 for Hopper, 1 elsewhere (an id may name the
+    module that registers it: 'module:EnvId')."""
+    return 0.1 if env_id.rpartition(":")[2].lower().startswith("hopper") else 1.0
 
 
 def for_task(cfg: DiffusionConfig, env_id: str) -> DiffusionConfig:
@@ -275,6 +378,7 @@ class ActorCriticConfig:
     """Line search: accepted relative deviation from that target."""
 
     def __post_init__(self):
+        require_finite(self)
         require_positive(self, "hidden", "layers", "min_std", "actor_lr", "critic_lr",
                          "linesearch_tolerance")
         require(self.init_std > self.min_std,
@@ -398,6 +502,7 @@ class ImaginationConfig:
     between chains)."""
 
     def __post_init__(self):
+        require_finite(self)
         require_positive(self, "batch_size", "policy_delta", "segments")
         require_choice(self, "sampler", get_args(SamplerKind))
         require_choice(self, "sampler_spacing", get_args(TimestepSpacing))
@@ -488,8 +593,13 @@ class TrainConfig:
     (counted in train_metrics.csv as nonfinite_skipped) and goes on."""
     device: str = "cpu"
     """torch device."""
+    check_env: bool = True
+    """Run Gymnasium's env checker on an environment that is not one of Gymnasium's own
+    before training (its complaints are shown; an API violation stops the run)."""
 
     def __post_init__(self):
+        require_finite(self)
+        require_seed(self)
         require_positive(self, "total_steps", "prefill_steps", "agent_update_every",
                          "eval_episodes", "keep_checkpoints")
         require_non_negative(self, "pretrain_steps", "model_updates_per_step", "eval_every",

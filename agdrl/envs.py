@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Callable
 
 import gymnasium as gym
@@ -32,6 +34,43 @@ def check_spaces(env: gym.Env) -> None:
         )
 
 
+class IncompatibleEnvError(ValueError):
+    """An environment whose spaces differ from those an agent was trained on."""
+
+
+def is_custom(env: gym.Env) -> bool:
+    """Whether ``env`` is not one of Gymnasium's own environments (registered from another
+    module, or made without ``gymnasium.make``)."""
+    entry_point = getattr(getattr(env, "spec", None), "entry_point", None)
+    return not (isinstance(entry_point, str) and entry_point.startswith("gymnasium."))
+
+
+def check_custom_env(env: str | gym.Env) -> None:
+    """Run Gymnasium's env checker on ``env`` (an id: on a new instance of it). Each of its
+    complaints becomes a one-line warning; an API violation raises ValueError in its words."""
+    from gymnasium.utils.env_checker import check_env
+
+    instance = gym.make(env) if isinstance(env, str) else env
+    name = env if isinstance(env, str) else env_id(env)
+    with warnings.catch_warnings(record=True) as complaints:
+        warnings.simplefilter("always")
+        try:
+            check_env(instance.unwrapped, skip_render_check=True)
+        except Exception as err:  # the checker's own words, whatever it raises
+            raise ValueError(f"{name} fails Gymnasium's env checker: {plain(str(err))} "
+                             "(--no-check-env trains on it anyway)") from err
+        finally:
+            if isinstance(env, str):
+                instance.close()
+    for complaint in {plain(str(w.message)) for w in complaints}:
+        warnings.warn(f"Gymnasium's env checker on {name}: {complaint}", stacklevel=2)
+
+
+def plain(message: str) -> str:
+    """A Gymnasium message without its colour codes and its 'WARN:' prefix."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", message).removeprefix("WARN: ").strip()
+
+
 def make_env(env: str | gym.Env, seed: int | None = None, **kwargs) -> gym.Env:
     """Create (from an id) or accept an environment, check its spaces and seed it.
 
@@ -58,7 +97,13 @@ def eval_env_for(env: gym.Env, eval_env: gym.Env | None, render: bool) -> gym.En
         if spec is None:
             raise ValueError("pass eval_env= for an environment that was not made by "
                              "gymnasium.make (evaluation needs its own instance)")
-        return gym.make(spec, render_mode="rgb_array" if render else None)
+        if not render:  # no render_mode at all: not every env's constructor takes one
+            return gym.make(spec)
+        modes = env.metadata.get("render_modes") or []
+        if "rgb_array" not in modes:
+            raise ValueError(f"video needs an env that renders 'rgb_array' frames; {spec.id} "
+                             f"offers render modes {modes}")
+        return gym.make(spec, render_mode="rgb_array")
     if render and eval_env.render_mode != "rgb_array":
         raise ValueError("video needs an eval_env made with render_mode='rgb_array'")
     return eval_env

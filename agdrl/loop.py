@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, NotRequired, TypedDict
 
 import numpy as np
 import torch
@@ -105,9 +105,20 @@ def guarded(model: AGDMBRL, fn: Callable, *args: Any, default: Any = None) -> An
             "such transitions and batches instead)") from err
 
 
+class ProgressState(TypedDict):
+    num_timesteps: int
+    obs: list[float]
+    env: dict
+    eval_env: dict
+    guidance_seconds: float
+    nonfinite_skipped: NotRequired[int]  # absent from checkpoints of older versions
+
+
 class Progress:
     """The loop's part of a checkpoint: optimizers, replay buffer, both envs' episodes in
     progress, counters."""
+
+    STATE: ClassVar[type] = ProgressState
 
     def __init__(self, model: AGDMBRL):
         self.model = model
@@ -123,6 +134,15 @@ class Progress:
 
     def read_state(self, folder: Path, state: dict[str, Any]) -> None:
         m = self.model
+        # the model's config.json and the state were written together: they must agree
+        if state["num_timesteps"] != m.num_timesteps:
+            raise ValueError(f"{folder}: training_state.json's num_timesteps "
+                             f"{state['num_timesteps']} differs from config.json's "
+                             f"{m.num_timesteps}")
+        if len(state["obs"]) != m.env.observation_space.shape[0]:
+            raise ValueError(f"{folder}: training_state.json's obs has {len(state['obs'])} "
+                             f"numbers, the env's observations "
+                             f"{m.env.observation_space.shape[0]}")
         load_optimizers(m.optimizers(), folder / "optimizers.safetensors", m.cfg.device)
         m.buffer = ReplayBuffer.load(folder / "buffer.npz")
         set_env_state(m.env, state["env"])

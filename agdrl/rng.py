@@ -9,7 +9,7 @@ draw alike. Every generator-seeded draw in the library goes through these helper
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypedDict
 
 import numpy as np
 import torch
@@ -44,6 +44,10 @@ def randint(high: int, shape: tuple[int, ...], generator: torch.Generator | None
                          device=_draw_device(generator, device)).to(device)
 
 
+class StreamsState(TypedDict):
+    numpy_rng: dict
+
+
 class RunStreams:
     """The random streams of a training run. One process: one numpy and one torch stream from
     the seed (acting shares the torch one; a chain captured in a CUDA graph draws from the
@@ -51,6 +55,8 @@ class RunStreams:
     every rank draws its own minibatches and imagination noise, while the acting noise is
     common to all ranks, whose copies of the environment must stay identical; ``step`` keys
     the streams of a resumed run."""
+
+    STATE: ClassVar[type] = StreamsState
 
     def __init__(self, seed: int, step: int = 0, device: str = "cpu",
                  cuda_graph: bool = False):

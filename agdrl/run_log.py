@@ -37,8 +37,8 @@ class RunLog:
 
     def __init__(self, run_dir: Path, cfg: Any, resume_step: int | None = None):
         """``resume_step``: continue a run whose last checkpoint is at that step, dropping what
-        was logged after it (so no step is logged twice); None: a fresh run, which drops
-        whatever an earlier run in the same folder logged."""
+        was logged after it (so no step is logged twice); None: a fresh run (whose directory
+        holds no earlier run's files: :class:`agdrl.run_directory.RunDirectory`)."""
         from torch.utils.tensorboard import SummaryWriter
 
         self.eval_path = run_dir / "evaluations.csv"
@@ -46,14 +46,12 @@ class RunLog:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
-            for path in (self.eval_path, self.train_path):
-                if resume_step is None:
-                    path.unlink(missing_ok=True)
-                else:
+            if resume_step is not None:
+                for path in (self.eval_path, self.train_path):
                     truncate_csv(path, resume_step)
             # TensorBoard hides the events an earlier writer logged at or after purge_step
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"),
-                                        purge_step=0 if resume_step is None else resume_step + 1)
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=None
+                                        if resume_step is None else resume_step + 1)
         except OSError as err:
             raise RunDirectoryError(f"cannot write to the run directory {run_dir}: "
                                     f"{err}") from err

@@ -7,12 +7,19 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, NotRequired, TypedDict
+
+
+class ClockState(TypedDict):
+    seconds: dict[str, float]
+    elapsed_s: NotRequired[float]  # absent from checkpoints of older versions
 
 
 class PhaseClock:
     """``seconds[phase]`` accumulates the time of :meth:`timed` blocks; :attr:`elapsed` runs
     between :meth:`start` and :meth:`stop` on top of what earlier runs spent."""
+
+    STATE: ClassVar[type] = ClockState
 
     def __init__(self, phases: tuple[str, ...]):
         self.seconds: dict[str, float] = dict.fromkeys(phases, 0.0)

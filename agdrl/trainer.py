@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import torch
 
 from agdrl import distributed
 from agdrl.a2c import ActorCriticAgent
-from agdrl.callbacks import training_callbacks
+from agdrl.callbacks import ProgressBar, training_callbacks
 from agdrl.checkpoint import (
     atomic_directory,
     complete_checkpoints,
@@ -28,15 +27,23 @@ from agdrl.checkpoint import (
     verify_manifest,
 )
 from agdrl.collect import new_buffer
-from agdrl.config import ConfigError, TrainConfig, config_from_dict, resolve_for_task
-from agdrl.envs import env_id, eval_env_for, make_env
+from agdrl.config import ConfigError, TrainConfig, resolve_for_task
+from agdrl.devices import require_device, require_fits
+from agdrl.envs import check_custom_env, env_id, eval_env_for, is_custom, make_env
 from agdrl.evaluation import evaluate_policy, require_video
 from agdrl.loop import Progress, guarded, learn_steps, model_step
 from agdrl.presets import PRESETS
 from agdrl.rng import RunStreams
+from agdrl.run_directory import RunDirectory, first_loadable
 from agdrl.run_log import RunLog
 from agdrl.timing import PhaseClock
-from agdrl.training_state import read_training_state, write_checkpoint, write_training_state
+from agdrl.training_state import (
+    read_saved_model,
+    read_training_state,
+    set_aside_after,
+    write_checkpoint,
+    write_training_state,
+)
 from agdrl.world_models import WORLD_MODELS, WorldModel
 
 PHASES = ("environment", "model", "imagination", "agent", "evaluation")
@@ -55,28 +62,52 @@ class AGDMBRL:
     """
 
     def __init__(self, env: str | gym.Env, config: TrainConfig | None = None,
-                 run_dir: str | Path | None = None, eval_env: gym.Env | None = None):
-        cfg = config or PRESETS["fast"]
+                 run_dir: str | Path | None = None, eval_env: gym.Env | None = None,
+                 overwrite: bool = False):
+        """``run_dir``: where the run writes its logs, checkpoints and videos (none when
+        None). It is refused while another agent writes it, and when it holds another run
+        unless ``overwrite`` (which deletes that run's files once this one is built)."""
+        # under torchrun only rank 0 writes (logs, checkpoints, videos) and evaluates
+        self.run_dir = Path(run_dir) if run_dir is not None and distributed.is_main() else None
+        self.directory = (RunDirectory.claim(self.run_dir, fresh=True, overwrite=overwrite)
+                          if self.run_dir is not None else None)
+        self.log: RunLog | None = None
+        try:
+            self._build(env, config or PRESETS["fast"], eval_env)
+            if self.directory is not None:
+                self.directory.clear_earlier_run()
+                self.log = RunLog(self.run_dir, self.cfg)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, env: str | gym.Env, cfg: TrainConfig, eval_env: gym.Env | None) -> None:
         if cfg.video or cfg.dream_every:
             require_video()
             os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering
+        device = require_device(cfg.device)
         self.env = make_env(env, seed=cfg.seed)
+        if cfg.check_env and is_custom(self.env):
+            check_custom_env(env)
         self.eval_env = make_env(eval_env_for(self.env, eval_env, cfg.video),
                                  seed=cfg.seed + 10_000)
-        self.cfg = cfg = resolve_for_task(cfg, env_id(self.env))
-        torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-        self.streams = RunStreams(cfg.seed, 0, cfg.device, cfg.imagination.cuda_graph)
+        # an id given as 'module:EnvId' is recorded so: loading the run imports the module
+        self.cfg = cfg = resolve_for_task(cfg, env if isinstance(env, str) else env_id(self.env))
         space = self.env.action_space
         obs_dim, action_dim = self.env.observation_space.shape[0], space.shape[0]
         kind = WORLD_MODELS[cfg.world_model]
+        learn_q = cfg.imagination.advantage == "qv"
+        require_fits({"world model": kind.parameter_count(obs_dim, action_dim, cfg),
+                      "agent": ActorCriticAgent.parameter_count(obs_dim, action_dim, cfg.agent,
+                                                                learn_q)},
+                     device, f"{kind.SIZE_OPTIONS} or agent.hidden")
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+        self.streams = RunStreams(cfg.seed, 0, cfg.device, cfg.imagination.cuda_graph)
         network = kind.network(obs_dim, action_dim, cfg)  # initial weights: network, agent,
         self.agent = ActorCriticAgent(obs_dim, space.low, space.high, cfg.agent, cfg.device,
-                                      learn_q=cfg.imagination.advantage == "qv")
+                                      learn_q=learn_q)
         self.world_model: WorldModel = kind(network, self.agent, cfg)  # then its heads
         self.buffer = new_buffer(self.env)
-        # under torchrun only rank 0 writes (logs, checkpoints, videos) and evaluates
-        self.run_dir = Path(run_dir) if run_dir is not None and distributed.is_main() else None
-        self.log = RunLog(self.run_dir, cfg) if self.run_dir is not None else None
         self.num_timesteps = 0
         self.clock = PhaseClock(PHASES)
         self.nonfinite_skipped = 0
@@ -143,6 +174,9 @@ class AGDMBRL:
                 c.on_training_end()
         finally:
             self.clock.stop()
+            for c in callbacks:  # a bar left open would be drawn after an error's message
+                if isinstance(c, ProgressBar):
+                    c.close()
         return self
 
     def train_world_model(self, steps: int) -> float:
@@ -160,9 +194,13 @@ class AGDMBRL:
         return loss
 
     def close(self) -> None:
-        """Close the run's logs (TensorBoard, Weights & Biases)."""
+        """Close the run's logs (TensorBoard, Weights & Biases) and give the run directory
+        up to the next writer."""
         if self.log is not None:
             self.log.close()
+            self.log = None
+        if self.directory is not None:
+            self.directory.release()
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
@@ -174,7 +212,9 @@ class AGDMBRL:
 
     def _write_model(self, path: Path) -> None:
         (path / "config.json").write_text(json.dumps(
-            {"config": dataclasses.asdict(self.cfg), "num_timesteps": self.num_timesteps},
+            {"config": dataclasses.asdict(self.cfg), "num_timesteps": self.num_timesteps,
+             "observation_shape": list(self.env.observation_space.shape),
+             "action_shape": list(self.env.action_space.shape)},
             indent=1, default=str))
         self.world_model.save(path)
         save_module(self.agent, path / "agent.safetensors",
@@ -182,21 +222,27 @@ class AGDMBRL:
 
     @classmethod
     def load(cls, path: str | Path, env: str | gym.Env | None = None,
-             run_dir: str | Path | None = None, eval_env: gym.Env | None = None) -> AGDMBRL:
-        """Rebuild a saved agent (on ``env``, or a fresh instance of the saved task). Files
-        whose checksum differs from the one written with them are refused."""
+             run_dir: str | Path | None = None, eval_env: gym.Env | None = None,
+             overwrite: bool = False, device: str | None = None) -> AGDMBRL:
+        """Rebuild a saved agent (on ``env``, whose spaces must have the saved shapes, or a
+        fresh instance of the saved task; on ``device``, or the saved one). Files whose
+        checksum differs from the one written with them are refused."""
         path = Path(path)
         verify_manifest(path)
+        saved = read_saved_model(path)
+        cfg = saved.config if device is None else dataclasses.replace(saved.config,
+                                                                      device=device)
+        model = cls(env if env is not None else cfg.env, cfg, run_dir, eval_env, overwrite)
         try:
-            saved = json.loads((path / "config.json").read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path} is not a saved agdrl agent: {err}") from err
-        cfg = config_from_dict(TrainConfig, saved["config"])
-        model = cls(env if env is not None else cfg.env, cfg, run_dir, eval_env)
-        model.world_model.load(path, cfg.device)
-        load_weights(model.agent, path / "agent.safetensors", cfg.device)
-        model.agent.updates = read_meta(path / "agent.safetensors", "actor_critic")["updates"]
-        model.num_timesteps = saved["num_timesteps"]
+            saved.require_shapes(model.env)
+            model.world_model.load(path, cfg.device)
+            load_weights(model.agent, path / "agent.safetensors", cfg.device)
+            model.agent.updates = read_meta(path / "agent.safetensors",
+                                            "actor_critic")["updates"]
+        except BaseException:
+            model.close()
+            raise
+        model.num_timesteps = saved.num_timesteps
         return model
 
     def checkpoint(self) -> None:
@@ -211,30 +257,36 @@ class AGDMBRL:
     @classmethod
     def resume(cls, run_dir: str | Path, env: str | gym.Env | None = None,
                eval_env: gym.Env | None = None) -> AGDMBRL:
-        """Continue a run from its latest complete checkpoint: weights, optimizers, replay
-        buffer, random streams, the episode in progress and the logs (rows logged after the
-        checkpoint are dropped). Then call ``learn(remaining steps)``."""
+        """Continue a run from its newest checkpoint that loads (damaged ones are reported,
+        skipped and set aside): weights, optimizers, replay buffer, random streams, the episode
+        in progress and the logs (rows logged after the checkpoint are dropped). Then call
+        ``learn(remaining steps)``. Refused while another agent writes the run directory."""
         run_dir = Path(run_dir)
         candidates = complete_checkpoints(run_dir)[::-1]
         if not candidates:
             raise ValueError(f"{run_dir} has no complete checkpoint to resume from")
-        for i, checkpoint in enumerate(candidates):
-            try:  # the newest checkpoint that verifies; a damaged one is reported and skipped
-                verify_manifest(checkpoint)
-                model = cls.load(checkpoint, env=env, eval_env=eval_env)
-                read_training_state(checkpoint, model._components())
-                break
-            except ValueError as err:
-                if i == len(candidates) - 1:
-                    raise
-                warnings.warn(f"skipping checkpoint {checkpoint.name}: {err}", stacklevel=2)
+        directory = RunDirectory.claim(run_dir, fresh=False) if distributed.is_main() else None
+
+        def load(checkpoint: Path) -> AGDMBRL:
+            verify_manifest(checkpoint)
+            model = cls.load(checkpoint, env=env, eval_env=eval_env)
+            read_training_state(checkpoint, model._components())
+            return model
+
+        try:
+            model = first_loadable(candidates, load, "checkpoint")
+            if directory is not None:
+                set_aside_after(run_dir, model.num_timesteps)
+                model.run_dir, model.directory = run_dir, directory
+                model.log = RunLog(run_dir, model.cfg, resume_step=model.num_timesteps)
+        except BaseException:
+            if directory is not None:
+                directory.release()
+            raise
         if distributed.world_size() > 1:  # rank 0's streams were saved: give each rank its own
             cfg = model.cfg
             model.streams = RunStreams(cfg.seed, model.num_timesteps, cfg.device,
                                        cfg.imagination.cuda_graph)
-        if distributed.is_main():
-            model.run_dir = run_dir
-            model.log = RunLog(run_dir, model.cfg, resume_step=model.num_timesteps)
         return model
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:

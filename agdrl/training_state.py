@@ -11,12 +11,18 @@ or JSON.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, NotRequired, Protocol, TypedDict, get_origin, get_type_hints
 
-from agdrl.checkpoint import atomic_directory, latest_checkpoint
+import gymnasium as gym
+
+from agdrl.checkpoint import atomic_directory, latest_checkpoint, read_json
+from agdrl.config import ConfigError, TrainConfig, config_from_dict, read_typed
+from agdrl.envs import IncompatibleEnvError, env_id
 from agdrl.faults import RunDirectoryError
 
 CHECKPOINT_FORMAT = 1
@@ -25,6 +31,10 @@ CHECKPOINT_FORMAT = 1
 
 class Stateful(Protocol):
     """A component of a training run that continuing it needs."""
+
+    STATE: ClassVar[type]
+    """The JSON entries it writes, as a TypedDict (checked when read: a hand-edited or
+    damaged training_state.json is refused naming the field)."""
 
     def write_state(self, folder: Path) -> dict[str, Any]:
         """Write files into ``folder``; return the JSON-able rest (keys unique in the run)."""
@@ -42,16 +52,95 @@ def write_training_state(folder: Path, components: Iterable[Stateful]) -> None:
     (folder / "training_state.json").write_text(json.dumps(state))
 
 
+class CheckpointState(TypedDict):
+    format_version: int
+
+
 def read_training_state(folder: Path, components: Iterable[Stateful]) -> None:
-    try:
-        state = json.loads((folder / "training_state.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{folder} is not a complete agdrl checkpoint: {err}") from err
+    """Restore ``components`` from ``folder``'s training_state.json, whose entries are first
+    checked against each component's ``STATE``; ValueError naming the file and the field for
+    a missing or mistyped entry."""
+    path = folder / "training_state.json"
+    state = read_json(path)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} must hold a JSON object")
     if state.get("format_version") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{folder}: unsupported checkpoint format "
-                         f"{state.get('format_version')}")
+        raise ValueError(f"{path}: unsupported checkpoint format_version "
+                         f"{state.get('format_version')!r} (this agdrl reads "
+                         f"{CHECKPOINT_FORMAT})")
+    components = list(components)
+    for schema in [CheckpointState, *(c.STATE for c in components)]:
+        for name, kind in get_type_hints(schema, include_extras=True).items():
+            if name not in state:
+                # (not __required_keys__: postponed annotations hide NotRequired from it)
+                if get_origin(kind) is not NotRequired:
+                    raise ValueError(f"{path}: field {name!r} is missing")
+                continue
+            try:
+                state[name] = read_typed(state[name], kind, str(path), name)
+            except ConfigError as err:
+                raise ValueError(str(err)) from err
     for component in components:
-        component.read_state(folder, state)
+        try:
+            component.read_state(folder, state)
+        except (KeyError, TypeError, AttributeError, IndexError, OverflowError) as err:
+            raise ValueError(f"{path}: the entries of {type(component).__name__} cannot be "
+                             f"restored ({type(err).__name__}: {err})") from err
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    """What a saved agent's config.json holds (written by ``AGDMBRL.save``)."""
+
+    config: TrainConfig
+    """The run's configuration."""
+    num_timesteps: int
+    """Env steps it was trained for."""
+    observation_shape: tuple[int, ...] | None
+    """The shape of its env's observations (None: saved before shapes were recorded)."""
+    action_shape: tuple[int, ...] | None
+    """The shape of its env's actions (None likewise)."""
+
+    def require_shapes(self, env: gym.Env) -> None:
+        """IncompatibleEnvError naming both envs unless ``env``'s spaces have the saved
+        shapes."""
+        if self.observation_shape is None:  # older saves: the weights' own shape check
+            return
+        want = (self.observation_shape, self.action_shape)
+        got = (tuple(env.observation_space.shape), tuple(env.action_space.shape))
+        if got != want:
+            raise IncompatibleEnvError(
+                f"the saved agent was trained on {self.config.env} (observation shape "
+                f"{want[0]}, action shape {want[1]}), but {env_id(env)} has observation shape "
+                f"{got[0]}, action shape {got[1]}: it can only act on an env with its shapes")
+
+
+class _SavedModelFile(TypedDict):
+    config: dict
+    num_timesteps: int
+    observation_shape: tuple[int, ...]
+    action_shape: tuple[int, ...]
+
+
+def read_saved_model(folder: Path) -> SavedModel:
+    """A saved agent's config.json, checked (ValueError naming the file and the field)."""
+    path = folder / "config.json"
+    raw = read_json(path)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} must hold a JSON object")
+    try:
+        for name in ("config", "num_timesteps"):
+            if name not in raw:
+                raise ConfigError(f"{path}: field {name!r} is missing: not a saved agent")
+        fields = {name: read_typed(raw.get(name), kind, str(path), name) for name, kind
+                  in get_type_hints(_SavedModelFile).items() if name in raw}
+        config = config_from_dict(TrainConfig, raw["config"], str(path), "config.")
+    except ConfigError as err:
+        raise ValueError(str(err)) from err
+    if fields["num_timesteps"] < 0:
+        raise ValueError(f"{path}: num_timesteps must be ≥ 0, got {fields['num_timesteps']}")
+    return SavedModel(config, fields["num_timesteps"], fields.get("observation_shape"),
+                      fields.get("action_shape"))
 
 
 def write_checkpoint(run_dir: Path, step: int, keep: int, write: Callable[[Path], None]
@@ -69,5 +158,25 @@ def write_checkpoint(run_dir: Path, step: int, keep: int, write: Callable[[Path]
             f"writing checkpoint {name} into {folder} failed ({err}); "
             + (f"{previous.name} is intact" if previous else "no earlier checkpoint")
         ) from err
-    for old in sorted(folder.glob("step_*"))[:-keep]:
+    # only the run's own older checkpoints: one numbered after it was set aside on resume
+    older = [p for p in sorted(folder.glob("step_*")) if p.name < name]
+    for old in older[: max(len(older) - (keep - 1), 0)]:
         shutil.rmtree(old)
+
+
+def set_aside_after(run_dir: Path, step: int) -> None:
+    """Rename the checkpoints numbered after ``step`` (those a resume from ``step`` skipped as
+    damaged, or incomplete) to ``skipped-step_N``: kept for inspection, but never resumed
+    from or pruned as the continued run's own."""
+    for path in sorted((run_dir / "checkpoints").glob("step_*")):
+        if path.name > f"step_{step:09d}":
+            target = path.with_name(f"skipped-{path.name}")
+            n = 1
+            while target.exists():
+                n += 1
+                target = path.with_name(f"skipped-{path.name}-{n}")
+            try:
+                os.rename(path, target)
+            except OSError as err:
+                raise RunDirectoryError(f"cannot set the skipped checkpoint {path} aside: "
+                                        f"{err}") from err

@@ -19,7 +19,7 @@ between them (the agent's imagination hooks need it, and the order fixes the ini
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypedDict
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ from agdrl.buffer import ReplayBuffer
 from agdrl.checkpoint import load_weights, save_module
 from agdrl.diffusion.world_model import DiffusionWorldModel
 from agdrl.ensemble import BootstrapSampler, ProbabilisticEnsemble
+from agdrl.envs import IncompatibleEnvError
 from agdrl.guidance import advantage_labels
 from agdrl.imagination import EnsembleImagination, Imagination
 from agdrl.reward_model import RewardModel
@@ -84,21 +85,40 @@ class WorldModel(Protocol):
         """Restore what :meth:`write_state` wrote."""
 
 
+class WorldModelState(TypedDict):
+    policy_log_delta: float | None  # 'pull' policy guidance's step (None: the ensemble)
+
+
 def _check_dims(saved: nn.Module, expected: nn.Module) -> None:
     got = (saved.obs_dim, saved.action_dim)
     want = (expected.obs_dim, expected.action_dim)
     if got != want:
-        raise ValueError(f"the saved agent has observation/action dims {got}, the env {want}")
+        raise IncompatibleEnvError(f"the saved agent has observation/action dims {got}, the "
+                                   f"env {want}")
 
 
 class DiffusionWorld:
     """The trajectory diffusion world model, the per-transition heads the config asks for
     (reward regressor, termination classifier) and the guided imagination over them."""
 
+    STATE: ClassVar[type] = WorldModelState
+
+    SIZE_OPTIONS: ClassVar[str] = "diffusion.denoiser.width or diffusion.denoiser.depth"
+    """The options that set how many parameters it has."""
+
     @staticmethod
     def network(obs_dim: int, action_dim: int, cfg: TrainConfig) -> DiffusionWorldModel:
         """The diffusion model of a training config."""
         return DiffusionWorldModel(obs_dim, action_dim, cfg.diffusion, cfg.device)
+
+    @staticmethod
+    def parameter_count(obs_dim: int, action_dim: int, cfg: TrainConfig) -> int:
+        """Trained parameters of :meth:`network` (the denoiser, and the student's copy),
+        counted on the meta device, where nothing is allocated."""
+        with torch.device("meta"):
+            denoiser = DiffusionWorldModel.denoiser(obs_dim, action_dim, cfg.diffusion)
+        copies = 2 if cfg.diffusion.student_steps else 1
+        return copies * sum(p.numel() for p in denoiser.parameters())
 
     def __init__(self, network: DiffusionWorldModel, agent: ActorCriticAgent, cfg: TrainConfig):
         self.network, self.agent, self.cfg = network, agent, cfg
@@ -189,13 +209,23 @@ class EnsembleWorld:
     every ``cfg.elite_every`` steps) rolled out under the policy for ``cfg.ensemble_horizon``
     steps."""
 
+    STATE: ClassVar[type] = WorldModelState
     ELITE_TRANSITIONS: ClassVar[int] = 2000
     """Replayed transitions the elites are selected on."""
+
+    SIZE_OPTIONS: ClassVar[str] = "ensemble.width, ensemble.depth or ensemble.members"
+    """The options that set how many parameters it has."""
 
     @staticmethod
     def network(obs_dim: int, action_dim: int, cfg: TrainConfig) -> ProbabilisticEnsemble:
         """The ensemble of a training config."""
         return ProbabilisticEnsemble(obs_dim, action_dim, cfg.ensemble, cfg.device)
+
+    @staticmethod
+    def parameter_count(obs_dim: int, action_dim: int, cfg: TrainConfig) -> int:
+        """Parameters of :meth:`network`, counted on the meta device."""
+        network = ProbabilisticEnsemble(obs_dim, action_dim, cfg.ensemble, "meta")
+        return sum(p.numel() for p in network.parameters())
 
     def __init__(self, network: ProbabilisticEnsemble, agent: ActorCriticAgent, cfg: TrainConfig):
         self.network, self.cfg = network, cfg

@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from agdrl.config import require, require_choice, require_positive
+from agdrl.config import require, require_choice, require_finite, require_positive, require_seed
 from agdrl.envs import make_env
 from agdrl.evaluation import evaluate_policy
 
@@ -37,6 +37,8 @@ class BaselineConfig:
     """Episodes per evaluation, deterministic action."""
 
     def __post_init__(self):
+        require_finite(self)
+        require_seed(self)
         require_choice(self, "algo", ("sac", "ppo"))
         require_positive(self, "total_steps", "eval_every", "eval_episodes")
         require(self.eval_every <= self.total_steps, "eval_every exceeds total_steps")

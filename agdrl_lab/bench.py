@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated
 
@@ -35,11 +35,14 @@ import gymnasium as gym
 import tyro
 from tqdm import tqdm
 
+from agdrl.checkpoint import read_json
 from agdrl.config import (
+    SEED_LIMIT,
     ConfigError,
     ImaginationConfig,
     config_from_dict,
     require,
+    require_finite,
     require_positive,
 )
 from agdrl.provenance import machine_info, source_version
@@ -209,8 +212,11 @@ class BenchConfig:
     another sweep, to run); run nothing and write nothing."""
 
     def __post_init__(self):
+        require_finite(self)
         require(bool(self.tasks and self.methods and self.seeds),
                 "a sweep needs at least one task, method and seed")
+        require(all(0 <= s < SEED_LIMIT for s in self.seeds),
+                f"seeds must be in [0, 2**32), got {list(self.seeds)}")
         unknown = [m for m in self.methods if m not in METHODS]
         require(not unknown, f"unknown method(s) {', '.join(unknown)}; choose from "
                              f"{', '.join(METHODS)}")
@@ -225,20 +231,13 @@ class BenchConfig:
 
 def load_spec(path: Path) -> BenchConfig:
     """A sweep from a JSON file holding any of :class:`BenchConfig`'s fields (lists for the
-    tuples); the others keep their defaults."""
+    tuples); the others keep their defaults. Every value is checked against its field's type
+    before anything runs (ConfigError naming the file and the field)."""
     try:
-        spec = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ConfigError(f"cannot read the sweep spec {path}: {err}") from err
-    if not isinstance(spec, dict):
-        raise ConfigError(f"the sweep spec {path} must hold a JSON object")
-    unknown = set(spec) - {f.name for f in fields(BenchConfig)}
-    if unknown:
-        raise ConfigError(f"unknown field(s) in {path}: {', '.join(sorted(unknown))}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
-    if "runs_dir" in values:
-        values["runs_dir"] = Path(values["runs_dir"])
-    return BenchConfig(**values)
+        spec = read_json(path)
+    except ValueError as err:
+        raise ConfigError(f"cannot read the sweep spec: {err}") from err
+    return config_from_dict(BenchConfig, spec, f"the sweep spec {path}")
 
 
 @dataclass(frozen=True)
@@ -265,7 +264,8 @@ class Run:
         kind = METHODS[self.method][0]
         if kind == "train" and any((self.folder / "checkpoints").glob("step_*")):
             return ["resume", str(self.folder), "--total-steps", str(cfg.total_steps)]
-        return [kind, *([cfg.preset] if kind == "train" else []),
+        # a fresh run replaces what a failed attempt left in its folder
+        return [kind, *([cfg.preset, "--overwrite"] if kind == "train" else []),
                 *self.options(cfg), "--run-dir", str(self.folder)]
 
     def options(self, cfg: BenchConfig) -> list[str]:
@@ -312,7 +312,7 @@ class Run:
 
 
 RUN_ONLY_FIELDS = frozenset({"total_steps", "checkpoint_every", "keep_checkpoints", "device",
-                             "video", "dream_every", "wandb", "wandb_project"})
+                             "video", "dream_every", "wandb", "wandb_project", "check_env"})
 """Config fields that do not change what a run learns, or (total_steps) are checked against
 the evaluations it made instead."""
 

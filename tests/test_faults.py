@@ -22,6 +22,7 @@ from agdrl.checkpoint import latest_checkpoint
 from agdrl.cli import main
 from agdrl.config import ActorCriticConfig, EnsembleConfig
 from agdrl.ensemble import ProbabilisticEnsemble
+from agdrl.envs import IncompatibleEnvError
 from agdrl.faults import NonFiniteError, NumericalFaultError, RunDirectoryError
 from agdrl.guidance import OneStepAdvantage, SigmoidAdvantage, StateGuidance
 from agdrl.reward_model import RewardModel
@@ -75,6 +76,7 @@ def test_nan_from_the_env_stops_the_run_with_a_good_checkpoint(tmp_path: Path, f
     buffer = ReplayBuffer.load(saved / "buffer.npz")
     assert buffer.size == 179 and np.isfinite(buffer.obs[:179]).all()
     assert np.isfinite(buffer.next_obs[:179]).all() and np.isfinite(buffer.rewards[:179]).all()
+    model.close()  # the stopped agent gives the run directory up
     resumed = AGDMBRL.resume(tmp_path, env=gym.make("InvertedPendulum-v5"),
                              eval_env=gym.make("InvertedPendulum-v5"))
     resumed.learn(20)  # the saved state trains on
@@ -93,6 +95,7 @@ def test_skip_mode_drops_the_bad_transitions_and_goes_on(tmp_path: Path):
         np.testing.assert_array_equal(model.buffer.next_obs[start : stop - 1],
                                       model.buffer.obs[start + 1 : stop])
     assert all(torch.isfinite(p).all() for p in model.world_model.network.parameters())
+    model.close()
     resumed = AGDMBRL.resume(tmp_path, env=gym.make("InvertedPendulum-v5"),
                              eval_env=gym.make("InvertedPendulum-v5"))
     assert resumed.nonfinite_skipped == 4  # the count goes on from the checkpoint
@@ -199,6 +202,7 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path: Path, 
     assert latest_checkpoint(tmp_path).name == "step_000000150"
     assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
     monkeypatch.undo()
+    model.close()
     assert AGDMBRL.resume(tmp_path).num_timesteps == 150
 
 
@@ -252,5 +256,7 @@ def test_damage_in_the_weights_falls_back_to_the_previous_checkpoint(tmp_path: P
 
 def test_a_checkpoint_of_another_task_names_both_shapes(tmp_path: Path):
     AGDMBRL("InvertedPendulum-v5", TINY, run_dir=tmp_path).learn(150)
-    with pytest.raises(ValueError, match=r"observation/action dims \(4, 1\), the env \(11, 3\)"):
+    with pytest.raises(IncompatibleEnvError, match=r"trained on InvertedPendulum-v5 \(observation "
+                       r"shape \(4,\), action shape \(1,\)\), but Hopper-v5 has observation "
+                       r"shape \(11,\), action shape \(3,\)"):
         AGDMBRL.load(latest_checkpoint(tmp_path), env="Hopper-v5")

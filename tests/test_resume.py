@@ -20,6 +20,7 @@ import torch
 
 from agdrl import AGDMBRL, PRESETS
 from agdrl.checkpoint import atomic_directory, latest_checkpoint
+from agdrl.faults import RunDirectoryError
 
 TINY = dataclasses.replace(PRESETS["tiny"], prefill_steps=120, pretrain_steps=10, eval_every=100,
                            checkpoint_every=100, keep_checkpoints=3)
@@ -83,16 +84,23 @@ def assert_wall_clock_continues(run_dir: Path, resumed_call_s: float) -> None:
     assert wall[2] > resumed_call_s, (wall, resumed_call_s)
 
 
-def test_a_run_started_afresh_in_a_used_folder_logs_anew(tmp_path: Path):
-    """A run that restarts from scratch where an earlier one stopped before its first
-    checkpoint (a sweep's retry) does not append to the earlier run's logs."""
-    AGDMBRL("InvertedPendulum-v5", dataclasses.replace(TINY, checkpoint_every=0),
-            run_dir=tmp_path).learn(200).close()
-    assert [int(r["env_step"]) for r in rows(tmp_path / "evaluations.csv")] == [100, 200]
-    assert rows(tmp_path / "train_metrics.csv")  # logged after the 120-step prefill
-    AGDMBRL("InvertedPendulum-v5", TINY, run_dir=tmp_path).learn(100).close()
+def test_a_fresh_run_in_a_used_folder_is_refused_unless_it_overwrites(tmp_path: Path):
+    """A fresh run never writes into another run's folder: refused (the earlier run's files
+    untouched), or with overwrite=True (a sweep's retry) the earlier run's files are deleted,
+    its checkpoints too, so that pruning and resume only ever see the new run's."""
+    AGDMBRL("InvertedPendulum-v5", TINY, run_dir=tmp_path).learn(300).close()
+    before = (tmp_path / "evaluations.csv").read_text()
+    (tmp_path / "log.txt").write_text("a sweep's log, not the run's")
+    with pytest.raises(RunDirectoryError, match=r"holds another run .*--overwrite"):
+        AGDMBRL("InvertedPendulum-v5", TINY, run_dir=tmp_path)
+    assert (tmp_path / "evaluations.csv").read_text() == before
+    assert checkpoint_steps(tmp_path) == [100, 200, 300]
+    AGDMBRL("InvertedPendulum-v5", TINY, run_dir=tmp_path, overwrite=True).learn(100).close()
     assert [int(r["env_step"]) for r in rows(tmp_path / "evaluations.csv")] == [100]
     assert not (tmp_path / "train_metrics.csv").exists()  # still in its prefill
+    assert checkpoint_steps(tmp_path) == [100]
+    assert (tmp_path / "log.txt").exists()
+    assert AGDMBRL.resume(tmp_path).num_timesteps == 100
 
 
 def test_resume_drops_what_was_logged_after_the_checkpoint(tmp_path: Path):
@@ -127,8 +135,9 @@ def test_an_interrupted_checkpoint_write_leaves_the_previous_one(tmp_path: Path)
     (folder / ".tmp-step_000000300-999").mkdir()
     (folder / "step_000000400").mkdir()  # no training_state.json: incomplete
     assert latest_checkpoint(tmp_path) == folder / "step_000000200"
+    model.close()  # the run directory has one writer at a time
     assert AGDMBRL.resume(tmp_path).num_timesteps == 200
-    del model
+    assert (folder / "skipped-step_000000400").is_dir()  # set aside, never pruned as its own
 
 
 def test_resume_without_a_checkpoint_is_refused(tmp_path: Path):
@@ -142,6 +151,7 @@ def test_checkpoint_holds_the_whole_training_state(tmp_path: Path):
     assert files == {"config.json", "world_model.safetensors", "agent.safetensors",
                      "optimizers.safetensors", "buffer.npz", "rng.safetensors",
                      "training_state.json", "manifest.json"}
+    model.close()
     loaded = AGDMBRL.resume(tmp_path)
     for opt_a, opt_b in zip(model.optimizers().values(), loaded.optimizers().values(),
                             strict=True):
@@ -162,6 +172,7 @@ def test_checkpoint_from_before_elapsed_time_was_saved_resumes_with_the_phase_to
     """Checkpoints of older versions lack ``elapsed_s``: the resumed clock then starts from
     the accounted phases' total instead of from zero."""
     model = AGDMBRL("InvertedPendulum-v5", TINY, run_dir=tmp_path).learn(100)
+    model.close()
     state_file = latest_checkpoint(tmp_path) / "training_state.json"
     state = json.loads(state_file.read_text())
     del state["elapsed_s"]
@@ -199,7 +210,7 @@ def kill_when(proc: subprocess.Popen, condition, timeout: float = 120.0) -> None
 
 
 def checkpoint_steps(run: Path) -> list[int]:
-    return [int(p.name.split("_")[1]) for p in run.glob("checkpoints/step_*")]
+    return sorted(int(p.name.split("_")[1]) for p in run.glob("checkpoints/step_*"))
 
 
 @pytest.mark.slow

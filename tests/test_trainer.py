@@ -53,7 +53,7 @@ def test_env_object_and_shape_mismatch(tmp_path: Path):
     env = gym.make("InvertedPendulum-v5")
     model = AGDMBRL(env, dataclasses.replace(TINY, eval_every=0)).learn(160)
     model.save(tmp_path / "m")
-    with pytest.raises(ValueError, match="dims"):
+    with pytest.raises(ValueError, match="observation shape"):
         AGDMBRL.load(tmp_path / "m", env="Hopper-v5")
 
 

@@ -47,8 +47,7 @@ class DiffusionWorldModel(nn.Module):
         self.state_norm = RunningNormalizer(obs_dim)
         self.action_norm = RunningNormalizer(action_dim)
         self.reward_norm = RunningNormalizer(1)
-        denoiser = make_denoiser(cfg.denoiser, cfg.horizon, self.x_dim, self.cond_dim,
-                                 cfg.num_steps, labelled=cfg.advantage_conditioning)
+        denoiser = self.denoiser(obs_dim, action_dim, cfg)
         tau = 1.0 if cfg.schedule_tau is None else cfg.schedule_tau
         self.diffusion = GaussianDiffusion(denoiser, cfg.num_steps, cfg.schedule, tau,
                                            cfg.prediction, cfg.x0_bound)
@@ -68,6 +67,15 @@ class DiffusionWorldModel(nn.Module):
                                                     cfg.student_teacher_sampler)
         self.train_steps = 0
         self.last_student_loss = math.nan
+
+    @staticmethod
+    def denoiser(obs_dim: int, action_dim: int, cfg: DiffusionConfig) -> nn.Module:
+        """The denoiser of this layout (built on the default device: the meta device counts
+        its parameters without allocating them)."""
+        joint = cfg.layout == "joint"
+        return make_denoiser(cfg.denoiser, cfg.horizon, obs_dim + 2 + (action_dim if joint else 0),
+                             0 if joint else action_dim, cfg.num_steps,
+                             labelled=cfg.advantage_conditioning)
 
     # ------------------------------------------------------------------ layout
     @property
