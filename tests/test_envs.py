@@ -203,3 +203,123 @@ def test_env_state_continues_an_episode_bit_for_bit(task: str) -> None:
     set_env_state(other, saved)
     assert other.get_wrapper_attr("_elapsed_steps") == 7
     assert rollout(other) == expected
+
+
+CUSTOM_MODULE = '''
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+
+class Line(gym.Env):
+    """s' = s + 0.1 a, reward -|s|; its constructor takes no render_mode."""
+
+    observation_space = spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def __init__(self, noisy_reset=False, shifted=False):
+        self.noisy_reset = noisy_reset
+        if shifted:  # allowed, but not the symmetric box the checker recommends
+            self.action_space = spaces.Box(0.0, 2.0, (1,), np.float32)
+
+    def _obs(self):
+        return self.s.astype(np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        source = np.random if self.noisy_reset else self.np_random  # unseeded: a violation
+        self.s = source.uniform(-1, 1, 2)
+        return self._obs(), {}
+
+    def step(self, action):
+        self.s = self.s + 0.1 * float(action[0])
+        return self._obs(), -float(np.abs(self.s).sum()), False, False, {}
+
+
+gym.register("Line-v0", entry_point=Line, max_episode_steps=50)
+gym.register("NoisyLine-v0", entry_point=Line, max_episode_steps=50,
+             kwargs={"noisy_reset": True})
+gym.register("ShiftedLine-v0", entry_point=Line, max_episode_steps=50,
+             kwargs={"shifted": True})
+'''
+
+CUSTOM_ARGS = ["--total-steps", "200", "--prefill-steps", "120", "--pretrain-steps", "10",
+               "--eval-every", "0", "--eval-episodes", "1", "--checkpoint-every", "100"]
+
+
+@pytest.fixture
+def line_module(tmp_path, monkeypatch):
+    """A module 'linemod' that registers Line-v0 (and two faulty variants) on import,
+    importable in this process and in the processes it starts."""
+    import sys
+
+    (tmp_path / "linemod.py").write_text(CUSTOM_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    yield
+    sys.modules.pop("linemod", None)
+    for name in ("Line-v0", "NoisyLine-v0", "ShiftedLine-v0"):
+        gym.registry.pop(name, None)
+
+
+def forget_line_module() -> None:
+    """As in a new process: neither the module nor its ids are known."""
+    import sys
+
+    sys.modules.pop("linemod", None)
+    for name in ("Line-v0", "NoisyLine-v0", "ShiftedLine-v0"):
+        gym.registry.pop(name, None)
+
+
+def test_a_custom_env_by_module_id_trains_evaluates_and_resumes(line_module, tmp_path, capsys):
+    """'module:EnvId' is recorded with its module, so evaluating and resuming the run import
+    it again; its constructor takes no render_mode."""
+    import json
+
+    from agdrl.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "tiny", "--env", "linemod:Line-v0", "--run-dir", str(run),
+                 *CUSTOM_ARGS]) == 0
+    assert json.loads((run / "config.json").read_text())["env"] == "linemod:Line-v0"
+    forget_line_module()
+    assert main(["eval", str(run), "--episodes", "2"]) == 0
+    assert "linemod:Line-v0: mean return" in capsys.readouterr().out
+    forget_line_module()
+    assert main(["resume", str(run), "--total-steps", "300"]) == 0
+    assert "(300 env steps)" in capsys.readouterr().out
+
+
+def test_gymnasiums_env_checker_speaks_plainly_about_custom_envs(line_module, tmp_path,
+                                                                 capsys):
+    from agdrl.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "tiny", "--env", "linemod:NoisyLine-v0", "--run-dir",
+              str(tmp_path / "noisy"), *CUSTOM_ARGS])
+    message = str(exc.value.code)
+    assert message.startswith("agdrl: linemod:NoisyLine-v0 fails Gymnasium's env checker: ")
+    assert "non-deterministic" in message and message.endswith(
+        "(--no-check-env trains on it anyway)")
+    assert "\x1b[" not in message
+    assert main(["train", "tiny", "--env", "linemod:NoisyLine-v0", "--no-check-env",
+                 "--run-dir", str(tmp_path / "unchecked"), *CUSTOM_ARGS]) == 0
+    capsys.readouterr()
+    assert main(["train", "tiny", "--env", "linemod:ShiftedLine-v0", "--run-dir",
+                 str(tmp_path / "shifted"), *CUSTOM_ARGS]) == 0
+    complaints = [line for line in capsys.readouterr().err.splitlines()
+                  if "env checker" in line]
+    assert complaints and all(line.startswith("agdrl: warning: Gymnasium's env checker on "
+                                              "linemod:ShiftedLine-v0: ") for line in complaints)
+    assert any("symmetric and normalized" in line for line in complaints)
+    assert not any("\x1b[" in line or "WARN:" in line for line in complaints)
+
+
+def test_video_of_an_env_that_cannot_render_is_refused_before_training(line_module, tmp_path):
+    from agdrl.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "tiny", "--env", "linemod:Line-v0", "--video", "--run-dir",
+              str(tmp_path / "run"), *CUSTOM_ARGS])
+    assert str(exc.value.code) == ("agdrl: video needs an env that renders 'rgb_array' "
+                                   "frames; Line-v0 offers render modes []")
