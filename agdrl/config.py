@@ -58,6 +58,16 @@ def require_seed(cfg: object, name: str = "seed") -> None:
     require(0 <= value < SEED_LIMIT, f"{name} must be in [0, 2**32), got {value}")
 
 
+MAX_LAYERS = 256
+"""The most layers (blocks, levels) a network may stack: the reference has 6, and a typo's ten
+million would take minutes to build before the size check (agdrl.devices) could refuse it."""
+
+
+def require_layers(cfg: object, name: str) -> None:
+    value = getattr(cfg, name)
+    require(0 < value <= MAX_LAYERS, f"{name} must be in [1, {MAX_LAYERS}], got {value}")
+
+
 def require_positive(cfg: object, *names: str) -> None:
     for name in names:
         value = getattr(cfg, name)
@@ -108,7 +118,8 @@ class DenoiserConfig:
     def __post_init__(self):
         require_finite(self)
         require_choice(self, "kind", ("mlp", "unet", "transformer"))
-        require_positive(self, "width", "depth", "time_embed_dim", "heads")
+        require_positive(self, "width", "time_embed_dim", "heads")
+        require_layers(self, "depth")
         require(self.kind != "transformer" or (self.width % self.heads == 0
                                                and self.width % 2 == 0),
                 f"transformer width {self.width} must be even and divide by heads {self.heads}")
@@ -231,7 +242,8 @@ class EnsembleConfig:
 
     def __post_init__(self):
         require_finite(self)
-        require_positive(self, "members", "width", "depth", "batch_size", "lr")
+        require_positive(self, "members", "width", "batch_size", "lr")
+        require_layers(self, "depth")
         require(1 <= self.elites <= self.members,
                 f"elites must be in [1, members={self.members}], got {self.elites}")
         require_non_negative(self, "weight_decay")
@@ -379,8 +391,9 @@ class ActorCriticConfig:
 
     def __post_init__(self):
         require_finite(self)
-        require_positive(self, "hidden", "layers", "min_std", "actor_lr", "critic_lr",
+        require_positive(self, "hidden", "min_std", "actor_lr", "critic_lr",
                          "linesearch_tolerance")
+        require_layers(self, "layers")
         require(self.init_std > self.min_std,
                 f"need 0 < min_std < init_std, got {self.min_std}, {self.init_std}")
         require(0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}")

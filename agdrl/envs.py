@@ -109,6 +109,14 @@ def eval_env_for(env: gym.Env, eval_env: gym.Env | None, render: bool) -> gym.En
     return eval_env
 
 
+def recorded_id(given: str | gym.Env, made: gym.Env) -> str:
+    """The id a run on ``made`` records: its registered id (an unversioned one resolved to the
+    version Gymnasium made), after the module that registers it when ``given`` named one
+    ('module:EnvId'), so that loading the run imports that module again."""
+    module, _, _ = given.rpartition(":") if isinstance(given, str) else ("", "", "")
+    return f"{module}:{env_id(made)}" if module else env_id(made)
+
+
 def env_id(env: gym.Env) -> str:
     """The registered id of ``env``, or its class name when it was not made by ``gym.make``."""
     spec = getattr(env, "spec", None)

@@ -86,4 +86,9 @@ class RunStreams:
         torch.set_rng_state(rng["torch_global"])
         if "torch_cuda" in rng:
             torch.cuda.set_rng_state(rng["torch_cuda"], self.device)
-        self.rng.bit_generator.state = state["numpy_rng"]
+        try:
+            self.rng.bit_generator.state = state["numpy_rng"]
+        except (ValueError, TypeError, KeyError) as err:
+            raise ValueError(f"{folder / 'training_state.json'}: numpy_rng is not the state of "
+                             f"a {type(self.rng.bit_generator).__name__} generator "
+                             f"({type(err).__name__}: {err})") from err

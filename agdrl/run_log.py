@@ -22,7 +22,17 @@ def truncate_csv(path: Path, last_step: int) -> None:
         return
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
-    kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= last_step]
+    kept = rows[:1]
+    for line, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        try:
+            step = int(row[0])
+        except ValueError:
+            raise ValueError(f"{path}, line {line}: env_step {row[0]!r} is not an integer (a "
+                             "damaged or hand-edited log)") from None
+        if step <= last_step:
+            kept.append(row)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as f:
         csv.writer(f).writerows(kept)

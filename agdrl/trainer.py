@@ -29,7 +29,7 @@ from agdrl.checkpoint import (
 from agdrl.collect import new_buffer
 from agdrl.config import ConfigError, TrainConfig, resolve_for_task
 from agdrl.devices import require_device, require_fits
-from agdrl.envs import check_custom_env, env_id, eval_env_for, is_custom, make_env
+from agdrl.envs import check_custom_env, eval_env_for, is_custom, make_env, recorded_id
 from agdrl.evaluation import evaluate_policy, require_video
 from agdrl.loop import Progress, guarded, learn_steps, model_step
 from agdrl.presets import PRESETS
@@ -91,8 +91,7 @@ class AGDMBRL:
             check_custom_env(env)
         self.eval_env = make_env(eval_env_for(self.env, eval_env, cfg.video),
                                  seed=cfg.seed + 10_000)
-        # an id given as 'module:EnvId' is recorded so: loading the run imports the module
-        self.cfg = cfg = resolve_for_task(cfg, env if isinstance(env, str) else env_id(self.env))
+        self.cfg = cfg = resolve_for_task(cfg, recorded_id(env, self.env))
         space = self.env.action_space
         obs_dim, action_dim = self.env.observation_space.shape[0], space.shape[0]
         kind = WORLD_MODELS[cfg.world_model]

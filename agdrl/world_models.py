@@ -224,7 +224,8 @@ class EnsembleWorld:
     @staticmethod
     def parameter_count(obs_dim: int, action_dim: int, cfg: TrainConfig) -> int:
         """Parameters of :meth:`network`, counted on the meta device."""
-        network = ProbabilisticEnsemble(obs_dim, action_dim, cfg.ensemble, "meta")
+        with torch.device("meta"):
+            network = ProbabilisticEnsemble(obs_dim, action_dim, cfg.ensemble, "meta")
         return sum(p.numel() for p in network.parameters())
 
     def __init__(self, network: ProbabilisticEnsemble, agent: ActorCriticAgent, cfg: TrainConfig):

@@ -28,7 +28,7 @@ from agdrl_lab.avalanche import AvalancheConfig
 INVALID = [
     (DenoiserConfig, {"kind": "rnn"}, "unknown kind 'rnn'"),
     (DenoiserConfig, {"width": 0}, "width must be positive"),
-    (DenoiserConfig, {"depth": -1}, "depth must be positive"),
+    (DenoiserConfig, {"depth": -1}, "depth must be in [1, 256], got -1"),
     (DenoiserConfig, {"kind": "transformer", "width": 30, "heads": 4}, "divide by heads"),
     (DenoiserConfig, {"kind": "transformer", "width": 9, "heads": 3}, "even"),
     (DiffusionConfig, {"horizon": 1}, "horizon must be at least 2"),
@@ -181,3 +181,40 @@ def test_state_guidance_on_two_state_segments_needs_the_last_state(guidance: str
     TrainConfig(diffusion=two, imagination=ImaginationConfig(guidance=guidance,
                                                              guide_last_state=True))
     TrainConfig(diffusion=two, imagination=ImaginationConfig(guidance="none"))
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda d: d["diffusion"].update(horizon="10"),
+     "F: diffusion.horizon must be an integer, got a string '10'"),
+    (lambda d: d["diffusion"].update(schedule_tau="x"),
+     "F: diffusion.schedule_tau must be a number, got a string 'x'"),
+    (lambda d: d["imagination"].update(guidance="magic"),
+     "F: imagination.guidance must be one of 'none', 'sag', 'eag', 'reward', 'cfg'"),
+    (lambda d: d["agent"].update(hidden=True), "F: agent.hidden must be an integer, got a "
+                                               "boolean True"),
+    (lambda d: d.update(video=1), "F: video must be a boolean (true or false), got an integer"),
+    (lambda d: d["diffusion"].update(denoiser=[]), "F: diffusion.denoiser must be a JSON object"),
+    (lambda d: d["diffusion"].update(widht=3), "F: unknown field(s) diffusion.widht"),
+    (lambda d: d["agent"].update(gamma=float("inf")),
+     "F: agent.gamma must be a finite number, got inf"),
+    (lambda d: d.update(seed=2**40), "F: seed must be in [0, 2**32)"),
+])
+def test_a_saved_config_is_read_with_its_types_or_refused_naming_the_field(change, message):
+    """A hand-edited config.json is never half-read: a value of the wrong type, an unknown
+    field or a non-finite number is refused with the file and the field's dotted name; a
+    number given as an integer and a null where None is allowed are read."""
+    saved = dataclasses.asdict(TrainConfig())
+    change(saved)
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(TrainConfig, saved, "F")
+    assert str(err.value).startswith(message), str(err.value)
+    fine = dataclasses.asdict(TrainConfig())
+    fine["diffusion"].update(lr=1, schedule_tau=None)
+    assert config_from_dict(TrainConfig, fine, "F").diffusion.lr == 1.0
+
+
+def test_a_non_finite_float_is_refused_in_any_config():
+    with pytest.raises(ConfigError, match="guidance_scale must be a finite number, got inf"):
+        ImaginationConfig(guidance_scale=float("inf"))
+    with pytest.raises(ConfigError, match="lr must be a finite number, got nan"):
+        EnsembleConfig(lr=float("nan"))
