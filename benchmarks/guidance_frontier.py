@@ -69,8 +69,12 @@ def plot(rows: list[dict], title: str, path: Path) -> None:
         ax.set_xscale("log")
         ax.set(title=f"{title} — {sampler}", xlabel="dynamics error / unguided",
                ylabel="Δ replayed return vs unguided (95% CI)")
-    axes[0][-1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    labels = {}  # one legend for every panel's lines
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            labels.setdefault(label, handle)
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
+    fig.legend(labels.values(), labels.keys(), fontsize=7, loc="center right")
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
