@@ -17,12 +17,53 @@ import numpy as np
 import torch
 
 from agdrl.buffer import ReplayBuffer
+from agdrl.callbacks import ProgressBar, training_callbacks
 from agdrl.checkpoint import latest_checkpoint, load_optimizers, save_optimizers
+from agdrl.config import ConfigError
 from agdrl.envs import get_env_state, get_sim_state, set_env_state
 from agdrl.faults import NonFiniteError, NumericalFaultError
 
 if TYPE_CHECKING:
     from agdrl.trainer import AGDMBRL
+
+
+def learn(model: AGDMBRL, total_timesteps: int, progress_bar: bool, callback: Any) -> None:
+    """``model.learn``: the callbacks around :func:`learn_steps`, the clock running only
+    inside."""
+    if total_timesteps <= 0:
+        raise ValueError(f"total_timesteps must be positive, got {total_timesteps}")
+    cfg = model.cfg
+    if model.run_dir is None and (cfg.video or cfg.wandb or cfg.dream_every):
+        raise ConfigError("video, dreams and wandb write into the run directory: pass run_dir=")
+    end = model.num_timesteps + total_timesteps
+    callbacks = training_callbacks(end, total_timesteps, progress_bar, callback)
+    for c in callbacks:
+        c.init_callback(model)
+    model.clock.start()  # wall_s continues from earlier calls and resumes
+    try:
+        for c in callbacks:
+            c.on_training_start(locals(), globals())
+        learn_steps(model, end, callbacks)
+        for c in callbacks:
+            c.on_training_end()
+    finally:
+        model.clock.stop()
+        for c in callbacks:  # a bar left open would be drawn after an error's message
+            if isinstance(c, ProgressBar):
+                c.close()
+
+
+def train_world_model(model: AGDMBRL, steps: int) -> float:
+    """``model.train_world_model``: ``steps`` world-model steps on the buffer as it stands."""
+    if steps <= 0:
+        raise ValueError(f"steps must be positive, got {steps}")
+    if model.buffer.size == 0:
+        raise ValueError("the replay buffer is empty: collect with learn() or load one")
+    loss = float("nan")
+    with model.clock.timed("model"):
+        for _ in range(steps):
+            loss = guarded(model, model_step, model, default=loss)
+    return loss
 
 
 def learn_steps(model: AGDMBRL, end: int, callbacks: list[Any]) -> None:

@@ -14,6 +14,9 @@ class ClockState(TypedDict):
     seconds: dict[str, float]
     elapsed_s: NotRequired[float]  # absent from checkpoints of older versions
 
+PHASES = ("environment", "model", "imagination", "agent", "evaluation")
+"""Phases of a training run whose wall-clock time is accounted."""
+
 
 class PhaseClock:
     """``seconds[phase]`` accumulates the time of :meth:`timed` blocks; :attr:`elapsed` runs
@@ -43,6 +46,16 @@ class PhaseClock:
 
     def stop(self) -> None:
         self._before, self._start = self.elapsed, None
+
+    def profile(self, guidance_seconds: float) -> dict[str, float]:
+        """Seconds per phase, the imagination split into sampling and guidance (the time inside
+        the guidance hooks; on CUDA the device's time between events around them):
+        environment (acting and storing), model (world-model training), sampling, guidance,
+        agent (actor-critic update), evaluation."""
+        out = dict(self.seconds)
+        out["guidance"] = guidance_seconds
+        out["sampling"] = out.pop("imagination") - guidance_seconds
+        return out
 
     def write_state(self, folder: Path) -> dict[str, Any]:
         return {"seconds": self.seconds, "elapsed_s": self.elapsed}

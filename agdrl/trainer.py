@@ -6,7 +6,6 @@ resume. The loop is :mod:`agdrl.loop`; evaluation, logs and checkpoints are call
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -17,37 +16,33 @@ import torch
 
 from agdrl import distributed
 from agdrl.a2c import ActorCriticAgent
-from agdrl.callbacks import ProgressBar, training_callbacks
 from agdrl.checkpoint import (
     atomic_directory,
     complete_checkpoints,
     load_weights,
     read_meta,
-    save_module,
     verify_manifest,
 )
 from agdrl.collect import new_buffer
-from agdrl.config import ConfigError, TrainConfig, resolve_for_task
+from agdrl.config import TrainConfig, resolve_for_task
 from agdrl.devices import require_device, require_fits
 from agdrl.envs import check_custom_env, eval_env_for, is_custom, make_env, recorded_id
 from agdrl.evaluation import evaluate_policy, require_video
-from agdrl.loop import Progress, guarded, learn_steps, model_step
+from agdrl.loop import Progress, learn, train_world_model
 from agdrl.presets import PRESETS
 from agdrl.rng import RunStreams
 from agdrl.run_directory import RunDirectory, first_loadable
 from agdrl.run_log import RunLog
-from agdrl.timing import PhaseClock
+from agdrl.timing import PHASES, PhaseClock
 from agdrl.training_state import (
     read_saved_model,
     read_training_state,
     set_aside_after,
     write_checkpoint,
+    write_saved_model,
     write_training_state,
 )
 from agdrl.world_models import WORLD_MODELS, WorldModel
-
-PHASES = ("environment", "model", "imagination", "agent", "evaluation")
-"""Phases of :meth:`AGDMBRL.learn` whose wall-clock time is accounted."""
 
 
 class AGDMBRL:
@@ -122,14 +117,9 @@ class AGDMBRL:
         return self.clock.elapsed
 
     def time_profile(self) -> dict[str, float]:
-        """Wall-clock seconds spent so far in each phase of :meth:`learn`: environment (acting
-        and storing), model (world-model training), sampling and guidance (the two parts of
-        imagination; on CUDA guidance is the device's time between events around the hooks),
-        agent (actor-critic update), evaluation."""
-        out = dict(self.clock.seconds)
-        out["guidance"] = self.world_model.guidance_seconds
-        out["sampling"] = out.pop("imagination") - out["guidance"]
-        return out
+        """Wall-clock seconds spent so far in each phase of :meth:`learn`
+        (:meth:`agdrl.timing.PhaseClock.profile`)."""
+        return self.clock.profile(self.world_model.guidance_seconds)
 
     # ------------------------------------------------------------------ acting
     def predict(self, obs: np.ndarray, deterministic: bool = True
@@ -155,42 +145,14 @@ class AGDMBRL:
         called after every step, or an object with Stable-Baselines3's callback interface
         (:class:`agdrl.callbacks.Callback`), or a list of them; returning False stops
         training."""
-        if total_timesteps <= 0:
-            raise ValueError(f"total_timesteps must be positive, got {total_timesteps}")
-        if self.run_dir is None and (self.cfg.video or self.cfg.wandb or self.cfg.dream_every):
-            raise ConfigError("video, dreams and wandb write into the run directory: pass "
-                              "run_dir=")
-        end = self.num_timesteps + total_timesteps
-        callbacks = training_callbacks(end, total_timesteps, progress_bar, callback)
-        for c in callbacks:
-            c.init_callback(self)
-        self.clock.start()  # wall_s continues from earlier calls and resumes
-        try:
-            for c in callbacks:
-                c.on_training_start(locals(), globals())
-            learn_steps(self, end, callbacks)
-            for c in callbacks:
-                c.on_training_end()
-        finally:
-            self.clock.stop()
-            for c in callbacks:  # a bar left open would be drawn after an error's message
-                if isinstance(c, ProgressBar):
-                    c.close()
+        learn(self, total_timesteps, progress_bar, callback)
         return self
 
     def train_world_model(self, steps: int) -> float:
         """``steps`` more world-model steps on the replay buffer as it stands, with no
         environment steps (as right after the prefill): to fit the model to data it was given,
         or to see whether it is undertrained. Returns the last loss."""
-        if steps <= 0:
-            raise ValueError(f"steps must be positive, got {steps}")
-        if self.buffer.size == 0:
-            raise ValueError("the replay buffer is empty: collect with learn() or load one")
-        loss = float("nan")
-        with self.clock.timed("model"):
-            for _ in range(steps):
-                loss = guarded(self, model_step, self, default=loss)
-        return loss
+        return train_world_model(self, steps)
 
     def close(self) -> None:
         """Close the run's logs (TensorBoard, Weights & Biases) and give the run directory
@@ -207,17 +169,7 @@ class AGDMBRL:
         atomically. Enough to act and evaluate; a run directory's checkpoints also hold what
         :meth:`resume` needs."""
         with atomic_directory(path) as tmp:
-            self._write_model(tmp)
-
-    def _write_model(self, path: Path) -> None:
-        (path / "config.json").write_text(json.dumps(
-            {"config": dataclasses.asdict(self.cfg), "num_timesteps": self.num_timesteps,
-             "observation_shape": list(self.env.observation_space.shape),
-             "action_shape": list(self.env.action_space.shape)},
-            indent=1, default=str))
-        self.world_model.save(path)
-        save_module(self.agent, path / "agent.safetensors",
-                    {"kind": "actor_critic", "updates": self.agent.updates})
+            write_saved_model(tmp, self)
 
     @classmethod
     def load(cls, path: str | Path, env: str | gym.Env | None = None,
@@ -248,7 +200,7 @@ class AGDMBRL:
         """Write a full checkpoint into the run directory's checkpoints/ (atomically) and drop
         the oldest beyond the limit."""
         def write(folder: Path) -> None:
-            self._write_model(folder)
+            write_saved_model(folder, self)
             write_training_state(folder, self._components())
 
         write_checkpoint(self.run_dir, self.num_timesteps, self.cfg.keep_checkpoints, write)

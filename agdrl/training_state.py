@@ -10,20 +10,33 @@ or JSON.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, NotRequired, Protocol, TypedDict, get_origin, get_type_hints
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    NotRequired,
+    Protocol,
+    TypedDict,
+    get_origin,
+    get_type_hints,
+)
 
 import gymnasium as gym
 
-from agdrl.checkpoint import atomic_directory, latest_checkpoint, read_json
+from agdrl.checkpoint import atomic_directory, latest_checkpoint, read_json, save_module
 from agdrl.config import ConfigError, TrainConfig, config_from_dict, read_typed
 from agdrl.envs import IncompatibleEnvError, env_id
 from agdrl.faults import RunDirectoryError
+
+if TYPE_CHECKING:
+    from agdrl.trainer import AGDMBRL
 
 CHECKPOINT_FORMAT = 1
 """Version of the checkpoint layout (training_state.json and its companion files)."""
@@ -141,6 +154,19 @@ def read_saved_model(folder: Path) -> SavedModel:
         raise ValueError(f"{path}: num_timesteps must be ≥ 0, got {fields['num_timesteps']}")
     return SavedModel(config, fields["num_timesteps"], fields.get("observation_shape"),
                       fields.get("action_shape"))
+
+
+def write_saved_model(folder: Path, model: AGDMBRL) -> None:
+    """What ``AGDMBRL.save`` writes (and every checkpoint holds): ``config.json`` (config, step
+    count, the env's observation and action shapes) and the weights."""
+    (folder / "config.json").write_text(json.dumps(
+        {"config": dataclasses.asdict(model.cfg), "num_timesteps": model.num_timesteps,
+         "observation_shape": list(model.env.observation_space.shape),
+         "action_shape": list(model.env.action_space.shape)},
+        indent=1, default=str))
+    model.world_model.save(folder)
+    save_module(model.agent, folder / "agent.safetensors",
+                {"kind": "actor_critic", "updates": model.agent.updates})
 
 
 def write_checkpoint(run_dir: Path, step: int, keep: int, write: Callable[[Path], None]
