@@ -253,7 +253,7 @@ def test_training_run_with_a_student_imagines_with_it(tmp_path: Path) -> None:
     agent = AGDMBRL("InvertedPendulum-v5", cfg, run_dir=tmp_path / "run").learn(300)
     assert agent.world_model.imagination.use_student
     assert agent.world_model.imagination.sampler.grid(cfg.diffusion.num_steps) == [7]
-    assert "student" in agent._optimizers()
+    assert "student" in agent.optimizers()
     with open(tmp_path / "run" / "train_metrics.csv") as f:
         losses = [float(r["student_loss"]) for r in csv.DictReader(f)]
     assert losses and all(np.isfinite(losses))
