@@ -167,16 +167,40 @@ def find_runs(runs_dir: Path) -> tuple[list[RunCurve], list[Path]]:
                 derived = method
             if derived != method:
                 method, renamed_from = derived, method
-        walls = np.array([float(r.get("wall_s") or "nan") for r in rows])
+        steps, returns, walls = evaluation_columns(folder / "evaluations.csv", rows)
         runs.append(RunCurve(
             task=config["env"], method=method, seed=int(config["seed"]),
-            steps=np.array([int(r["env_step"]) for r in rows]),
-            returns=np.array([float(r["mean_return"]) for r in rows]),
-            walls=walls, folder=folder, clock_restarted=bool(np.any(np.diff(walls) < 0)),
+            steps=steps, returns=returns, walls=walls, folder=folder,
+            clock_restarted=bool(np.any(np.diff(walls) < 0)),
             source=_source_label((status or {}).get("source")),
             parallel=((status or {}).get("machine") or {}).get("parallel"),
             renamed_from=renamed_from))
     return runs, unfinished
+
+
+def evaluation_columns(path: Path, rows: list[dict[str, str]]
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(E,) env steps, mean returns and wall-clock seconds of an ``evaluations.csv``.
+
+    A row whose step or return is missing, unparsable or not finite is refused with the file
+    and line named: scoring it would turn the run's IQM, and every aggregate it enters, into
+    NaN. ``wall_s`` may be empty (runs that did not log it)."""
+    steps, returns, walls = [], [], []
+    for line, row in enumerate(rows, start=2):  # line 1 is the header
+        try:
+            step, value = int(row["env_step"]), float(row["mean_return"])
+            wall = float(row.get("wall_s") or "nan")
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(f"{path}, line {line}: env_step {row.get('env_step')!r} and "
+                              f"mean_return {row.get('mean_return')!r} must be an integer and "
+                              "a number; fix or remove the row, or leave the run out "
+                              "(--tasks, --methods)") from None
+        if not np.isfinite(value):
+            raise ConfigError(f"{path}, line {line}: mean_return is {row['mean_return']}, "
+                              "which cannot be scored; fix or remove the row, or leave the "
+                              "run out (--tasks, --methods)")
+        steps.append(step), returns.append(value), walls.append(wall)
+    return np.array(steps), np.array(returns), np.array(walls)
 
 
 def _source_label(source: dict | None) -> str:

@@ -116,9 +116,9 @@ def _spec(content: Any) -> Callable[[Path], None]:
     return setup
 
 
-def _log_row(run: Path) -> None:
+def _log_row(run: Path, row: str = "abc,1.0,0.0,1,0.1") -> None:
     with open(run / "evaluations.csv", "a") as f:
-        f.write("abc,1.0,0.0,1,0.1\n")
+        f.write(row + "\n")
 
 
 BINARY = b"\x89PNG\r\n\x1a\n\xff\xfe\x00binary"
@@ -295,6 +295,11 @@ CASES: list[Case] = [
          category="file"),
     case("resume", "RUN", expect="evaluations.csv, line 4: env_step 'abc' is not an integer",
          setup=_log_row, category="file"),
+    case("report", "--runs-dir", "RUN", expect="evaluations.csv, line 4: mean_return is nan, "
+         "which cannot be scored", setup=lambda run: _log_row(run, "400,nan,0.0,1,0.1"),
+         category="file"),
+    case("report", "--runs-dir", "RUN", expect="evaluations.csv, line 4: env_step 'abc' and "
+         "mean_return '1.0' must be an integer and a number", setup=_log_row, category="file"),
     case("resume", "RUN", expect="manifest.json must map file names to SHA-256 sums",
          setup=lambda run: [(f / "manifest.json").write_text("[1, 2]")
                             for f in _checkpoints(run)], category="file"),

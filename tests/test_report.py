@@ -150,6 +150,22 @@ def test_report_refuses_an_empty_folder(tmp_path: Path):
         main(["report", "--runs-dir", str(tmp_path), "--budgets", "0"])
 
 
+@pytest.mark.parametrize("row, message", [
+    ("1500,nan,0.0,10,3.0", r"seed2/evaluations.csv, line 4: mean_return is nan"),
+    ("1500,inf,0.0,10,3.0", r"seed2/evaluations.csv, line 4: mean_return is inf"),
+    ("1500,,0.0,10,3.0", r"seed2/evaluations.csv, line 4: env_step '1500' and mean_return ''"),
+    ("x,1.0,0.0,10,3.0", r"line 4: env_step 'x' and mean_return '1.0' must be an integer"),
+])
+def test_a_row_that_cannot_be_scored_is_named_not_scored_as_nan(tmp_path: Path, row: str,
+                                                                 message: str):
+    make_runs(tmp_path)
+    with open(tmp_path / TASK / "slow-learner" / "seed2" / "evaluations.csv", "a") as f:
+        f.write(row + "\n")
+    with pytest.raises(SystemExit, match=r"^agdrl: .*" + message):
+        main(["report", "--runs-dir", str(tmp_path)])
+    assert not (tmp_path / "report").exists()
+
+
 def test_a_run_that_stopped_before_the_budget_is_listed_not_scored(tmp_path: Path):
     """A run that ended at 500 steps has no return at 1000: it is not scored as if its last
     evaluation stood for the budget, and the report says which run and why."""
