@@ -16,7 +16,7 @@ import numpy as np
 import tyro
 from gymnasium.error import Error as GymError
 
-from agdrl.config import ConfigError, require_positive
+from agdrl.config import ConfigError, PlannerConfig, require_positive
 from agdrl.dream import DreamConfig
 from agdrl.faults import NumericalFaultError, RunDirectoryError
 from agdrl.presets import PRESETS
@@ -32,7 +32,8 @@ commands:
   resume      continue a run from its latest checkpoint: agdrl resume RUN_DIR
               [--total-steps N]
   eval        evaluate a run (its final model, else its latest checkpoint):
-              agdrl eval RUN_DIR [--episodes N]
+              agdrl eval RUN_DIR [--episodes N] [--plan: act with the decision-time planner,
+              --planner.candidates N --planner.horizon H --planner.iterations I ...]
   dream       video of what the world model imagines next to the simulator replaying the same
               actions from the same start states: agdrl dream RUN_DIR [--starts N]
               [--guidance none|sag|eag|reward|cfg] [--sampler ddim --sampler-steps N]
@@ -184,6 +185,11 @@ class EvalConfig:
     the same observation and action shapes (default: the run's own)."""
     device: str | None = None
     """The torch device to act on (default: the run's)."""
+    plan: bool = False
+    """Act with the decision-time planner (the options below) instead of the policy's
+    deterministic action."""
+    planner: PlannerConfig = dataclasses.field(default_factory=PlannerConfig)
+    """The planner, when plan."""
 
     def __post_init__(self):
         require_positive(self, "episodes")
@@ -217,9 +223,11 @@ def load_agent(run: Path, env: str | None = None, device: str | None = None) -> 
 def _eval(args: list[str]) -> int:
     cfg = parse(EvalConfig, args, "agdrl eval")
     model = load_agent(cfg.run_dir, cfg.env, cfg.device)
-    returns = model.evaluate(cfg.episodes)
+    returns = model.evaluate(cfg.episodes, planner=model.planner(cfg.planner) if cfg.plan
+                             else None)
     print(f"{model.cfg.env}: mean return {np.mean(returns):.2f} ± {np.std(returns):.2f} over "
-          f"{len(returns)} episodes ({model.num_timesteps} training steps)")
+          f"{len(returns)} episodes ({model.num_timesteps} training steps"
+          f"{', planner' if cfg.plan else ''})")
     return 0
 
 

@@ -546,6 +546,52 @@ class ImaginationConfig:
 
 
 @dataclass(frozen=True)
+class PlannerConfig:
+    """Decision-time planning with the world model (:class:`agdrl.planning.Planner`): at each
+    real step, candidate trajectories from the current state, scored by imagined return plus
+    the critic's discounted value of the state they reach; the first action of the best (or
+    the score-weighted mean) is taken."""
+
+    candidates: int = 64
+    """Candidate trajectories per iteration (N)."""
+    horizon: int = 10
+    """Actions per candidate (H); each is scored over these steps and bootstrapped with
+    γ^H V(s_H)."""
+    iterations: int = 1
+    """1: the candidates follow the policy (policy guidance). More: MPPI-style refinement, each
+    further iteration drawing open-loop action sequences from a Gaussian (in the policy's
+    pre-squash space) fitted to the previous iteration's elites, weighted by their scores."""
+    elites: int = 8
+    """Best candidates a refinement's Gaussian and the 'mean' action are fitted to."""
+    temperature: float = 0.5
+    """Elite weights exp((G − max G) / (temperature · std G)): scores in units of their own
+    spread, so the same temperature suits every task's reward scale."""
+    select: Literal["best", "mean"] = "best"
+    """Act with the first action of the best-scoring candidate, or the elites' weighted mean
+    first action (MPPI)."""
+    warm_start: bool = True
+    """One candidate of the first iteration replays the previous step's chosen plan shifted by
+    one step (its last action repeated); forgotten at an episode's start."""
+    guided: bool = True
+    """Policy-following candidates of the diffusion model also carry the run's advantage
+    guidance (its imagination.guidance, except 'resample', whose selection the planner's
+    replaces); False: policy guidance only."""
+    chain: bool = True
+    """Join the diffusion model's segments end to start when the horizon is longer than one
+    segment; False: one segment per candidate, and the horizon must fit in it."""
+    min_std: float = 0.05
+    """Floor of a refinement Gaussian's standard deviation (pre-squash units)."""
+
+    def __post_init__(self):
+        require_finite(self)
+        require_positive(self, "candidates", "horizon", "iterations", "elites", "temperature",
+                         "min_std")
+        require(self.elites <= self.candidates, f"elites ({self.elites}) must not exceed "
+                                                f"candidates ({self.candidates})")
+        require_choice(self, "select", ("best", "mean"))
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """AGD-MBRL online training."""
 
@@ -609,6 +655,11 @@ class TrainConfig:
     check_env: bool = True
     """Run Gymnasium's env checker on an environment that is not one of Gymnasium's own
     before training (its complaints are shown; an API violation stops the run)."""
+    act_with_planner: bool = False
+    """After the prefill, act in the environment with the planner instead of sampling the
+    policy (the planner's candidates follow the policy's stochastic samples)."""
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    """The planner, when act_with_planner (``agdrl eval --plan`` takes its own)."""
 
     def __post_init__(self):
         require_finite(self)

@@ -20,13 +20,17 @@ def require_video() -> None:
 
 
 def evaluate_policy(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: int,
-                    video_path: Path | None = None) -> list[float]:
+                    video_path: Path | None = None,
+                    on_reset: Callable[[], None] | None = None) -> list[float]:
     """Undiscounted returns of ``episodes`` episodes of ``act`` on ``env`` (each starts with a
-    reset that draws from the env's own seeded stream); the first episode is written to
-    ``video_path`` (MP4) when given. The one evaluation protocol of every row."""
+    reset that draws from the env's own seeded stream, then calls ``on_reset``); the first
+    episode is written to ``video_path`` (MP4) when given. The one evaluation protocol of
+    every row."""
     returns = []
     for episode in range(episodes):
         obs, _ = env.reset()
+        if on_reset is not None:
+            on_reset()
         frames = [env.render()] if video_path is not None and episode == 0 else None
         done, total = False, 0.0
         while not done:

@@ -416,6 +416,22 @@ class ClassifierFreeGuidance(nn.Module):
         return unconditional + self.weight * (conditional - unconditional)
 
 
+@dataclass
+class PinnedActions:
+    """A denoising hook that holds the first A rows' actions at ``actions``: (A, H, da) in the
+    world model's normalized action space (the rows' trajectories are the model's prediction
+    of what those actions do)."""
+
+    actions: torch.Tensor
+
+    def __call__(self, state: StepState) -> None:
+        if state.cond is None:
+            raise ValueError("pinned actions need the 'polygrad' layout (actions as "
+                             "conditioning)")
+        rows = self.actions.shape[0]
+        state.cond = torch.cat([self.actions, state.cond[rows:]])
+
+
 def compose(*hooks: DenoisingHook | None) -> DenoisingHook:
     """One hook that calls ``hooks`` in order (by default policy guidance first, then state
     guidance, so the states are guided given the updated actions)."""

@@ -96,6 +96,7 @@ def step_env(model: AGDMBRL, random: bool) -> None:
     buffer and every running statistic; a non-finite observation or reward ends the episode
     and stores nothing of that step."""
     action = (model.env.action_space.sample() if random
+              else model.behaviour(model.obs) if model.behaviour is not None
               else model.predict(model.obs, deterministic=False)[0])
     sim = get_sim_state(model.env)
     next_obs, reward, terminated, truncated, _ = model.env.step(action)
@@ -109,6 +110,8 @@ def step_env(model: AGDMBRL, random: bool) -> None:
     model.obs = next_obs
     if terminated or truncated:
         model.obs, _ = model.env.reset()
+        if model.behaviour is not None:
+            model.behaviour.reset()
 
 
 def model_step(model: AGDMBRL) -> float:

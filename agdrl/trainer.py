@@ -18,26 +18,25 @@ from agdrl import distributed
 from agdrl.a2c import ActorCriticAgent
 from agdrl.checkpoint import (
     atomic_directory,
-    complete_checkpoints,
     load_weights,
     read_meta,
     verify_manifest,
 )
 from agdrl.collect import new_buffer
-from agdrl.config import TrainConfig, resolve_for_task
+from agdrl.config import PlannerConfig, TrainConfig, resolve_for_task
 from agdrl.devices import require_device, require_fits
 from agdrl.envs import check_custom_env, eval_env_for, is_custom, make_env, recorded_id
 from agdrl.evaluation import evaluate_policy, require_video
 from agdrl.loop import Progress, learn, train_world_model
+from agdrl.planning import Planner
 from agdrl.presets import PRESETS
 from agdrl.rng import RunStreams
-from agdrl.run_directory import RunDirectory, first_loadable
+from agdrl.run_directory import RunDirectory
 from agdrl.run_log import RunLog
 from agdrl.timing import PHASES, PhaseClock
 from agdrl.training_state import (
     read_saved_model,
-    read_training_state,
-    set_aside_after,
+    resume_run,
     write_checkpoint,
     write_saved_model,
     write_training_state,
@@ -107,6 +106,7 @@ class AGDMBRL:
         self.nonfinite_skipped = 0
         self.model_loss = float("nan")  # the last world-model loss
         self.agent_metrics: dict[str, float] | None = None  # this step's agent update's
+        self.behaviour = self.planner() if cfg.act_with_planner else None  # else the policy
         self.obs, _ = self.env.reset(seed=cfg.seed)  # what the next step acts on
         self.env.action_space.seed(cfg.seed)
 
@@ -131,12 +131,20 @@ class AGDMBRL:
                       else self.agent.actor.sample(states, self.streams.act_generator))
         return action.cpu().numpy(), None
 
-    def evaluate(self, episodes: int | None = None, video_path: Path | None = None
-                 ) -> list[float]:
-        """Undiscounted returns of ``episodes`` deterministic episodes on the eval env; the
-        first episode is written to ``video_path`` (MP4) when given."""
-        return evaluate_policy(self.eval_env, lambda obs: self.predict(obs)[0],
-                               episodes or self.cfg.eval_episodes, video_path)
+    def planner(self, config: PlannerConfig | None = None) -> Planner:
+        """A decision-time planner over this agent's world model and critic (``config``, else
+        the run's ``planner``), drawing from the acting stream."""
+        return Planner(self.world_model, self.agent, config or self.cfg.planner,
+                       self.streams.act_generator)
+
+    def evaluate(self, episodes: int | None = None, video_path: Path | None = None,
+                 planner: Planner | None = None) -> list[float]:
+        """Undiscounted returns of ``episodes`` episodes on the eval env, acting with the
+        policy's deterministic action (or with ``planner``); the first episode is written to
+        ``video_path`` (MP4) when given."""
+        return evaluate_policy(self.eval_env, planner or (lambda obs: self.predict(obs)[0]),
+                               episodes or self.cfg.eval_episodes, video_path,
+                               planner.reset if planner else None)
 
     # ------------------------------------------------------------------ learning
     def learn(self, total_timesteps: int, progress_bar: bool = False,
@@ -212,33 +220,7 @@ class AGDMBRL:
         skipped and set aside): weights, optimizers, replay buffer, random streams, the episode
         in progress and the logs (rows logged after the checkpoint are dropped). Then call
         ``learn(remaining steps)``. Refused while another agent writes the run directory."""
-        run_dir = Path(run_dir)
-        candidates = complete_checkpoints(run_dir)[::-1]
-        if not candidates:
-            raise ValueError(f"{run_dir} has no complete checkpoint to resume from")
-        directory = RunDirectory.claim(run_dir, fresh=False) if distributed.is_main() else None
-
-        def load(checkpoint: Path) -> AGDMBRL:
-            verify_manifest(checkpoint)
-            model = cls.load(checkpoint, env=env, eval_env=eval_env)
-            read_training_state(checkpoint, model._components())
-            return model
-
-        try:
-            model = first_loadable(candidates, load, "checkpoint")
-            if directory is not None:
-                set_aside_after(run_dir, model.num_timesteps)
-                model.run_dir, model.directory = run_dir, directory
-                model.log = RunLog(run_dir, model.cfg, resume_step=model.num_timesteps)
-        except BaseException:
-            if directory is not None:
-                directory.release()
-            raise
-        if distributed.world_size() > 1:  # rank 0's streams were saved: give each rank its own
-            cfg = model.cfg
-            model.streams = RunStreams(cfg.seed, model.num_timesteps, cfg.device,
-                                       cfg.imagination.cuda_graph)
-        return model
+        return resume_run(cls, Path(run_dir), env, eval_env)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Every component's optimizers, by checkpoint name."""
@@ -246,4 +228,5 @@ class AGDMBRL:
 
     def _components(self) -> list[Any]:
         """What a checkpoint holds beyond the model, in the order it is restored."""
-        return [Progress(self), self.streams, self.world_model, self.clock]
+        return [Progress(self), self.streams, self.world_model, self.clock,
+                *([self.behaviour] if self.behaviour else [])]

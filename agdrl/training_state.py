@@ -30,10 +30,21 @@ from typing import (
 
 import gymnasium as gym
 
-from agdrl.checkpoint import atomic_directory, latest_checkpoint, read_json, save_module
+from agdrl import distributed
+from agdrl.checkpoint import (
+    atomic_directory,
+    complete_checkpoints,
+    latest_checkpoint,
+    read_json,
+    save_module,
+    verify_manifest,
+)
 from agdrl.config import ConfigError, TrainConfig, config_from_dict, read_typed
 from agdrl.envs import IncompatibleEnvError, env_id
 from agdrl.faults import RunDirectoryError
+from agdrl.rng import RunStreams
+from agdrl.run_directory import RunDirectory, first_loadable
+from agdrl.run_log import RunLog
 
 if TYPE_CHECKING:
     from agdrl.trainer import AGDMBRL
@@ -206,3 +217,38 @@ def set_aside_after(run_dir: Path, step: int) -> None:
             except OSError as err:
                 raise RunDirectoryError(f"cannot set the skipped checkpoint {path} aside: "
                                         f"{err}") from err
+
+
+def resume_run(cls: type[AGDMBRL], run_dir: Path, env: str | gym.Env | None,
+               eval_env: gym.Env | None) -> AGDMBRL:
+    """``AGDMBRL.resume``: the newest checkpoint of ``run_dir`` that loads (damaged ones are
+    reported, skipped and set aside), its training state restored and the run directory
+    claimed for writing, with the logs rows after the checkpoint dropped."""
+    candidates = complete_checkpoints(run_dir)[::-1]
+    if not candidates:
+        raise ValueError(f"{run_dir} has no complete checkpoint to resume from")
+    directory = RunDirectory.claim(run_dir, fresh=False) if distributed.is_main() else None
+
+    def load(checkpoint: Path) -> AGDMBRL:
+        verify_manifest(checkpoint)
+        model = cls.load(checkpoint, env=env, eval_env=eval_env)
+        read_training_state(checkpoint, model._components())
+        return model
+
+    try:
+        model = first_loadable(candidates, load, "checkpoint")
+        if directory is not None:
+            set_aside_after(run_dir, model.num_timesteps)
+            model.run_dir, model.directory = run_dir, directory
+            model.log = RunLog(run_dir, model.cfg, resume_step=model.num_timesteps)
+    except BaseException:
+        if directory is not None:
+            directory.release()
+        raise
+    if distributed.world_size() > 1:  # rank 0's streams were saved: give each rank its own
+        cfg = model.cfg
+        model.streams = RunStreams(cfg.seed, model.num_timesteps, cfg.device,
+                                   cfg.imagination.cuda_graph)
+        if model.behaviour is not None:
+            model.behaviour.generator = model.streams.act_generator
+    return model

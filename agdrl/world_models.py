@@ -18,6 +18,7 @@ between them (the agent's imagination hooks need it, and the order fixes the ini
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypedDict
 
@@ -31,9 +32,10 @@ from agdrl.checkpoint import load_weights, save_module
 from agdrl.diffusion.world_model import DiffusionWorldModel
 from agdrl.ensemble import BootstrapSampler, ProbabilisticEnsemble
 from agdrl.envs import IncompatibleEnvError
-from agdrl.guidance import advantage_labels
-from agdrl.imagination import EnsembleImagination, Imagination
+from agdrl.guidance import PinnedActions, advantage_labels, compose
+from agdrl.imagination import EnsembleImagination, Imagination, chain_segments
 from agdrl.reward_model import RewardModel
+from agdrl.rng import randn
 from agdrl.segments import Segment
 from agdrl.termination import TerminationModel
 
@@ -60,6 +62,16 @@ class WorldModel(Protocol):
                 ) -> tuple[Segment, dict[str, float]]:
         """starts: (B, ds) raw real states -> an imagined on-policy Segment (B, L), detached,
         and per-batch diagnostics."""
+
+    def rollout(self, starts: torch.Tensor, steps: int, generator: torch.Generator,
+                actions: torch.Tensor | None = None, guided: bool = True) -> Segment:
+        """Trajectories for decision-time planning: starts: (B, ds) raw -> Segment (B,
+        steps + 1), rewards and terminal flags as the agent sees them. The first A rows take
+        ``actions`` (A, steps, da) raw; the others follow the current policy (with the run's
+        advantage guidance when ``guided``)."""
+
+    segment_steps: int | None
+    """Transitions one generated segment spans (None: any number, step by step)."""
 
     def metrics(self) -> dict[str, float]:
         """Extra scalars for the training log."""
@@ -164,6 +176,42 @@ class DiffusionWorld:
                 ) -> tuple[Segment, dict[str, float]]:
         return self.imagination(starts, generator)
 
+    @property
+    def segment_steps(self) -> int:
+        return self.network.cfg.horizon - 1
+
+    def rollout(self, starts: torch.Tensor, steps: int, generator: torch.Generator,
+                actions: torch.Tensor | None = None, guided: bool = True) -> Segment:
+        """As :meth:`WorldModel.rollout`: ⌈steps / (H − 1)⌉ segments chained end to start.
+        Action rows are pinned by a hook after the others' guidance (their initial noise
+        too, so the denoiser never sees other actions for them); advantage resampling is not
+        applied (the planner selects)."""
+        img, net = self.imagination, self.network
+        span, pinned = net.cfg.horizon - 1, 0 if actions is None else actions.shape[0]
+        follow = starts.shape[0] > pinned
+        state = img.state if guided else None
+        hooks = ((state, img.policy) if img.cfg.guide_states_first else (img.policy, state)
+                 ) if follow else (state,)
+        pieces = []
+        for k in range(math.ceil(steps / span)):
+            init = pin = None
+            if pinned:
+                part = actions[:, k * span: k * span + net.cfg.horizon]
+                part = torch.cat([part, part[:, -1:].expand(-1, net.cfg.horizon
+                                                            - part.shape[1], -1)], 1)
+                noise = randn((starts.shape[0] - pinned, net.cfg.horizon, net.action_dim),
+                              generator, net.device)
+                init = torch.cat([part.to(net.device), net.action_norm.unnormalize(noise)])
+                pin = PinnedActions(net.action_norm.normalize(part.to(net.device)))
+            seg = net.sample(starts, img.sampler, actions=init, hook=compose(*hooks, pin),
+                             generator=generator, wrap_denoiser=img.wrap,
+                             student=img.use_student)
+            pieces.append(seg)
+            starts = seg.states[:, -1].detach()
+        seg = chain_segments(pieces)
+        return img.relabel(Segment(*(x[:, : steps + 1].detach() for x in (
+            seg.states, seg.actions, seg.rewards, seg.terminals))))
+
     def metrics(self) -> dict[str, float]:
         if self.network.student is None:
             return {}
@@ -250,6 +298,26 @@ class EnsembleWorld:
     def imagine(self, starts: torch.Tensor, generator: torch.Generator
                 ) -> tuple[Segment, dict[str, float]]:
         return self.imagination(starts, generator)
+
+    segment_steps = None
+
+    def rollout(self, starts: torch.Tensor, steps: int, generator: torch.Generator,
+                actions: torch.Tensor | None = None, guided: bool = True) -> Segment:
+        """As :meth:`WorldModel.rollout` (there is no guidance: ``guided`` is moot)."""
+        actor, pinned = self.imagination.agent.actor, 0 if actions is None else actions.shape[0]
+        t = 0
+
+        def act(s: torch.Tensor) -> torch.Tensor:
+            nonlocal t
+            step, t = min(t, steps - 1), t + 1
+            if not pinned:
+                return actor.sample(s, generator)
+            own = actions[:, step].to(s.device)
+            if pinned == s.shape[0]:
+                return own
+            return torch.cat([own, actor.sample(s[pinned:], generator)])
+
+        return self.network.rollout(starts, act, generator=generator, horizon=steps + 1)
 
     def metrics(self) -> dict[str, float]:
         return {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib.util
 import json
 import os
 import random
@@ -20,6 +21,7 @@ import torch
 
 from agdrl import AGDMBRL, PRESETS
 from agdrl.checkpoint import atomic_directory, latest_checkpoint
+from agdrl.config import PlannerConfig
 from agdrl.faults import RunDirectoryError
 
 TINY = dataclasses.replace(PRESETS["tiny"], prefill_steps=120, pretrain_steps=10, eval_every=100,
@@ -47,12 +49,14 @@ def assert_same_run(a: AGDMBRL, b: AGDMBRL, dir_a: Path, dir_b: Path) -> None:
     assert rows(dir_a / "train_metrics.csv") == rows(dir_b / "train_metrics.csv")
 
 
-@pytest.mark.parametrize("guidance", ["sag", "reward", "sag+student", "none+ensemble"])
+@pytest.mark.parametrize("guidance", ["sag", "reward", "sag+student", "none+ensemble",
+                                      "none+planner"])
 def test_resumed_run_is_the_uninterrupted_run(tmp_path: Path, guidance: str):
     """Stopped after 200 steps and resumed from its checkpoint, a run ends with bit-identical
     weights and the same logged rows as one that was never stopped (CPU, one thread); with a
-    distilled student too (its weights and optimizer are part of the checkpoint), and for the
-    ensemble row (bootstrap subsets, elites and their random stream)."""
+    distilled student too (its weights and optimizer are part of the checkpoint), for the
+    ensemble row (bootstrap subsets, elites and their random stream), and for a run acting
+    with the planner (its warm start)."""
     guidance, _, variant = guidance.partition("+")
     student = variant == "student"
     cfg = dataclasses.replace(TINY, imagination=dataclasses.replace(TINY.imagination,
@@ -60,6 +64,9 @@ def test_resumed_run_is_the_uninterrupted_run(tmp_path: Path, guidance: str):
     if variant == "ensemble":
         cfg = dataclasses.replace(cfg, world_model="ensemble", elite_every=50,
                                   ensemble=dataclasses.replace(cfg.ensemble, width=32, depth=2))
+    if variant == "planner":
+        cfg = dataclasses.replace(cfg, act_with_planner=True, planner=PlannerConfig(
+            candidates=8, horizon=3, elites=2))
     if student:
         cfg = dataclasses.replace(cfg, diffusion=dataclasses.replace(
             cfg.diffusion, student_steps=1, student_teacher_steps=4))
@@ -183,13 +190,17 @@ def test_checkpoint_from_before_elapsed_time_was_saved_resumes_with_the_phase_to
     assert 0.5 * model.elapsed_s < loaded.elapsed_s <= model.elapsed_s
 
 
-TINY_ARGS = ["--env", "InvertedPendulum-v5", "--total-steps", "600", "--prefill-steps", "120",
-             "--pretrain-steps", "10", "--eval-every", "200", "--eval-episodes", "2",
-             "--checkpoint-every", "40", "--keep-checkpoints", "2",
-             "--diffusion.num-steps", "8", "--diffusion.batch-size", "32",
-             "--diffusion.denoiser.width", "32", "--diffusion.denoiser.depth", "1",
-             "--agent.hidden", "16", "--imagination.batch-size", "32",
-             "--imagination.sampler", "ddim", "--imagination.sampler-steps", "2"]
+def _soak_args() -> list[str]:
+    """The fault-injection soak's run (benchmarks/soak.py): a few seconds, a checkpoint every
+    40 steps."""
+    spec = importlib.util.spec_from_file_location(
+        "soak", Path(__file__).parents[1] / "benchmarks" / "soak.py")
+    soak = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(soak)
+    return soak.ARGS
+
+
+TINY_ARGS = _soak_args()
 
 
 def run_agdrl(args: list[str]) -> subprocess.Popen:
