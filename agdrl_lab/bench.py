@@ -39,7 +39,6 @@ from agdrl.checkpoint import read_json
 from agdrl.config import (
     SEED_LIMIT,
     ConfigError,
-    ImaginationConfig,
     config_from_dict,
     require,
     require_finite,
@@ -98,80 +97,41 @@ guidance search (docs/guidance.md): c = 1 in the grid-independent 'total' mode, 
 of every segment guided."""
 
 
-ROW_DDIM_STEPS = 2
-"""The DDIM steps of the rows without a sampler suffix (``agd-sag`` …): the fast preset's.
-Fixed here so that a later preset change does not rename the runs made with it."""
+def row_config(method: str, preset: str, task: str, options: tuple[str, ...] = ()) -> object:
+    """The config (``TrainConfig`` resolved for ``task``, or ``BaselineConfig``) that the row
+    ``method`` makes today on ``preset``, with ``options`` (``--seed``, ``--total-steps`` …)
+    added. ConfigError if they make no valid config."""
+    from agdrl.config import TrainConfig, resolve_for_task
+    from agdrl.presets import PRESETS
+    from agdrl_lab.baselines import BaselineConfig
 
-ROW_SPACING = "trailing"
-"""The timestep spacing of the rows without a spacing suffix (the fast preset's)."""
+    kind, *row = METHODS[method]
+    cls, default = ((TrainConfig, PRESETS[preset]) if kind == "train"
+                    else (BaselineConfig, BaselineConfig()))
+    try:
+        config = tyro.cli(cls, args=[*row, "--env", task, *options], default=default)
+    except SystemExit as err:
+        raise ConfigError(f"the options {[*row, *options]} make no valid config") from err
+    return resolve_for_task(config, task) if kind == "train" else config
 
 
-ROW_TRAJECTORY = {"horizon": 4, "segments": 10, "relax": 1.0, "settle": 1}
-"""How the rows without a suffix imagine a trajectory: diffusion segments of this many states,
-chained this many times, policy relaxation and settle steps (the fast preset's). A run that
-imagines otherwise gets a suffix for each difference (the rows before segments were chained:
-``-ddim8-linspace-horizon10-segments1-relax0.5-settle4``)."""
-
-PAPER_TRAJECTORY = {"horizon": 10, "segments": 1, "relax": 0.5, "settle": 4}
-"""The same for the runs with the papers' denoiser (``-paper``): the paper preset's."""
+MEANING_FREE_FIELDS = frozenset({"env", "seed", "total_steps", "eval_every", "eval_episodes",
+                                 "checkpoint_every", "keep_checkpoints", "device", "video",
+                                 "dream_every", "wandb", "wandb_project", "check_env"})
+"""Config fields that do not change what a run learns: the task and seed it is scored under,
+its budget and evaluation protocol, and where and how it writes."""
 
 
-def method_of(config: dict) -> str:
-    """The method name of a run from its config.json (for runs not made by a sweep); a run
-    whose settings differ from the named row's gets a suffix saying how."""
-    if "algo" in config:
-        return config["algo"]
-    imagination = config["imagination"]
-    if config.get("world_model") == "ensemble":
-        horizon = config["ensemble_horizon"]
-        return "mbrl-ensemble" if horizon == 10 else f"mbrl-ensemble-h{horizon}"
-    name = {"sag": "agd-sag", "eag": "agd-eag", "cfg": "agd-cfg", "none": "polygrad",
-            "reward": "reward-diffusion"}[imagination["guidance"]]
-    diffusion = config["diffusion"]
-    if (diffusion["denoiser"]["width"], diffusion["denoiser"]["depth"]) == (1024, 6):
-        name += "-paper"  # the papers' denoiser (the paper preset), whatever the sampler
-    student = diffusion.get("student_steps", 0)
-    if student:
-        name += f"-student{student}"
-    elif imagination["sampler"] == "ddpm" and not name.endswith("-paper"):
-        steps = imagination["sampler_steps"]
-        name += "-ddpm" if steps in (0, diffusion["num_steps"]) else f"-ddpm{steps}"
-    elif imagination["sampler"] == "ddim" and not name.endswith("-paper"):
-        steps = imagination["sampler_steps"] or diffusion["num_steps"]
-        if steps != ROW_DDIM_STEPS:
-            name += f"-ddim{steps}"
-    elif imagination["sampler"] not in ("ddpm", "ddim"):  # the second-order samplers
-        name += f"-{imagination['sampler']}{imagination['sampler_steps'] or diffusion['num_steps']}"
-    spacing = imagination.get("sampler_spacing", "linspace")
-    if spacing != ROW_SPACING and not student and not name.endswith("-paper"):
-        name += f"-{spacing}"
-    if imagination.get("advantage", "td") != "td" and imagination["guidance"] in ("sag", "eag"):
-        name += f"-{imagination['advantage']}"
-    if imagination["guidance"] in ("sag", "eag", "reward"):
-        if imagination.get("guidance_mode", "sigma4") != "sigma4":
-            name += f"-{imagination['guidance_mode']}"
-        if imagination.get("guidance_scale", 4.0) != 4.0:
-            name += f"-c{imagination['guidance_scale']:g}"
-        if imagination.get("guidance_mode") == "resample":
-            name += f"-n{imagination['resample_candidates']}"
-        if imagination.get("guide_last_state", False):
-            name += "-last"
-        if imagination.get("guide_states_first", False):
-            name += "-first"
-    if imagination.get("resample_actions", False):
-        name += "-resample"
-    if imagination.get("termination", "model") == "classifier":
-        name += "-termination"
-    if imagination.get("reward", "model") == "regressor":
-        name += "-reward"  # rewards from the regressor (not reward guidance: reward-diffusion)
-    former = {**ImaginationConfig.FORMER_DEFAULTS, **imagination}  # older runs' meaning
-    if former["policy_guidance"] == "pull":
-        return name + "-pull"
-    values = {"horizon": diffusion["horizon"], "segments": former.get("segments", 1),
-              "relax": former["policy_relaxation"], "settle": former["settle_steps"]}
-    reference = PAPER_TRAJECTORY if name.endswith("-paper") else ROW_TRAJECTORY
-    return name + "".join(f"-{key}{values[key]:g}" for key, row in reference.items()
-                          if values[key] != row)
+def row_differences(method: str, preset: str, config: dict) -> list[tuple[str, object, object]]:
+    """(field, the run's value, the row's value today) for every field that changes what a run
+    learns in which ``config`` (a run's config.json, read as its class reads it: a field it
+    lacks means what it meant when it was written) differs from what the row ``method`` makes
+    on ``preset``: none for a run the row made since it last changed."""
+    expected = row_config(method, preset, config["env"])
+    saved = asdict(config_from_dict(type(expected), config, "the run's config.json"))
+    unused = _unused_fields(asdict(expected))
+    return [(name, ours, theirs) for name, ours, theirs in _differences(saved, asdict(expected))
+            if name.split(".")[0] not in MEANING_FREE_FIELDS and not name.startswith(unused)]
 
 
 @dataclass(frozen=True)
@@ -283,25 +243,18 @@ class Run:
         """Why this finished run does not answer the sweep (None if it does): the fields in
         which its config.json differs from the one a fresh run would write, or a last
         evaluation before the budget. A longer run answers (it is scored at the budget)."""
-        from agdrl.config import TrainConfig, resolve_for_task
-        from agdrl.presets import PRESETS
-        from agdrl_lab.baselines import BaselineConfig
-
-        kind = METHODS[self.method][0]
-        cls, default = ((TrainConfig, PRESETS[cfg.preset]) if kind == "train"
-                        else (BaselineConfig, BaselineConfig()))
         try:
-            saved = config_from_dict(cls, json.loads((self.folder / "config.json").read_text()))
+            sweep_options = self.options(cfg)[len(METHODS[self.method]) - 1:]  # after the row's
+            expected = row_config(self.method, cfg.preset, self.task, tuple(sweep_options))
+        except ConfigError as err:
+            return f"the sweep's options make no valid config ({err})"
+        try:
+            saved = config_from_dict(type(expected),
+                                     json.loads((self.folder / "config.json").read_text()))
             reached = int(read_evaluations(self.folder)[-1]["env_step"])
         except (OSError, ValueError, TypeError, IndexError, KeyError,
                 json.JSONDecodeError) as err:
             return f"its config.json or evaluations.csv cannot be read ({err})"
-        try:
-            expected = tyro.cli(cls, args=self.options(cfg), default=default)
-        except (ConfigError, SystemExit) as err:
-            return f"the sweep's options make no valid config ({err})"
-        if kind == "train":
-            expected = resolve_for_task(expected, self.task)
         unused = _unused_fields(asdict(expected))
         differences = [f"{name} {ours!r} (sweep: {theirs!r})" for name, ours, theirs
                        in _differences(asdict(saved), asdict(expected))
@@ -354,7 +307,7 @@ def execute(run: Run, cfg: BenchConfig) -> dict:
         return current
     run.folder.mkdir(parents=True, exist_ok=True)
     argv = run.command(cfg)
-    status = {"task": run.task, "method": run.method, "seed": run.seed,
+    status = {"task": run.task, "method": run.method, "seed": run.seed, "preset": cfg.preset,
               "command": "agdrl " + " ".join(argv), "state": "running",
               "host": platform.node(), "pid": os.getpid(),
               "started": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -2,11 +2,12 @@
 bootstrap confidence intervals (rliable), learning curves with CI bands, a markdown table.
 
 A run is any folder below ``runs_dir`` with a ``config.json`` and an ``evaluations.csv``
-(``agdrl bench`` runs, and hand-made ``agdrl train`` / ``agdrl baseline`` runs alike); its
-method is the one its config says (``agdrl_lab.bench.method_of``), which for a sweep run is the
-row of its ``bench_run.json`` unless the row's meaning changed since or the sweep's options made
-another method (such runs are listed). Sweep runs that have not finished (their
-``bench_run.json`` does not say 'done') are listed, not scored.
+(``agdrl bench`` runs, and hand-made ``agdrl train`` / ``agdrl baseline`` runs alike). A
+sweep run is scored under the row its ``bench_run.json`` records, with the fields in which its
+config differs from what that row makes today appended when there are any
+(:func:`method_label`; such runs are listed); a hand-made run under its folder's name. Sweep
+runs that have not finished (their ``bench_run.json`` does not say 'done') are listed, not
+scored.
 
 Scores are reported twice, and labelled:
 - **raw**: the mean evaluation return of a run at a budget (the evaluation at that env step,
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +38,7 @@ from agdrl.dream import KIND as DREAM_KIND
 from agdrl.evaluation import random_policy_return
 from agdrl.pages import markdown_page
 from agdrl.run_log import read_evaluations
-from agdrl_lab.bench import method_of
+from agdrl_lab.bench import METHODS, row_differences
 
 
 @dataclass(frozen=True)
@@ -152,21 +154,12 @@ def find_runs(runs_dir: Path) -> tuple[list[RunCurve], list[Path]]:
         status_path = folder / "bench_run.json"
         try:
             status = json.loads(status_path.read_text()) if status_path.is_file() else None
-            method = status["method"] if status else method_of(config)
-        except (KeyError, json.JSONDecodeError) as err:
-            raise ConfigError(f"cannot tell which method made the run in {folder}: "
-                              f"{err!r}") from err
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{status_path} is not valid JSON ({err})") from err
         if status and status.get("state") != "done":
             unfinished.append(folder)
             continue
-        renamed_from = None
-        if status:  # what the run did (its config) wins over what its sweep row asked for
-            try:
-                derived = method_of(config)
-            except KeyError:  # a config too bare to tell (hand-written)
-                derived = method
-            if derived != method:
-                method, renamed_from = derived, method
+        method, renamed_from = method_label(folder, config, status)
         steps, returns, walls = evaluation_columns(folder / "evaluations.csv", rows)
         runs.append(RunCurve(
             task=config["env"], method=method, seed=int(config["seed"]),
@@ -176,6 +169,31 @@ def find_runs(runs_dir: Path) -> tuple[list[RunCurve], list[Path]]:
             parallel=((status or {}).get("machine") or {}).get("parallel"),
             renamed_from=renamed_from))
     return runs, unfinished
+
+
+def method_label(folder: Path, config: dict, status: dict | None) -> tuple[str, str | None]:
+    """The method a run is scored under, and the row it was made by when that differs.
+
+    A sweep run is scored under the row its ``bench_run.json`` records; when the run's config
+    differs from what that row makes today (the row's meaning changed since, or the sweep
+    added options), under the row followed by the differences, e.g.
+    ``mbrl-ensemble [imagination.batch_size=256]``, so that it is never pooled with the row's
+    runs of today. A run made by hand is scored under its folder's name (the folder above it
+    when it is named ``seedN``)."""
+    if status is None:
+        named = folder.parent if re.fullmatch(r"seed\d+", folder.name) else folder
+        return named.name, None
+    try:
+        method = status["method"]
+    except KeyError:
+        raise ConfigError(f"{folder / 'bench_run.json'} does not name its method") from None
+    if method not in METHODS:  # a row of a sweep elsewhere: nothing to compare with
+        return method, None
+    differences = row_differences(method, status.get("preset", "fast"), config)
+    if not differences:
+        return method, None
+    return method + " [" + ", ".join(f"{name}={ours!r}" for name, ours, _ in differences
+                                     ) + "]", method
 
 
 def evaluation_columns(path: Path, rows: list[dict[str, str]]
@@ -310,9 +328,9 @@ def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
     restarted = [r for r in runs if r.clock_restarted]
     renamed = [r for r in runs if r.renamed_from]
     if renamed:
-        notes.append("Reported under the method their config says, not the sweep row that "
-                     "made them (the row's meaning changed since, or the sweep's preset or "
-                     "options made them another method): " + ", ".join(
+        notes.append("Scored apart from the row that made them, their config differing from "
+                     "what the row makes today (the row's meaning changed since, or the "
+                     "sweep added options): " + ", ".join(
                          f"{where(r.folder)} ({r.renamed_from} → {r.method})"
                          for r in renamed) + ".")
     for note in notes:

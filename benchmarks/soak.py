@@ -112,7 +112,9 @@ def trial(index: int, fault: str, root: Path, rng: random.Random, can_mount: boo
     errors: list[str] = []
     try:
         proc = agdrl("train", "--run-dir", str(run), *ARGS)
-        at = rng.choice(range(INTERVAL, TOTAL - INTERVAL, INTERVAL))
+        # a second writer must find the run still going: its own start takes seconds
+        latest = TOTAL // 4 if fault == "second_writer" else TOTAL - INTERVAL
+        at = rng.choice(range(INTERVAL, latest, INTERVAL))
         if fault == "full_disk":
             _, err = proc.communicate(timeout=600)
             errors.append(err)
@@ -135,11 +137,14 @@ def trial(index: int, fault: str, root: Path, rng: random.Random, can_mount: boo
                 second = [agdrl("train", "--run-dir", str(run), *ARGS),
                           agdrl("train", "--run-dir", str(run), "--overwrite", *ARGS),
                           agdrl("resume", str(run))]
-                for p in second:
+                for p in second:  # all three at once, while the run trains
                     _, err = p.communicate(timeout=300)
                     errors.append(err)
                     if p.returncode == 0 or f"pid {proc.pid}" not in err:
-                        report["problems"].append(f"second writer not refused: {err[-300:]}")
+                        report["problems"].append(f"second writer not refused: {err[-600:]}")
+                if proc.poll() is not None:
+                    report["problems"].append("the run ended before its second writers were "
+                                              "answered: the trial tested nothing")
                 _, err = proc.communicate(timeout=600)
                 errors.append(err)
                 report["returncode"] = proc.returncode

@@ -86,17 +86,21 @@ def test_an_interval_is_the_same_on_every_call_and_whatever_the_other_methods():
     assert iqm_with_ci(alone, reps=300, seed=4)["a"][1:] != a_alone[1:]
 
 
-def test_methods_are_read_from_run_configs_without_a_sweep(tmp_path: Path):
+def test_a_run_made_by_hand_is_scored_under_its_folders_name(tmp_path: Path):
     make_runs(tmp_path)
     for status in tmp_path.rglob("bench_run.json"):
         status.unlink()
-    config = tmp_path / TASK / "slow-learner" / "seed0" / "config.json"
-    config.write_text(json.dumps({"env": TASK, "seed": 0, "algo": "ppo"}))
-    with pytest.raises(ConfigError, match="cannot tell which method"):  # no 'imagination'
+    lone = tmp_path / TASK / "my-try"
+    lone.mkdir()
+    for name in ("config.json", "evaluations.csv"):
+        (lone / name).write_bytes((tmp_path / TASK / "slow-learner" / "seed0" / name)
+                                  .read_bytes())
+    assert {r.method for r in find_runs(tmp_path)[0]} == {"fast-learner", "slow-learner",
+                                                          "my-try"}
+    status = tmp_path / TASK / "slow-learner" / "seed1" / "bench_run.json"
+    status.write_text(json.dumps({"state": "done"}))
+    with pytest.raises(ConfigError, match=r"bench_run\.json does not name its method"):
         find_runs(tmp_path)
-    for path in tmp_path.rglob("config.json"):
-        path.write_text(json.dumps({"env": TASK, "seed": 0, "algo": "ppo"}))
-    assert {r.method for r in find_runs(tmp_path)[0]} == {"ppo"}
 
 
 def test_unfinished_sweep_runs_are_listed_not_scored(tmp_path: Path):
@@ -203,26 +207,35 @@ def test_one_seed_has_no_interval_and_the_wall_clock_says_how_runs_shared_the_ma
     assert re.search(r"\| fast-learner \| 4 \| [0-9.]+ \| \[[0-9.]+, [0-9.]+\] \|", normalized)
 
 
-def test_a_sweep_run_whose_config_is_another_method_is_reported_as_that_method(
-        tmp_path: Path):
-    """A run made by the 'agd-sag' row before relaxation and settle steps existed (its config
-    lacks both) replaced the actions at every step: it is not pooled with today's agd-sag."""
+def test_a_sweep_run_whose_config_differs_from_its_row_today_is_scored_apart(tmp_path: Path):
+    """A run made by the 'agd-sag' row before settle steps existed (its config lacks them and
+    the field's former default, 0, is what it did) is not pooled with today's agd-sag: it is
+    scored under the row and the fields that differ."""
     import dataclasses
 
     from agdrl import PRESETS
+    from agdrl.config import resolve_for_task
 
     make_runs(tmp_path)
-    old = dataclasses.asdict(dataclasses.replace(PRESETS["fast"], env=TASK, seed=0))
-    del old["imagination"]["policy_relaxation"], old["imagination"]["settle_steps"]
+    old = dataclasses.asdict(resolve_for_task(dataclasses.replace(PRESETS["fast"], seed=0),
+                                              TASK))
+    del old["imagination"]["settle_steps"]
     folder = tmp_path / TASK / "fast-learner" / "seed0"
     (folder / "config.json").write_text(json.dumps(old))
     (folder / "bench_run.json").write_text(json.dumps({"method": "agd-sag", "state": "done"}))
+    today = tmp_path / TASK / "fast-learner" / "seed1"
+    (today / "config.json").write_text(json.dumps(dataclasses.asdict(resolve_for_task(
+        dataclasses.replace(PRESETS["fast"], seed=1, total_steps=2000, eval_every=500), TASK))))
+    (today / "bench_run.json").write_text(json.dumps({"method": "agd-sag", "state": "done",
+                                                      "preset": "fast"}))
     runs, _ = find_runs(tmp_path)
-    (renamed,) = [r for r in runs if r.folder == folder]
-    assert (renamed.method, renamed.renamed_from) == ("agd-sag-settle0", "agd-sag")
+    label = "agd-sag [imagination.settle_steps=0]"
+    by_folder = {r.folder: (r.method, r.renamed_from) for r in runs}
+    assert by_folder[folder] == (label, "agd-sag")
+    assert by_folder[today] == ("agd-sag", None)  # budget and protocol are not its meaning
     text = write_report(ReportConfig(runs_dir=tmp_path, reps=200)).read_text()
-    assert f"{TASK}/fast-learner/seed0 (agd-sag → agd-sag-settle0)" in text
-    assert "| agd-sag-settle0 | 1 | 100.0 | — | 100.0 |" in text
+    assert f"{TASK}/fast-learner/seed0 (agd-sag → {label})" in text
+    assert f"| {label} | 1 | 100.0 | — | 100.0 |" in text
 
 
 def test_runs_of_another_folder_are_pooled_and_rows_can_be_picked(tmp_path: Path):
