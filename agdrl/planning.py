@@ -58,7 +58,9 @@ class PlannerState(TypedDict):
 
 class Planner:
     """Plans one action per call (:meth:`__call__`) for one environment; :meth:`reset` at an
-    episode's start forgets the warm start. ``last`` holds the last decision's diagnostics.
+    episode's start forgets the warm start. ``plan`` is the chosen sequence (H, da): the best
+    candidate's, or with ``select='mean'`` the elites' weighted mean (in pre-squash space), of
+    which the first action is taken. ``last`` holds the last decision's diagnostics.
 
     >>> planner = Planner(agent.world_model, agent.agent, PlannerConfig(), generator)
     >>> action = planner(obs)
@@ -118,16 +120,15 @@ class Planner:
                 u = actor.unsquash(seg.actions[index, : cfg.horizon])
                 if iteration + 1 < cfg.iterations:
                     proposals = self._proposals(u, weights)
-            first = (best_plan[0] if cfg.select == "best"
-                     else actor.squash((weights[:, None] * u[:, 0]).sum(0)))
-        if not torch.isfinite(best_score):
+        if best_plan is None:
             raise ValueError("every planned candidate scored NaN or −inf (a non-finite world "
                              "model or critic)")
-        self.plan = best_plan
+        self.plan = (best_plan if cfg.select == "best"
+                     else actor.squash((weights[:, None, None] * u).sum(0)))
         self.last = {"best_score": float(best_score), "mean_score": float(scores.mean()),
                      "best_iteration": chosen[0],
                      "warm_start_chosen": float(warm is not None and chosen == (0, 0))}
-        return first.cpu().numpy()
+        return self.plan[0].cpu().numpy()
 
     def _proposals(self, u: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """N open-loop action sequences (N, H, da) raw from the Gaussian fitted to the

@@ -163,3 +163,15 @@ def test_a_planner_needs_a_critic(agent):
 
     with pytest.raises(ConfigError, match="bootstraps with the agent's critic"):
         Planner(agent.world_model, NoCritic(), PlannerConfig(), torch.Generator())
+
+
+def test_a_world_model_that_predicts_nan_everywhere_is_named(agent):
+    class Broken(Target):
+        def rollout(self, *args, **kwargs) -> Segment:
+            seg = super().rollout(*args, **kwargs)
+            return Segment(seg.states, seg.actions, torch.full_like(seg.rewards, torch.nan),
+                           seg.terminals)
+
+    plan = planner(agent, Broken(torch.tensor([0.0]), agent), candidates=4, horizon=2, elites=2)
+    with pytest.raises(ValueError, match="every planned candidate scored NaN"):
+        plan(np.zeros(4, np.float32))
