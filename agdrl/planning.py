@@ -26,13 +26,13 @@ import torch
 
 from agdrl.a2c import ActorCriticAgent
 from agdrl.config import ConfigError, PlannerConfig
+from agdrl.guidance import ValueFn
 from agdrl.rng import randn
 from agdrl.segments import Segment
 from agdrl.world_models import WorldModel
 
 
-def plan_returns(seg: Segment, steps: int, value: torch.nn.Module, gamma: float
-                 ) -> torch.Tensor:
+def plan_returns(seg: Segment, steps: int, value: ValueFn, gamma: float) -> torch.Tensor:
     """G of each candidate (see the module docstring): seg (B, ≥ steps + 1) raw -> (B,)."""
     ends = seg.terminals[:, :steps].clamp(0.0, 1.0)
     alive = torch.cumprod(torch.cat([torch.ones_like(ends[:, :1]), 1.0 - ends], 1), 1)

@@ -187,7 +187,7 @@ class DiffusionWorld:
         too, so the denoiser never sees other actions for them); advantage resampling is not
         applied (the planner selects)."""
         img, net = self.imagination, self.network
-        span, pinned = net.cfg.horizon - 1, 0 if actions is None else actions.shape[0]
+        span, pinned = self.segment_steps, 0 if actions is None else actions.shape[0]
         follow = starts.shape[0] > pinned
         state = img.state if guided else None
         hooks = ((state, img.policy) if img.cfg.guide_states_first else (img.policy, state)
@@ -196,13 +196,13 @@ class DiffusionWorld:
         for k in range(math.ceil(steps / span)):
             init = pin = None
             if pinned:
-                part = actions[:, k * span: k * span + net.cfg.horizon]
+                part = actions[:, k * span: k * span + net.cfg.horizon].to(net.device)
                 part = torch.cat([part, part[:, -1:].expand(-1, net.cfg.horizon
                                                             - part.shape[1], -1)], 1)
                 noise = randn((starts.shape[0] - pinned, net.cfg.horizon, net.action_dim),
                               generator, net.device)
-                init = torch.cat([part.to(net.device), net.action_norm.unnormalize(noise)])
-                pin = PinnedActions(net.action_norm.normalize(part.to(net.device)))
+                init = torch.cat([part, net.action_norm.unnormalize(noise)])
+                pin = PinnedActions(net.action_norm.normalize(part))
             seg = net.sample(starts, img.sampler, actions=init, hook=compose(*hooks, pin),
                              generator=generator, wrap_denoiser=img.wrap,
                              student=img.use_student)

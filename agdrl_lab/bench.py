@@ -19,6 +19,7 @@ reported and the sweep goes on. Runs execute as local processes (``parallel`` at
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -97,10 +98,12 @@ guidance search (docs/guidance.md): c = 1 in the grid-independent 'total' mode, 
 of every segment guided."""
 
 
+@functools.lru_cache(maxsize=256)
 def row_config(method: str, preset: str, task: str, options: tuple[str, ...] = ()) -> object:
     """The config (``TrainConfig`` resolved for ``task``, or ``BaselineConfig``) that the row
     ``method`` makes today on ``preset``, with ``options`` (``--seed``, ``--total-steps`` …)
-    added. ConfigError if they make no valid config."""
+    added. ConfigError if they make no valid config. Cached (configs are frozen): a report
+    asks once per row and task, not once per run."""
     from agdrl.config import TrainConfig, resolve_for_task
     from agdrl.presets import PRESETS
     from agdrl_lab.baselines import BaselineConfig
@@ -115,23 +118,14 @@ def row_config(method: str, preset: str, task: str, options: tuple[str, ...] = (
     return resolve_for_task(config, task) if kind == "train" else config
 
 
-MEANING_FREE_FIELDS = frozenset({"env", "seed", "total_steps", "eval_every", "eval_episodes",
-                                 "checkpoint_every", "keep_checkpoints", "device", "video",
-                                 "dream_every", "wandb", "wandb_project", "check_env"})
-"""Config fields that do not change what a run learns: the task and seed it is scored under,
-its budget and evaluation protocol, and where and how it writes."""
-
-
 def row_differences(method: str, preset: str, config: dict) -> list[tuple[str, object, object]]:
     """(field, the run's value, the row's value today) for every field that changes what a run
     learns in which ``config`` (a run's config.json, read as its class reads it: a field it
     lacks means what it meant when it was written) differs from what the row ``method`` makes
     on ``preset``: none for a run the row made since it last changed."""
     expected = row_config(method, preset, config["env"])
-    saved = asdict(config_from_dict(type(expected), config, "the run's config.json"))
-    unused = _unused_fields(asdict(expected))
-    return [(name, ours, theirs) for name, ours, theirs in _differences(saved, asdict(expected))
-            if name.split(".")[0] not in MEANING_FREE_FIELDS and not name.startswith(unused)]
+    saved = config_from_dict(type(expected), config, "the run's config.json")
+    return _learning_differences(saved, expected, MEANING_FREE_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -255,10 +249,8 @@ class Run:
         except (OSError, ValueError, TypeError, IndexError, KeyError,
                 json.JSONDecodeError) as err:
             return f"its config.json or evaluations.csv cannot be read ({err})"
-        unused = _unused_fields(asdict(expected))
         differences = [f"{name} {ours!r} (sweep: {theirs!r})" for name, ours, theirs
-                       in _differences(asdict(saved), asdict(expected))
-                       if name not in RUN_ONLY_FIELDS and not name.startswith(unused)]
+                       in _learning_differences(saved, expected, RUN_ONLY_FIELDS)]
         if reached < cfg.total_steps:
             differences.insert(0, f"ends at {reached} env steps (sweep: {cfg.total_steps})")
         return "; ".join(differences) or None
@@ -268,6 +260,22 @@ RUN_ONLY_FIELDS = frozenset({"total_steps", "checkpoint_every", "keep_checkpoint
                              "video", "dream_every", "wandb", "wandb_project", "check_env"})
 """Config fields that do not change what a run learns, or (total_steps) are checked against
 the evaluations it made instead."""
+
+
+MEANING_FREE_FIELDS = RUN_ONLY_FIELDS | {"env", "seed", "eval_every", "eval_episodes"}
+"""Config fields that do not change what a run learns, whatever its sweep: those above, the
+task and seed it is scored under and its evaluation protocol."""
+
+
+def _learning_differences(saved: object, expected: object, ignored: frozenset[str]
+                          ) -> list[tuple[str, object, object]]:
+    """(field, saved, expected) for every field of two configs that differs, except the
+    top-level ``ignored`` ones and those a run of ``expected`` never reads."""
+    expected_dict = asdict(expected)
+    unused = _unused_fields(expected_dict)
+    return [(name, ours, theirs) for name, ours, theirs
+            in _differences(asdict(saved), expected_dict)
+            if name.split(".")[0] not in ignored and not name.startswith(unused)]
 
 
 def _unused_fields(config: dict) -> tuple[str, ...]:

@@ -178,8 +178,9 @@ def method_label(folder: Path, config: dict, status: dict | None) -> tuple[str, 
     differs from what that row makes today (the row's meaning changed since, or the sweep
     added options), under the row followed by the differences, e.g.
     ``mbrl-ensemble [imagination.batch_size=256]``, so that it is never pooled with the row's
-    runs of today. A run made by hand is scored under its folder's name (the folder above it
-    when it is named ``seedN``)."""
+    runs of today (a ``bench_run.json`` that does not record its preset is taken to be of
+    ``fast``, the preset of every committed spec). A run made by hand is scored under its
+    folder's name (the folder above it when it is named ``seedN``)."""
     if status is None:
         named = folder.parent if re.fullmatch(r"seed\d+", folder.name) else folder
         return named.name, None
