@@ -93,7 +93,6 @@ def require_choice(cfg: object, name: str, choices: tuple[str, ...]) -> None:
 
 
 DenoiserKind = Literal["mlp", "unet", "transformer"]
-Layout = Literal["polygrad", "joint"]
 Prediction = Literal["x0", "eps"]
 Schedule = Literal["cosine", "linear"]
 SamplerKind = Literal["ddpm", "ddim", "heun", "dpm2m"]
@@ -129,8 +128,11 @@ class DenoiserConfig:
 class DiffusionConfig:
     """The trajectory diffusion world model and how it is trained."""
 
-    layout: Layout = "polygrad"
-    """'polygrad': diffuse [s, r, d] with actions as conditioning; 'joint': diffuse [s, a, r, d]."""
+    REMOVED_FIELDS: ClassVar[dict[str, object]] = {"layout": "polygrad",
+                                                   "joint_action_pin_prob": None}
+    """Fields that a saved config may still hold, with the value that means what agdrl does
+    today (None: any value; the joint layout, which diffused the actions too, was removed)."""
+
     horizon: int = 10
     """Segment length H (states s_0 … s_{H-1})."""
     num_steps: int = 128
@@ -165,9 +167,6 @@ class DiffusionConfig:
     x0_bound: float = 20.0
     """While sampling, clamp x̂_0 to ±this in normalized units (0: off); guards ε-prediction,
     whose x̂_0 divides by sqrt(alpha_bar) ≈ 0 at the noisiest steps."""
-    joint_action_pin_prob: float = 0.5
-    """Joint layout: fraction of training segments whose actions are given clean (pinned), so
-    the model learns both to generate actions and to follow given ones."""
     advantage_conditioning: bool = False
     """Give the denoiser a scalar input, the segment's standardized advantage under the current
     critic, for classifier-free guidance (switched on by imagination guidance 'cfg')."""
@@ -189,7 +188,6 @@ class DiffusionConfig:
 
     def __post_init__(self):
         require_finite(self)
-        require_choice(self, "layout", ("polygrad", "joint"))
         require_choice(self, "schedule", ("cosine", "linear"))
         require_choice(self, "prediction", ("x0", "eps"))
         require(self.horizon >= 2, f"horizon must be at least 2, got {self.horizon}")
@@ -201,7 +199,6 @@ class DiffusionConfig:
                                           f"{self.clip_max_step}")
         require_fraction(self, "ema_decay", closed=False)
         require_fraction(self, "condition_dropout", closed=False)
-        require_fraction(self, "joint_action_pin_prob")
         require_non_negative(self, "student_steps")
         require_positive(self, "student_update_every")
         if self.student_steps:
@@ -253,12 +250,16 @@ def config_from_dict(cls: type, raw: Any, where: str = "the config", prefix: str
     """Rebuild a (nested) frozen config dataclass from ``dataclasses.asdict`` output (JSON):
     nested configs are rebuilt by their field's type, lists become tuples, and a field the
     saved config lacks takes the class's ``FORMER_DEFAULTS`` entry if it has one, else its
-    default. Every value is checked against its field's type, and unknown fields are refused:
-    a ConfigError names ``where`` (the file) and the field (``prefix`` + its name), so that a
-    file edited by hand or damaged is never half-read."""
+    default. A field the class lists in ``MOVED_FIELDS`` is read from its new sub-config; one
+    in ``REMOVED_FIELDS`` is dropped if it holds the value that means today's behaviour and
+    refused otherwise (a run of a removed feature). Every value is checked against its field's
+    type, and unknown fields are refused: a ConfigError names ``where`` (the file) and the
+    field (``prefix`` + its name), so that a file edited by hand or damaged is never
+    half-read."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: {prefix.rstrip('.') or 'the config'} must be a JSON "
                           f"object, got {_json_kind(raw)}")
+    raw = _current_layout(cls, raw, where, prefix)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(raw) - set(names))
     if unknown:
@@ -276,6 +277,21 @@ def config_from_dict(cls: type, raw: Any, where: str = "the config", prefix: str
         return cls(**kwargs)
     except ConfigError as err:
         raise ConfigError(f"{where}: {prefix}{err}") from err
+
+
+def _current_layout(cls: type, raw: dict, where: str, prefix: str) -> dict:
+    """``raw`` with the class's moved fields put into their sub-configs and its removed fields
+    dropped (ConfigError for a removed field whose value agdrl no longer implements)."""
+    raw = dict(raw)
+    for name, into in getattr(cls, "MOVED_FIELDS", {}).items():
+        if name in raw:
+            raw[into] = {**raw.get(into, {}), name: raw.pop(name)}
+    for name, kept in getattr(cls, "REMOVED_FIELDS", {}).items():
+        if name in raw and kept is not None and raw[name] != kept:
+            raise ConfigError(f"{where}: {prefix}{name} = {raw[name]!r} is from an earlier "
+                              f"agdrl, which no longer has it (only {kept!r} remains)")
+        raw.pop(name, None)
+    return raw
 
 
 def read_typed(value: Any, kind: Any, where: str, name: str) -> Any:
@@ -403,6 +419,45 @@ class ActorCriticConfig:
 
 
 @dataclass(frozen=True)
+class ImaginationExperiments:
+    """Alternatives to the default imagination that docs/learning.md and docs/guidance.md
+    measure against it. None is needed to use agdrl; they are kept so that those measurements
+    can be repeated and extended."""
+
+    termination: Literal["model", "classifier"] = "model"
+    """Where the imagined terminal flags come from: the diffusion model's own terminal channel
+    (the papers'), or a classifier of real transitions (s, a, s') learned beside it
+    (``agdrl.termination``; the channel can end segments from habit rather than from states:
+    results/diagnosis/invertedpendulum-termination-*.json)."""
+    reward: Literal["model", "regressor"] = "model"
+    """Where the imagined rewards come from: the diffusion model's own reward channel (the
+    papers'), or a regression r(s, a) of real transitions learned beside it
+    (``agdrl.reward_model``; per transition, as MBPO's models predict rewards). State
+    guidance then scores the relabelled segments."""
+    guidance_max_step: int = -1
+    """Guide only denoising steps with k ≤ this (−1: every step but the last)."""
+    guide_states_first: bool = False
+    """Apply the state guidance before the policy guidance at each denoising step, so that the
+    step's actions are drawn at the guided states and respond to them (the world model
+    re-predicts the states from the actions at the next call, so a state edit otherwise
+    survives only through the noise). Default: policy guidance first (the reference's
+    order)."""
+    resample_actions: bool = False
+    """'sample' policy guidance only: after the chain, draw the actions again at the final
+    states with the chain's ε, so that they are exactly samples of π at the segment's own
+    states. Without it they are drawn at the last call's predicted states, which the last
+    step's clip moves (results/diagnosis/imagined-actions-hopper-v5-*.json). The states were
+    then generated under other actions, so it trades dynamics accuracy for on-policy actions;
+    policy_relaxation and settle_steps get both."""
+
+    def __post_init__(self):
+        require_choice(self, "termination", ("model", "classifier"))
+        require_choice(self, "reward", ("model", "regressor"))
+        require(self.guidance_max_step >= -1, f"guidance_max_step must be ≥ -1, got "
+                                              f"{self.guidance_max_step}")
+
+
+@dataclass(frozen=True)
 class ImaginationConfig:
     """How imagined segments are generated for the agent (DESIGN §2.3)."""
 
@@ -410,6 +465,11 @@ class ImaginationConfig:
         "policy_guidance": "pull", "policy_relaxation": 1.0, "settle_steps": 0}
     """What a saved config written before one of these fields existed meant by its absence
     (what agdrl did then), so that a resumed or reported older run keeps its behaviour."""
+    MOVED_FIELDS: ClassVar[dict[str, str]] = {
+        name: "experimental" for name in ("termination", "reward", "guidance_max_step",
+                                          "guide_states_first", "resample_actions")}
+    """Fields that a saved config may still hold here and that now live in the named
+    sub-config."""
 
     batch_size: int = 512
     """Segments per imagination batch (reference: 512 for AGD, 1024 for PolyGRAD)."""
@@ -427,16 +487,6 @@ class ImaginationConfig:
     call at the nearly clean index 0, 'trailing' spends that call higher up (more accurate
     with few steps: benchmarks/sampling.py). Same grid for all K steps. A trailing grid of
     few steps may visit no index ≤ the model's clip_max_step, and then never clips."""
-    termination: Literal["model", "classifier"] = "model"
-    """Where the imagined terminal flags come from: the diffusion model's own terminal channel
-    (the papers'), or a classifier of real transitions (s, a, s') learned beside it
-    (``agdrl.termination``; the channel can end segments from habit rather than from states:
-    results/diagnosis/invertedpendulum-termination-*.json)."""
-    reward: Literal["model", "regressor"] = "model"
-    """Where the imagined rewards come from: the diffusion model's own reward channel (the
-    papers'), or a regression r(s, a) of real transitions learned beside it
-    (``agdrl.reward_model``; per transition, as MBPO's models predict rewards). State
-    guidance then scores the relabelled segments."""
     guidance: Annotated[Literal["none", "sag", "eag", "reward", "cfg"],
                         tyro.conf.arg(aliases=("--guidance",))] = "sag"
     """Guidance on top of policy guidance: none (PolyGRAD), sigmoid or exponential advantage
@@ -462,21 +512,13 @@ class ImaginationConfig:
     resample_candidates: int = 4
     """'resample' guidance: candidate segments drawn per start state (the imagination's cost
     grows by this factor)."""
-    guidance_max_step: int = -1
-    """Guide only denoising steps with k ≤ this (−1: every step but the last)."""
-    guide_states_first: bool = False
-    """Apply the state guidance before the policy guidance at each denoising step, so that the
-    step's actions are drawn at the guided states and respond to them (the world model
-    re-predicts the states from the actions at the next call, so a state edit otherwise
-    survives only through the noise). Default: policy guidance first (the reference's
-    order)."""
     guide_last_state: bool = False
     """Also guide the segment's last state (the reference zeroes its gradient; for EAG that
     leaves only interior terms, which lower V: see agdrl.guidance.state_gradient)."""
     policy_guidance: Literal["sample", "pull"] = "sample"
     """How the imagined actions follow the policy: 'sample' makes them samples of π at the
     predicted states (ε fixed over the chain; exact at the states they are drawn at, under any
-    sampler; see resample_actions), 'pull' is PolyGRAD's
+    sampler; see experimental.resample_actions), 'pull' is PolyGRAD's
     original (noise pulled toward π by a step δ tuned online; not samples of π under
     few-step or deterministic samplers, and the agent then fails to learn Reacher: see
     results/diagnosis)."""
@@ -491,16 +533,11 @@ class ImaginationConfig:
     followed by policy guidance, so that the states and the on-policy actions settle on each
     other (0: none; a distilled student settles with its teacher). Each costs one denoiser
     and one actor evaluation, without guidance gradients."""
-    resample_actions: bool = False
-    """'sample' policy guidance only: after the chain, draw the actions again at the final
-    states with the chain's ε, so that they are exactly samples of π at the segment's own
-    states. Without it they are drawn at the last call's predicted states, which the last
-    step's clip moves (results/diagnosis/imagined-actions-hopper-v5-*.json). The states were
-    then generated under other actions, so it trades dynamics accuracy for on-policy actions;
-    policy_relaxation and settle_steps get both."""
     policy_delta: float = 0.005
     """Initial step δ of 'pull' policy guidance (tuned online toward unit RMS of the
     standardized actions)."""
+    experimental: ImaginationExperiments = field(default_factory=ImaginationExperiments)
+    """Measured alternatives to the default imagination (not needed to use agdrl)."""
     cfg_target: float = 1.0
     """Classifier-free guidance: the advantage asked for, in standard deviations of the
     training labels."""
@@ -520,7 +557,7 @@ class ImaginationConfig:
         require_choice(self, "sampler", get_args(SamplerKind))
         require_choice(self, "sampler_spacing", get_args(TimestepSpacing))
         require_choice(self, "policy_guidance", ("sample", "pull"))
-        require(not self.resample_actions or self.policy_guidance == "sample",
+        require(not self.experimental.resample_actions or self.policy_guidance == "sample",
                 "resample_actions draws the actions from π with the chain's ε: it needs "
                 "policy_guidance 'sample'")
         require(not self.cuda_graph or self.policy_guidance == "sample",
@@ -530,8 +567,6 @@ class ImaginationConfig:
                 f"policy_relaxation must be in (0, 1], got {self.policy_relaxation}")
         require(self.settle_steps >= 0, f"settle_steps must be ≥ 0, got {self.settle_steps}")
         require_choice(self, "guidance", ("none", "sag", "eag", "reward", "cfg"))
-        require_choice(self, "termination", ("model", "classifier"))
-        require_choice(self, "reward", ("model", "regressor"))
         require_choice(self, "advantage", ("td", "gae", "qv"))
         require_choice(self, "guidance_mode", ("sigma4", "normalized", "total", "resample"))
         require_positive(self, "resample_candidates")
@@ -540,8 +575,6 @@ class ImaginationConfig:
                 f"eag or reward, not {self.guidance!r}")
         require(self.sampler_steps >= 0, f"sampler_steps must be ≥ 0 (0: all), got "
                                          f"{self.sampler_steps}")
-        require(self.guidance_max_step >= -1, f"guidance_max_step must be ≥ -1, got "
-                                              f"{self.guidance_max_step}")
         require_non_negative(self, "guidance_scale", "cfg_weight")
 
 
@@ -676,15 +709,14 @@ class TrainConfig:
         require(self.world_model == "diffusion" or self.imagination.guidance == "none",
                 f"guidance {self.imagination.guidance!r} acts on the diffusion model's "
                 "denoising; the ensemble row takes guidance 'none'")
-        require(self.world_model == "diffusion" or (self.imagination.termination,
-                                                     self.imagination.reward) == ("model", "model"),
+        require(self.world_model == "diffusion" or (
+                    self.imagination.experimental.termination,
+                    self.imagination.experimental.reward) == ("model", "model"),
                 "the termination classifier and the reward regressor relabel diffusion "
                 "segments; the ensemble predicts termination and reward with its own heads")
         require(self.prefill_steps < self.total_steps,
                 f"prefill_steps ({self.prefill_steps}) ≥ total_steps ({self.total_steps}): "
                 "the agent would never train")
-        require(self.diffusion.layout == "polygrad", "the agent imagines with the 'polygrad' "
-                "layout (actions as conditioning); 'joint' is for planning")
         require(not self.imagination.cuda_graph or (
                     self.world_model == "diffusion" and self.device.startswith("cuda")),
                 "imagination.cuda_graph captures the diffusion model's chain on a CUDA device: "

@@ -370,7 +370,7 @@ def _imagination(model: AGDMBRL, buffer: ReplayBuffer, cfg: DreamConfig, batch: 
             f"sampler_steps {icfg.sampler_steps} exceeds the world model's "
             f"{network.cfg.num_steps} diffusion steps")
     reward_model = None
-    if icfg.guidance == "reward" or icfg.reward == "regressor":
+    if icfg.guidance == "reward" or icfg.experimental.reward == "regressor":
         reward_model = world.reward_model
         if reward_model is None:
             reward_model, _ = fit_reward_model(buffer, cfg.reward_model_steps, rng)

@@ -323,9 +323,6 @@ class PolicyGuidance:
 
     @torch.no_grad()
     def __call__(self, state: StepState) -> None:
-        if state.cond is None:
-            raise ValueError("policy guidance needs the 'polygrad' layout (actions as "
-                             "conditioning)")
         states = self.model.decode(state.x0, state.cond).states
         mean, std = self.actor(states)
         if self.mode == "sample":
@@ -425,9 +422,6 @@ class PinnedActions:
     actions: torch.Tensor
 
     def __call__(self, state: StepState) -> None:
-        if state.cond is None:
-            raise ValueError("pinned actions need the 'polygrad' layout (actions as "
-                             "conditioning)")
         rows = self.actions.shape[0]
         state.cond = torch.cat([self.actions, state.cond[rows:]])
 

@@ -51,13 +51,12 @@ class Imagination:
     def __init__(self, model: DiffusionWorldModel, agent: ActorCriticAgent,
                  cfg: ImaginationConfig, reward_model: RewardModel | None = None,
                  termination: TerminationModel | None = None):
-        if model.joint:
-            raise ValueError("imagination needs the 'polygrad' layout (actions as conditioning)")
         self.model, self.agent, self.cfg = model, agent, cfg
-        if (cfg.termination == "classifier") != (termination is not None):
+        if (cfg.experimental.termination == "classifier") != (termination is not None):
             raise ValueError("termination 'classifier' needs a TerminationModel, and only it "
                              "takes one")
-        if (cfg.guidance == "reward" or cfg.reward == "regressor") != (reward_model is not None):
+        regressor = cfg.experimental.reward == "regressor"
+        if (cfg.guidance == "reward" or regressor) != (reward_model is not None):
             raise ValueError("reward guidance and reward 'regressor' need a RewardModel, and "
                              "only they take one")
         self.termination, self.reward_model = termination, reward_model
@@ -77,10 +76,10 @@ class Imagination:
                 cfg.resample_candidates, cfg.guidance_scale)
         elif cfg.guidance in objectives:
             objective = objectives[cfg.guidance]()
+            top = cfg.experimental.guidance_max_step
             self.state = StateGuidance(  # it scores what the agent learns from: relabelled
                 model, lambda seg: objective(self.relabel(seg)), cfg.guidance_scale,
-                cfg.guidance_mode, None if cfg.guidance_max_step < 0 else cfg.guidance_max_step,
-                cfg.guide_last_state)
+                cfg.guidance_mode, None if top < 0 else top, cfg.guide_last_state)
         self.wrap = None
         if cfg.guidance == "cfg":
             if not model.cfg.advantage_conditioning:
@@ -88,7 +87,7 @@ class Imagination:
                                  "advantage_conditioning")
             self.wrap = lambda denoiser: ClassifierFreeGuidance(denoiser, cfg.cfg_target,
                                                                 cfg.cfg_weight)
-        self.hooks = (compose(self.state, self.policy) if cfg.guide_states_first
+        self.hooks = (compose(self.state, self.policy) if cfg.experimental.guide_states_first
                       else compose(self.policy, self.state))
         self.captured = None
         if cfg.cuda_graph:
@@ -117,7 +116,7 @@ class Imagination:
     def relabel(self, seg: Segment) -> Segment:
         """``seg`` with its rewards and terminal flags from the transition models that ``cfg``
         names instead of the diffusion model's channels (differentiable in the states)."""
-        if self.cfg.reward == "regressor":
+        if self.cfg.experimental.reward == "regressor":
             seg = self.reward_model.relabel(seg)
         if self.termination is not None:
             seg = self.termination.relabel(seg)
@@ -199,7 +198,7 @@ class Imagination:
             start_states = seg.states[:, -1].detach()
         seg = chain_segments(pieces)
         with torch.no_grad():
-            if self.cfg.resample_actions:
+            if self.cfg.experimental.resample_actions:
                 seg = Segment(seg.states, self.policy.on_policy_actions(seg.states)
                               .to(seg.actions.dtype), seg.rewards, seg.terminals)
             seg = self.relabel(seg)

@@ -15,8 +15,10 @@ from agdrl.config import (
 )
 
 PRESETS: dict[str, TrainConfig] = {
-    # the papers' defaults (DESIGN §2.2–2.5): reference MLP, 128-step DDPM, 512 segments
-    "paper": TrainConfig(diffusion=DiffusionConfig(denoiser=reference_denoiser())),
+    # the papers' defaults (DESIGN §2.2–2.5): reference MLP, 128-step DDPM, 512 segments,
+    # PolyGRAD's policy guidance (noisy actions pulled toward π by a step tuned online)
+    "paper": TrainConfig(diffusion=DiffusionConfig(denoiser=reference_denoiser()),
+                         imagination=ImaginationConfig(policy_guidance="pull")),
     # what a 2-core CPU can run, and what learns (docs/learning.md): segments of 4 states
     # chained 10 times (imagined trajectories of 31 states; one 10-state segment stalls),
     # actions that are π's samples at the final states (relaxation 1, a settle step), 2-step

@@ -136,10 +136,10 @@ class DiffusionWorld:
         self.network, self.agent, self.cfg = network, agent, cfg
         icfg, obs_dim, action_dim = cfg.imagination, network.obs_dim, network.action_dim
         self.reward_model = (RewardModel(obs_dim, action_dim, device=cfg.device)
-                             if icfg.guidance == "reward" or icfg.reward == "regressor"
+                             if icfg.guidance == "reward" or icfg.experimental.reward == "regressor"
                              else None)
         self.termination_model = (TerminationModel(obs_dim, action_dim, device=cfg.device)
-                                  if icfg.termination == "classifier" else None)
+                                  if icfg.experimental.termination == "classifier" else None)
         # models of single real transitions trained beside the world model, by file name
         self.heads: dict[str, RewardModel | TerminationModel] = {
             name: head for name, head in (("reward_model", self.reward_model),
@@ -190,8 +190,8 @@ class DiffusionWorld:
         span, pinned = self.segment_steps, 0 if actions is None else actions.shape[0]
         follow = starts.shape[0] > pinned
         state = img.state if guided else None
-        hooks = ((state, img.policy) if img.cfg.guide_states_first else (img.policy, state)
-                 ) if follow else (state,)
+        first = img.cfg.experimental.guide_states_first
+        hooks = ((state, img.policy) if first else (img.policy, state)) if follow else (state,)
         pieces = []
         for k in range(math.ceil(steps / span)):
             init = pin = None

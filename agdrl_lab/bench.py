@@ -66,11 +66,13 @@ METHODS: dict[str, tuple[str, ...]] = {
     "agd-sag-ddim8": ("train", "--guidance", "sag", "--imagination.sampler-steps", "8"),
     "agd-sag-ddim16": ("train", "--guidance", "sag", "--imagination.sampler-steps", "16"),
     "agd-sag-student2": ("train", "--guidance", "sag", "--diffusion.student-steps", "2"),
-    "agd-sag-termination": ("train", "--guidance", "sag", "--imagination.termination",
-                            "classifier"),
-    "agd-sag-resample": ("train", "--guidance", "sag", "--imagination.resample-actions"),
-    "agd-sag-termination-reward": ("train", "--guidance", "sag", "--imagination.termination",
-                                   "classifier", "--imagination.reward", "regressor"),
+    "agd-sag-termination": ("train", "--guidance", "sag",
+                            "--imagination.experimental.termination", "classifier"),
+    "agd-sag-resample": ("train", "--guidance", "sag",
+                         "--imagination.experimental.resample-actions"),
+    "agd-sag-termination-reward": ("train", "--guidance", "sag",
+                                   "--imagination.experimental.termination", "classifier",
+                                   "--imagination.experimental.reward", "regressor"),
     "agd-sag-total-c1-last": ("train", "--guidance", "sag", "--imagination.guidance-mode",
                               "total", "--imagination.guidance-scale", "1",
                               "--imagination.guide-last-state"),
@@ -92,7 +94,7 @@ imagined terminal flags from a classifier of real transitions instead of the dif
 terminal channel (``agdrl.termination``); ``agd-sag-termination-reward`` also takes the
 imagined rewards from a regression of real transitions (``agdrl.reward_model``).
 ``agd-sag-resample`` draws the imagined actions again at the chain's final states
-(``ImaginationConfig.resample_actions``). ``agd-sag-total-c1-last`` and
+(``ImaginationExperiments.resample_actions``). ``agd-sag-total-c1-last`` and
 ``agd-eag-total-c1-last`` are the advantage guidance that raised the replayed return in the
 guidance search (docs/guidance.md): c = 1 in the grid-independent 'total' mode, the last state
 of every segment guided."""
@@ -283,7 +285,7 @@ def _unused_fields(config: dict) -> tuple[str, ...]:
     imagines by policy rollouts, without the diffusion model and its sampler and guidance."""
     if config.get("world_model") != "ensemble":
         return ()
-    used = {"batch_size", "advantage", "termination", "reward", "guidance"}
+    used = {"batch_size", "advantage", "guidance"}  # its experimental switches are refused
     return ("diffusion.", *(f"imagination.{k}" for k in config["imagination"] if k not in used))
 
 

@@ -329,11 +329,14 @@ def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
     restarted = [r for r in runs if r.clock_restarted]
     renamed = [r for r in runs if r.renamed_from]
     if renamed:
+        groups: dict[tuple[str, str], list[str]] = {}
+        for r in renamed:
+            groups.setdefault((r.renamed_from, r.method), []).append(where(r.folder))
         notes.append("Scored apart from the row that made them, their config differing from "
                      "what the row makes today (the row's meaning changed since, or the "
-                     "sweep added options): " + ", ".join(
-                         f"{where(r.folder)} ({r.renamed_from} → {r.method})"
-                         for r in renamed) + ".")
+                     "sweep added options): " + "; ".join(
+                         f"{before} → {label}: {', '.join(folders)}"
+                         for (before, label), folders in groups.items()) + ".")
     for note in notes:
         log(note)
     for task in tqdm(tasks, desc="learning curves", unit="task", disable=None):

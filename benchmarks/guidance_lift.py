@@ -238,7 +238,8 @@ def from_run(args: argparse.Namespace, rng: np.random.Generator) -> Source:
 def reward_model_for(icfg: ImaginationConfig, src: Source) -> RewardModel | None:
     """The source's reward model where the variant uses one (reward guidance, or rewards from
     the regressor), else None."""
-    return src.reward_model if icfg.guidance == "reward" or icfg.reward == "regressor" else None
+    regressor = icfg.experimental.reward == "regressor"
+    return src.reward_model if icfg.guidance == "reward" or regressor else None
 
 
 def variant_config(base: ImaginationConfig, sampler: str, variant: str, batch: int,
@@ -254,7 +255,8 @@ def variant_config(base: ImaginationConfig, sampler: str, variant: str, batch: i
     return with_sampler(base, sampler, batch_size=batch, guidance=name,
                         advantage=advantage or base.advantage,
                         guide_last_state="last" in flags,
-                        guide_states_first="first" in flags,
+                        experimental=dataclasses.replace(
+                            base.experimental, guide_states_first="first" in flags),
                         guidance_scale=float(scale or args.guidance_scale),
                         guidance_mode=mode or args.guidance_mode,
                         resample_candidates=int(candidates or base.resample_candidates),

@@ -34,6 +34,7 @@ import torch
 from agdrl import AGDMBRL
 from agdrl.a2c import ActorCriticAgent
 from agdrl.buffer import ReplayBuffer
+from agdrl.config import ImaginationExperiments
 from agdrl.imagination import Imagination
 from agdrl.provenance import machine_info
 from agdrl.segments import Segment
@@ -134,9 +135,10 @@ def main() -> None:
                 args.samplers, variants, terminations.items()):
             beta, _, steps = settle.partition(":")
             icfg = with_sampler(cfg.imagination, spec, batch_size=len(starts),
-                                guidance="none", reward="model", segments=1,
+                                guidance="none", segments=1,
                                 policy_guidance="sample" if mode == "resample" else mode,
-                                resample_actions=mode == "resample", termination=termination,
+                                experimental=ImaginationExperiments(
+                                    termination=termination, resample_actions=mode == "resample"),
                                 policy_relaxation=float(beta), settle_steps=int(steps))
             imagination = Imagination(model, copy.deepcopy(agent), icfg,
                                       termination=classifier)

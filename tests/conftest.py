@@ -49,11 +49,11 @@ def make_linear_buffer(episodes: int = 200, length: int = 20, seed: int = 0) -> 
     return buf
 
 
-def make_world_model(buf: ReplayBuffer, layout: str = "polygrad", horizon: int = 5,
+def make_world_model(buf: ReplayBuffer, horizon: int = 5,
                      num_steps: int = 16, width: int = 64, depth: int = 2,
                      **overrides: Any) -> DiffusionWorldModel:
     """A small MLP world model whose normalizers are fitted to ``buf``."""
-    cfg = DiffusionConfig(layout=layout, horizon=horizon, num_steps=num_steps,
+    cfg = DiffusionConfig(horizon=horizon, num_steps=num_steps,
                           denoiser=DenoiserConfig(kind="mlp", width=width, depth=depth),
                           **overrides)
     wm = DiffusionWorldModel(buf.obs_dim, buf.action_dim, cfg)
@@ -78,7 +78,7 @@ def linear_buffer_factory() -> Callable[..., ReplayBuffer]:
 def world_model_factory(linear_buffer: ReplayBuffer) -> Callable[..., DiffusionWorldModel]:
     """Builds small untrained world models fitted to ``linear_buffer``'s statistics.
 
-    Keyword arguments are those of :func:`make_world_model` (layout, horizon, num_steps,
+    Keyword arguments are those of :func:`make_world_model` (horizon, num_steps,
     width, depth, and any ``DiffusionConfig`` field).
     """
 

@@ -21,6 +21,7 @@ from agdrl.config import (
     DiffusionConfig,
     EnsembleConfig,
     ImaginationConfig,
+    ImaginationExperiments,
     config_from_dict,
 )
 from agdrl_lab.avalanche import AvalancheConfig
@@ -34,7 +35,6 @@ INVALID = [
     (DiffusionConfig, {"horizon": 1}, "horizon must be at least 2"),
     (DiffusionConfig, {"horizon": 0}, "horizon must be at least 2"),
     (DiffusionConfig, {"num_steps": 0}, "num_steps must be positive"),
-    (DiffusionConfig, {"layout": "diffuser"}, "unknown layout"),
     (DiffusionConfig, {"schedule": "sigmoid"}, "unknown schedule"),
     (DiffusionConfig, {"prediction": "v"}, "unknown prediction"),
     (DiffusionConfig, {"schedule_tau": 0.0}, "schedule_tau must be positive"),
@@ -60,7 +60,6 @@ INVALID = [
     (TrainConfig, {"prefill_steps": 30_000}, "the agent would never train"),
     (TrainConfig, {"eval_every": -1}, "eval_every must be non-negative"),
     (TrainConfig, {"keep_checkpoints": 0}, "keep_checkpoints must be positive"),
-    (TrainConfig, {"diffusion": DiffusionConfig(layout="joint")}, "'polygrad' layout"),
     (TrainConfig, {"imagination": ImaginationConfig(sampler_steps=500)},
      "exceeds the world model's diffusion steps"),
     (TrainConfig, {"imagination": ImaginationConfig(cuda_graph=True)},
@@ -171,6 +170,25 @@ def test_a_saved_config_keeps_the_meaning_it_had_when_written():
     assert (old.policy_guidance, old.policy_relaxation, old.settle_steps) == ("pull", 1.0, 0)
     assert (TrainConfig().imagination.policy_relaxation, TrainConfig().imagination.settle_steps,
             TrainConfig().imagination.policy_guidance) == (0.5, 4, "sample")
+
+
+def test_a_saved_config_with_moved_or_removed_fields_is_read_or_refused_as_earlier():
+    """Fields that moved into ``imagination.experimental`` are read from the top level, where
+    older runs saved them; the removed joint layout's fields are dropped when they hold the
+    value that means today's behaviour, and a run that used the joint layout is refused as
+    being from an earlier agdrl."""
+    saved = dataclasses.asdict(TrainConfig())
+    moved = saved["imagination"].pop("experimental")
+    saved["imagination"].update(moved, termination="classifier", guidance_max_step=3)
+    saved["diffusion"].update(layout="polygrad", joint_action_pin_prob=0.5)
+    old = config_from_dict(TrainConfig, saved)
+    assert old.imagination.experimental == ImaginationExperiments(termination="classifier",
+                                                                  guidance_max_step=3)
+    assert old.diffusion == TrainConfig().diffusion
+    saved["diffusion"]["layout"] = "joint"
+    with pytest.raises(ConfigError, match=r"F: diffusion.layout = 'joint' is from an earlier "
+                                          r"agdrl, which no longer has it \(only 'polygrad'"):
+        config_from_dict(TrainConfig, saved, "F")
 
 
 @pytest.mark.parametrize("guidance", ["sag", "eag", "reward"])

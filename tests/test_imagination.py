@@ -10,7 +10,12 @@ import pytest
 import torch
 
 from agdrl.a2c import ActorCriticAgent
-from agdrl.config import ActorCriticConfig, ConfigError, ImaginationConfig
+from agdrl.config import (
+    ActorCriticConfig,
+    ConfigError,
+    ImaginationConfig,
+    ImaginationExperiments,
+)
 from agdrl.diffusion.world_model import DiffusionWorldModel
 from agdrl.guidance import OneStepAdvantage, SigmoidAdvantage
 from agdrl.imagination import Imagination
@@ -79,7 +84,8 @@ def test_resampled_actions_are_policy_samples_at_the_final_states(world_model_fa
     old = {"policy_relaxation": 1.0, "settle_steps": 0}
     chain = setup(world_model_factory, **old)
     plain, _ = chain(starts, torch.Generator().manual_seed(0))
-    again = setup(world_model_factory, resample_actions=True, **old)
+    again = setup(world_model_factory, experimental=ImaginationExperiments(resample_actions=True),
+                  **old)
     seg, _ = again(starts, torch.Generator().manual_seed(0))
     torch.testing.assert_close(seg.states, plain.states)
     with torch.no_grad():
@@ -87,7 +93,8 @@ def test_resampled_actions_are_policy_samples_at_the_final_states(world_model_fa
                                    atol=1e-3, rtol=1e-3)
         assert (z_at_own_states(plain, chain) - chain.policy._noise).abs().max() > 1e-2
     with pytest.raises(ConfigError, match="resample_actions"):
-        ImaginationConfig(policy_guidance="pull", resample_actions=True)
+        ImaginationConfig(policy_guidance="pull",
+                          experimental=ImaginationExperiments(resample_actions=True))
 
 
 def z_at_own_states(seg: Segment, imagine: Imagination) -> torch.Tensor:
@@ -154,11 +161,9 @@ def test_bad_options_are_refused(world_model_factory: Factory):
         setup(world_model_factory, cuda_graph=True)
     with pytest.raises(ConfigError, match="cuda_graph needs policy_guidance 'sample'"):
         setup(world_model_factory, cuda_graph=True, policy_guidance="pull")
-    with pytest.raises(ValueError, match="polygrad"):
-        wm = world_model_factory(layout="joint")
-        ac = ActorCriticAgent(3, np.array([-1.0, -1.0]), np.array([1.0, 1.0]),
-                              ActorCriticConfig(hidden=16))
-        Imagination(wm, ac, ImaginationConfig())
+
+
+REGRESSOR = ImaginationExperiments(reward="regressor")
 
 
 def test_reward_model_learns_and_drives_reward_guidance(world_model_factory: Factory,
@@ -194,7 +199,8 @@ def test_reward_model_learns_and_drives_reward_guidance(world_model_factory: Fac
 
     # reward 'regressor': the imagined rewards are the model's at the imagined transitions
     relabel = Imagination(wm, ac, ImaginationConfig(batch_size=32, sampler_steps=8,
-                                                    guidance="none", reward="regressor"), rm)
+                                                    guidance="none", experimental=REGRESSOR),
+                           rm)
     seg, metrics = relabel(torch.as_tensor(linear_buffer.obs[:32]),
                            torch.Generator().manual_seed(0))
     torch.testing.assert_close(seg.rewards, rm(seg.states, seg.actions))
@@ -207,18 +213,18 @@ def test_reward_model_learns_and_drives_reward_guidance(world_model_factory: Fac
     assert not torch.allclose(channel.rewards, seg.rewards)
     # and SAG scores the relabelled segments, the ones the agent learns from
     sag = Imagination(wm, ac, ImaginationConfig(batch_size=32, sampler_steps=8, guidance="sag",
-                                                reward="regressor"), rm)
+                                                experimental=REGRESSOR), rm)
     sigmoid_advantage = SigmoidAdvantage(OneStepAdvantage(ac.critic, ac.cfg.gamma))
     with torch.no_grad():
         scored = sag.state.objective(channel)
         torch.testing.assert_close(scored, sigmoid_advantage(rm.relabel(channel)))
         assert not torch.allclose(scored, sigmoid_advantage(channel))
     with pytest.raises(ValueError, match="need a RewardModel"):
-        Imagination(wm, ac, ImaginationConfig(reward="regressor"))
+        Imagination(wm, ac, ImaginationConfig(experimental=REGRESSOR))
     with pytest.raises(ValueError, match="need a RewardModel"):
         Imagination(wm, ac, ImaginationConfig(guidance="sag"), rm)
     with pytest.raises(ConfigError, match="reward"):
-        ImaginationConfig(reward="oracle")
+        ImaginationExperiments(reward="oracle")
 
 
 def test_chained_segments_continue_from_the_previous_last_state(world_model_factory: Factory):
@@ -260,7 +266,8 @@ def test_guide_states_first_draws_the_actions_at_the_guided_states(
         original = cls.__call__
         monkeypatch.setattr(cls, "__call__", lambda self, state, original=original, name=name:
                             (calls.append(name), original(self, state))[1])
-    imagine = setup(world_model_factory, guidance="sag", guide_states_first=first,
+    imagine = setup(world_model_factory, guidance="sag",
+                    experimental=ImaginationExperiments(guide_states_first=first),
                     sampler="ddim", sampler_steps=2, settle_steps=0)
     imagine(torch.randn(32, 3), torch.Generator().manual_seed(0))
     assert calls == order * 2  # two denoising steps, each calling both hooks in that order

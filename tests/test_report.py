@@ -234,7 +234,7 @@ def test_a_sweep_run_whose_config_differs_from_its_row_today_is_scored_apart(tmp
     assert by_folder[folder] == (label, "agd-sag")
     assert by_folder[today] == ("agd-sag", None)  # budget and protocol are not its meaning
     text = write_report(ReportConfig(runs_dir=tmp_path, reps=200)).read_text()
-    assert f"{TASK}/fast-learner/seed0 (agd-sag → {label})" in text
+    assert f"agd-sag → {label}: {TASK}/fast-learner/seed0" in text
     assert f"| {label} | 1 | 100.0 | — | 100.0 |" in text
 
 

@@ -12,7 +12,12 @@ import torch
 from agdrl import PRESETS
 from agdrl.a2c import ActorCriticAgent
 from agdrl.buffer import TransitionBatch
-from agdrl.config import ActorCriticConfig, ConfigError, ImaginationConfig
+from agdrl.config import (
+    ActorCriticConfig,
+    ConfigError,
+    ImaginationConfig,
+    ImaginationExperiments,
+)
 from agdrl.imagination import Imagination
 from agdrl.segments import Segment
 from agdrl.termination import TerminationModel
@@ -58,13 +63,16 @@ def test_relabel_replaces_every_transition_flag_but_the_last():
     assert out.states is seg.states and out.rewards is seg.rewards
 
 
+CLASSIFIER = ImaginationExperiments(termination="classifier")
+
+
 def test_imagination_uses_the_classifier_flags(world_model_factory):
     torch.manual_seed(0)
     wm = world_model_factory(horizon=5, num_steps=16)
     agent = ActorCriticAgent(3, -np.ones(2), np.ones(2), ActorCriticConfig(hidden=16))
     classifier = TerminationModel(3, 2, hidden=16)
     cfg = ImaginationConfig(batch_size=8, sampler="ddim", sampler_steps=4,
-                            termination="classifier")
+                            experimental=CLASSIFIER)
     seg, _ = Imagination(wm, agent, cfg, termination=classifier)(
         torch.zeros(8, 3), torch.Generator().manual_seed(0))
     torch.testing.assert_close(seg.terminals[:, :-1],
@@ -76,17 +84,18 @@ def test_it_is_refused_where_it_does_not_apply(world_model_factory):
     wm = world_model_factory(horizon=5, num_steps=16)
     agent = ActorCriticAgent(3, -np.ones(2), np.ones(2), ActorCriticConfig(hidden=16))
     with pytest.raises(ValueError, match="needs a TerminationModel"):
-        Imagination(wm, agent, ImaginationConfig(termination="classifier"))
+        Imagination(wm, agent, ImaginationConfig(experimental=CLASSIFIER))
     with pytest.raises(ValueError, match="needs a TerminationModel"):
         Imagination(wm, agent, ImaginationConfig(), termination=TerminationModel(3, 2))
     with pytest.raises(ConfigError, match="termination"):
-        ImaginationConfig(termination="oracle")
+        ImaginationExperiments(termination="oracle")
     fast = PRESETS["fast"]
     with pytest.raises(ConfigError, match="termination classifier"):
         dataclasses.replace(fast, world_model="ensemble",
                             imagination=dataclasses.replace(fast.imagination, guidance="none",
-                                                            termination="classifier"))
+                                                            experimental=CLASSIFIER))
     with pytest.raises(ConfigError, match="reward regressor"):
         dataclasses.replace(fast, world_model="ensemble",
-                            imagination=dataclasses.replace(fast.imagination, guidance="none",
-                                                            reward="regressor"))
+                            imagination=dataclasses.replace(
+                                fast.imagination, guidance="none",
+                                experimental=ImaginationExperiments(reward="regressor")))

@@ -17,7 +17,13 @@ import torch
 
 from agdrl import AGDMBRL, PRESETS, TrainConfig
 from agdrl.cli import main
-from agdrl.config import ActorCriticConfig, DenoiserConfig, DiffusionConfig, ImaginationConfig
+from agdrl.config import (
+    ActorCriticConfig,
+    DenoiserConfig,
+    DiffusionConfig,
+    ImaginationConfig,
+    ImaginationExperiments,
+)
 
 TINY = PRESETS["tiny"]
 
@@ -121,8 +127,9 @@ def test_every_guidance_trains_and_fills_the_run_directory(tmp_path: Path, guida
     cfg = dataclasses.replace(
         TINY, total_steps=360, eval_every=0, checkpoint_every=120, agent_update_every=1,
         imagination=dataclasses.replace(TINY.imagination, guidance=guidance,
-                                        advantage=advantage, termination=termination,
-                                        reward=reward))
+                                        advantage=advantage,
+                                        experimental=ImaginationExperiments(
+                                            termination=termination, reward=reward)))
     model = AGDMBRL("InvertedPendulum-v5", cfg, run_dir=tmp_path).learn(360)
     assert model.world_model.network.cfg.advantage_conditioning == (guidance == "cfg")
     assert ((model.world_model.reward_model is not None)

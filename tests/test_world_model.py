@@ -149,13 +149,12 @@ SAMPLERS = [Sampler(kind="ddpm", steps=16), Sampler(kind="ddim", steps=4),
             Sampler(kind="heun", steps=4), Sampler(kind="dpm2m", steps=4)]
 
 
-@pytest.mark.parametrize("layout", ["polygrad", "joint"])
 @pytest.mark.parametrize("sampler", SAMPLERS, ids=["ddpm-all", "ddim-4", "heun-4", "dpm2m-4"])
 def test_start_state_and_given_actions_are_pinned(world_model_factory: Factory,
-                                                  linear_buffer: ReplayBuffer, layout: str,
+                                                  linear_buffer: ReplayBuffer,
                                                   sampler: Sampler) -> None:
     torch.manual_seed(0)
-    wm = world_model_factory(layout=layout, num_steps=16)
+    wm = world_model_factory(num_steps=16)
     seg = linear_buffer.sample_segments(8, wm.cfg.horizon, np.random.default_rng(0), pad=False)
     s0, actions = torch.as_tensor(seg.states[:, 0]), torch.as_tensor(seg.actions)
     out = wm.sample(s0, sampler, actions=actions, generator=torch.Generator().manual_seed(0))
@@ -166,11 +165,9 @@ def test_start_state_and_given_actions_are_pinned(world_model_factory: Factory,
     assert (out.states[:, 1:] - s0[:, None]).abs().max().item() > 1e-2
 
 
-@pytest.mark.parametrize("layout", ["polygrad", "joint"])
 def test_sampling_without_actions_returns_actions(world_model_factory: Factory,
-                                                  linear_buffer: ReplayBuffer,
-                                                  layout: str) -> None:
-    wm = world_model_factory(layout=layout)
+                                                  linear_buffer: ReplayBuffer) -> None:
+    wm = world_model_factory()
     s0 = torch.as_tensor(linear_buffer.obs[:4])
     out = wm.sample(s0, Sampler("ddim", steps=4), generator=torch.Generator().manual_seed(0))
     assert out.actions.shape == (4, wm.cfg.horizon, linear_buffer.action_dim)
@@ -183,7 +180,7 @@ def test_sample_rejects_wrongly_shaped_actions(world_model_factory: Factory) -> 
         wm.sample(torch.zeros(2, 3), Sampler("ddim", steps=2), actions=torch.zeros(2, 4, 2))
 
 
-@pytest.mark.parametrize("kwargs", [{"horizon": 1}, {"layout": "diffuser"}, {"num_steps": 0}])
+@pytest.mark.parametrize("kwargs", [{"horizon": 1}, {"schedule": "sigmoid"}, {"num_steps": 0}])
 def test_constructor_rejects_bad_config(world_model_factory: Factory,
                                         kwargs: dict[str, object]) -> None:
     with pytest.raises(ConfigError):

@@ -25,8 +25,7 @@ from agdrl.rng import randint, randn
 class Inpainting:
     """Known entries of the clean segment, re-imposed on x̂_0 and on x_k after every step.
 
-    mask: (B, H, Dx) bool, values: (B, H, Dx). Used to pin ``s_0`` to a real state (and, in
-    the joint layout, to impose given actions).
+    mask: (B, H, Dx) bool, values: (B, H, Dx). Used to pin ``s_0`` to a real state.
     """
 
     def __init__(self, mask: torch.Tensor, values: torch.Tensor):

@@ -1,9 +1,8 @@
 """The trajectory diffusion world model (DESIGN §2.2).
 
-Layouts of the diffused variable per step (all normalized; terminals mapped to ±1):
-- ``polygrad``: x_t = [s_t, r_t, d_t], actions a_t are conditioning inputs, not diffused;
-- ``joint``:    x_t = [s_t, a_t, r_t, d_t] (Diffuser style), no conditioning.
-The first state s_0 is always pinned to a real state by inpainting.
+The diffused variable per step is x_t = [s_t, r_t, d_t] (all normalized; terminals mapped to
+±1); the actions a_t are conditioning inputs, not diffused (PolyGRAD's layout), so that policy
+guidance can set them. The first state s_0 is always pinned to a real state by inpainting.
 """
 
 from __future__ import annotations
@@ -41,9 +40,8 @@ class DiffusionWorldModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.obs_dim, self.action_dim = obs_dim, action_dim
-        self.joint = cfg.layout == "joint"
-        self.x_dim = obs_dim + 2 + (action_dim if self.joint else 0)
-        self.cond_dim = 0 if self.joint else action_dim
+        self.x_dim = obs_dim + 2
+        self.cond_dim = action_dim
         self.state_norm = RunningNormalizer(obs_dim)
         self.action_norm = RunningNormalizer(action_dim)
         self.reward_norm = RunningNormalizer(1)
@@ -70,11 +68,9 @@ class DiffusionWorldModel(nn.Module):
 
     @staticmethod
     def denoiser(obs_dim: int, action_dim: int, cfg: DiffusionConfig) -> nn.Module:
-        """The denoiser of this layout (built on the default device: the meta device counts
+        """The denoiser of this model (built on the default device: the meta device counts
         its parameters without allocating them)."""
-        joint = cfg.layout == "joint"
-        return make_denoiser(cfg.denoiser, cfg.horizon, obs_dim + 2 + (action_dim if joint else 0),
-                             0 if joint else action_dim, cfg.num_steps,
+        return make_denoiser(cfg.denoiser, cfg.horizon, obs_dim + 2, action_dim, cfg.num_steps,
                              labelled=cfg.advantage_conditioning)
 
     # ------------------------------------------------------------------ layout
@@ -89,40 +85,29 @@ class DiffusionWorldModel(nn.Module):
         self.action_norm.update(actions)
         self.reward_norm.update(np.asarray(rewards)[..., None])
 
-    def encode(self, seg: Segment) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Segment (raw units) -> (x: (B, H, Dx), cond: (B, H, Dc) or None), normalized."""
+    def encode(self, seg: Segment) -> tuple[torch.Tensor, torch.Tensor]:
+        """Segment (raw units) -> (x: (B, H, Dx), cond: (B, H, da)), normalized."""
         s = self.state_norm.normalize(seg.states)
         a = self.action_norm.normalize(seg.actions)
         r = self.reward_norm.normalize(seg.rewards[..., None])
         d = seg.terminals[..., None] * 2 - 1
-        if self.joint:
-            return torch.cat([s, a, r, d], -1), None
         return torch.cat([s, r, d], -1), a
 
-    def decode(self, x: torch.Tensor, cond: torch.Tensor | None) -> Segment:
+    def decode(self, x: torch.Tensor, cond: torch.Tensor) -> Segment:
         """Inverse of :meth:`encode`; terminals come back as (d + 1) / 2 clamped to [0, 1]."""
-        ds = self.obs_dim
-        states = self.state_norm.unnormalize(x[..., :ds])
-        a_norm = x[..., ds : ds + self.action_dim] if self.joint else cond
-        actions = self.action_norm.unnormalize(a_norm)
+        states = self.state_norm.unnormalize(x[..., : self.obs_dim])
+        actions = self.action_norm.unnormalize(cond)
         rewards = self.reward_norm.unnormalize(x[..., self.reward_index : self.reward_index + 1])
         terminals = ((x[..., -1] + 1) / 2).clamp(0, 1)
         return Segment(states, actions, rewards[..., 0], terminals)
 
-    def pin_start(self, s0_norm: torch.Tensor, batch: int,
-                  actions_norm: torch.Tensor | None = None,
-                  pin_actions: torch.Tensor | None = None) -> Inpainting:
-        """Inpainting that fixes s_0: (B, ds) and, in the joint layout, given actions: (B, H, da)
-        (for the samples where ``pin_actions``: (B,) bool is set; all when it is None)."""
+    def pin_start(self, s0_norm: torch.Tensor, batch: int) -> Inpainting:
+        """Inpainting that fixes s_0: (B, ds) in segments of shape (B, H, Dx)."""
         h = self.cfg.horizon
         mask = torch.zeros(batch, h, self.x_dim, dtype=torch.bool, device=s0_norm.device)
         values = torch.zeros(batch, h, self.x_dim, device=s0_norm.device)
         mask[:, 0, : self.obs_dim] = True
         values[:, 0, : self.obs_dim] = s0_norm
-        if self.joint and actions_norm is not None:
-            a = slice(self.obs_dim, self.obs_dim + self.action_dim)
-            mask[:, :, a] = True if pin_actions is None else pin_actions[:, None, None]
-            values[:, :, a] = actions_norm
         return Inpainting(mask, values)
 
     # ------------------------------------------------------------------ training
@@ -173,12 +158,7 @@ class DiffusionWorldModel(nn.Module):
         # (without it the model never sees what a terminal transition leads to)
         mask = torch.as_tensor(batch.mask, device=self.device)[..., None].expand_as(x0).clone()
         mask[..., : self.obs_dim] = torch.as_tensor(batch.state_mask, device=self.device)[..., None]
-        pin_actions = None
-        if self.joint:  # sampling may be asked to follow given actions: train for that too
-            pin_actions = (rand((x0.shape[0],), generator, self.device)
-                           < self.cfg.joint_action_pin_prob)
-        pin = self.pin_start(x0[:, 0, : self.obs_dim], x0.shape[0],
-                             x0[..., self.obs_dim : self.obs_dim + self.action_dim], pin_actions)
+        pin = self.pin_start(x0[:, 0, : self.obs_dim], x0.shape[0])
         weight = mask * (~pin.mask)  # nothing to learn where pinned
         return x0, cond, weight, pin
 
@@ -243,11 +223,9 @@ class DiffusionWorldModel(nn.Module):
         if a_norm is not None and a_norm.shape != (b, h, self.action_dim):
             raise ValueError(f"actions must have shape {(b, h, self.action_dim)}, "
                              f"got {tuple(a_norm.shape)}")
-        cond = None
-        if not self.joint:
-            cond = a_norm if a_norm is not None else randn((b, h, self.action_dim), generator,
-                                                           self.device)
-        pin = self.pin_start(s0_norm, b, a_norm)
+        cond = a_norm if a_norm is not None else randn((b, h, self.action_dim), generator,
+                                                       self.device)
+        pin = self.pin_start(s0_norm, b)
         if student:
             self._require_student()
         teacher = self.ema.model if use_ema else self.diffusion.denoiser
