@@ -428,7 +428,7 @@ class ImaginationExperiments:
     """Where the imagined terminal flags come from: the diffusion model's own terminal channel
     (the papers'), or a classifier of real transitions (s, a, s') learned beside it
     (``agdrl.termination``; the channel can end segments from habit rather than from states:
-    results/diagnosis/invertedpendulum-termination-*.json)."""
+    docs/results.md)."""
     reward: Literal["model", "regressor"] = "model"
     """Where the imagined rewards come from: the diffusion model's own reward channel (the
     papers'), or a regression r(s, a) of real transitions learned beside it
@@ -446,7 +446,7 @@ class ImaginationExperiments:
     """'sample' policy guidance only: after the chain, draw the actions again at the final
     states with the chain's ε, so that they are exactly samples of π at the segment's own
     states. Without it they are drawn at the last call's predicted states, which the last
-    step's clip moves (results/diagnosis/imagined-actions-hopper-v5-*.json). The states were
+    step's clip moves (docs/results.md). The states were
     then generated under other actions, so it trades dynamics accuracy for on-policy actions;
     policy_relaxation and settle_steps get both."""
 
@@ -521,7 +521,7 @@ class ImaginationConfig:
     sampler; see experimental.resample_actions), 'pull' is PolyGRAD's
     original (noise pulled toward π by a step δ tuned online; not samples of π under
     few-step or deterministic samplers, and the agent then fails to learn Reacher: see
-    results/diagnosis)."""
+    docs/guidance.md)."""
     policy_relaxation: float = 0.5
     """'sample' policy guidance: the fraction β of the way the imagined pre-squash actions move
     toward π's sample at each step's predicted states (1: replace them; with a settle step

@@ -268,7 +268,7 @@ class PolicyGuidance:
     actions at z RMS 7.2 (up to 15 at the segment's end), and the simulator replaying those
     actions missed the states by 0.45 (normalized MSE); at β = 0.5, 1.26 and 0.15, and with
     the sampler's 4 settle steps (which continue the iteration at the clean end of the chain)
-    1.10 and 0.037 (results/diagnosis/imagined-actions-hopper-v5-agd-sag-15k-seed0-relaxation).
+    1.10 and 0.037 (docs/guidance.md, policy guidance).
     ``last_spread`` is the RMS of z at the last call's predicted states, after its update.
 
     mode 'pull' (PolyGRAD's policy guidance): at every step, in the policy's pre-squash space
@@ -286,7 +286,7 @@ class PolicyGuidance:
     mean; with few denoising steps they are not samples of π, and under deterministic DDIM
     (η = 0) the final z is a fixed contraction of the initial noise that no δ corrects. With
     them the agent did not learn Reacher-v5 (return −12 → −71 in 3k steps; 'sample': −12 →
-    −8.4; results/diagnosis/reacher-v5). Both modes evaluate the actor without gradients, so
+    −8.4; docs/guidance.md). Both modes evaluate the actor without gradients, so
     the imagined actions never carry a graph back into it (DESIGN §2.6, defect 5).
     """
 

@@ -4,7 +4,7 @@ Why: the diffusion model's terminal channel is generated with the whole segment 
 where segments of the replay data tend to end, not what ends them. On InvertedPendulum-v5 it
 puts a terminal in 89–95% of the segments imagined under a policy that really terminates in
 2–4% of them, and in 81–89% of segments with no imagined state past the termination bound
-(``benchmarks/termination_check.py``, results/diagnosis). Termination in the MuJoCo tasks is a
+(``benchmarks/termination_check.py``, docs/results.md). Termination in the MuJoCo tasks is a
 function of the transition, which a per-transition classifier learns and extrapolates, as the
 ensemble's termination head does. It brings those 89% to 37% there, but the return only a
 little: the imagined states carry the same habit (docs/results.md).

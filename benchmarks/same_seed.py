@@ -21,8 +21,8 @@ from agdrl import AGDMBRL, PRESETS
 
 VARIANTS = {
     "diffusion-sag": {},
-    "diffusion-heads-gae": {"imagination": {"termination": "classifier",
-                                            "reward": "regressor", "advantage": "gae"}},
+    "diffusion-heads-gae": {"imagination": {"advantage": "gae"},
+                            "experimental": {"termination": "classifier", "reward": "regressor"}},
     "diffusion-cfg": {"imagination": {"guidance": "cfg"}},
     "diffusion-qv-eag": {"imagination": {"guidance": "eag", "advantage": "qv"}},
     "ensemble": {"world_model": "ensemble", "imagination": {"guidance": "none"}},
@@ -32,8 +32,11 @@ VARIANTS = {
 def config(overrides: dict, steps: int):
     cfg = dataclasses.replace(PRESETS["tiny"], total_steps=steps, eval_every=steps // 2,
                               checkpoint_every=steps // 2)
-    imagination = dataclasses.replace(cfg.imagination, **overrides.get("imagination", {}))
-    rest = {k: v for k, v in overrides.items() if k != "imagination"}
+    experimental = dataclasses.replace(cfg.imagination.experimental,
+                                       **overrides.get("experimental", {}))
+    imagination = dataclasses.replace(cfg.imagination, experimental=experimental,
+                                      **overrides.get("imagination", {}))
+    rest = {k: v for k, v in overrides.items() if k not in ("imagination", "experimental")}
     return dataclasses.replace(cfg, imagination=imagination, **rest)
 
 
