@@ -614,11 +614,16 @@ class PlannerConfig:
     segment; False: one segment per candidate, and the horizon must fit in it."""
     min_std: float = 0.05
     """Floor of a refinement Gaussian's standard deviation (pre-squash units)."""
+    denoising_steps: int = 0
+    """Diffusion world model: generate each candidate segment in this many DDIM steps on a
+    trailing grid, then the imagination's settle steps (0: with the run's imagination
+    sampler). One step is the fastest planner (docs/planning.md)."""
 
     def __post_init__(self):
         require_finite(self)
         require_positive(self, "candidates", "horizon", "iterations", "elites", "temperature",
                          "min_std")
+        require_non_negative(self, "denoising_steps")
         require(self.elites <= self.candidates, f"elites ({self.elites}) must not exceed "
                                                 f"candidates ({self.candidates})")
         require_choice(self, "select", ("best", "mean"))

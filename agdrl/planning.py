@@ -109,7 +109,7 @@ class Planner:
             best_score, best_plan, chosen, proposals = -torch.inf, None, (0, 0), warm
             for iteration in range(cfg.iterations):
                 seg = self.world_model.rollout(starts, cfg.horizon, self.generator, proposals,
-                                               cfg.guided)
+                                               cfg.guided, cfg.denoising_steps)
                 scores = plan_returns(seg, cfg.horizon, self.agent.critic, self.agent.cfg.gamma)
                 scores = torch.nan_to_num(scores, nan=-torch.inf)
                 top = int(scores.argmax())

@@ -18,6 +18,7 @@ between them (the agent's imagination hooks need it, and the order fixes the ini
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypedDict
@@ -64,11 +65,13 @@ class WorldModel(Protocol):
         and per-batch diagnostics."""
 
     def rollout(self, starts: torch.Tensor, steps: int, generator: torch.Generator,
-                actions: torch.Tensor | None = None, guided: bool = True) -> Segment:
+                actions: torch.Tensor | None = None, guided: bool = True,
+                denoising_steps: int = 0) -> Segment:
         """Trajectories for decision-time planning: starts: (B, ds) raw -> Segment (B,
         steps + 1), rewards and terminal flags as the agent sees them. The first A rows take
         ``actions`` (A, steps, da) raw; the others follow the current policy (with the run's
-        advantage guidance when ``guided``)."""
+        advantage guidance when ``guided``). A model that denoises generates each segment in
+        ``denoising_steps`` DDIM steps (0: as it imagines); others ignore it."""
 
     segment_steps: int | None
     """Transitions one generated segment spans (None: any number, step by step)."""
@@ -181,12 +184,21 @@ class DiffusionWorld:
         return self.network.cfg.horizon - 1
 
     def rollout(self, starts: torch.Tensor, steps: int, generator: torch.Generator,
-                actions: torch.Tensor | None = None, guided: bool = True) -> Segment:
+                actions: torch.Tensor | None = None, guided: bool = True,
+                denoising_steps: int = 0) -> Segment:
         """As :meth:`WorldModel.rollout`: ⌈steps / (H − 1)⌉ segments chained end to start.
         Action rows are pinned by a hook after the others' guidance (their initial noise
         too, so the denoiser never sees other actions for them); advantage resampling is not
-        applied (the planner selects)."""
+        applied (the planner selects). With ``denoising_steps`` the teacher samples each
+        segment by DDIM on a trailing grid of that many steps, then the imagination's settle
+        steps."""
         img, net = self.imagination, self.network
+        sampler, student = img.sampler, img.use_student
+        if denoising_steps:
+            sampler = dataclasses.replace(
+                net.default_sampler("ddim", denoising_steps, spacing="trailing"),
+                settle_steps=img.sampler.settle_steps)
+            student = False
         span, pinned = self.segment_steps, 0 if actions is None else actions.shape[0]
         follow = starts.shape[0] > pinned
         state = img.state if guided else None
@@ -203,9 +215,8 @@ class DiffusionWorld:
                               generator, net.device)
                 init = torch.cat([part, net.action_norm.unnormalize(noise)])
                 pin = PinnedActions(net.action_norm.normalize(part))
-            seg = net.sample(starts, img.sampler, actions=init, hook=compose(*hooks, pin),
-                             generator=generator, wrap_denoiser=img.wrap,
-                             student=img.use_student)
+            seg = net.sample(starts, sampler, actions=init, hook=compose(*hooks, pin),
+                             generator=generator, wrap_denoiser=img.wrap, student=student)
             pieces.append(seg)
             starts = seg.states[:, -1].detach()
         seg = chain_segments(pieces)
@@ -302,8 +313,10 @@ class EnsembleWorld:
     segment_steps = None
 
     def rollout(self, starts: torch.Tensor, steps: int, generator: torch.Generator,
-                actions: torch.Tensor | None = None, guided: bool = True) -> Segment:
-        """As :meth:`WorldModel.rollout` (there is no guidance: ``guided`` is moot)."""
+                actions: torch.Tensor | None = None, guided: bool = True,
+                denoising_steps: int = 0) -> Segment:
+        """As :meth:`WorldModel.rollout` (no guidance and no denoising: ``guided`` and
+        ``denoising_steps`` are moot)."""
         actor, pinned = self.imagination.agent.actor, 0 if actions is None else actions.shape[0]
         t = 0
 

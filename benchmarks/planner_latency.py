@@ -36,8 +36,14 @@ CASES = {
     "N64-H10-mppi3": PlannerConfig(candidates=64, horizon=10, iterations=3),
     "N64-H10-unguided": PlannerConfig(candidates=64, horizon=10, guided=False),
     "N256-H10": PlannerConfig(candidates=256, horizon=10),
+    "N64-H10-ddim1": PlannerConfig(candidates=64, horizon=10, denoising_steps=1),
+    "N64-H10-ddim1-unguided": PlannerConfig(candidates=64, horizon=10, denoising_steps=1,
+                                            guided=False),
+    "N64-H50-ddim1": PlannerConfig(candidates=64, horizon=50, denoising_steps=1),
 }
-"""Planner settings timed for each world model (N candidates, H actions, MPPI iterations)."""
+"""Planner settings timed for each world model (N candidates, H actions, MPPI iterations, the
+diffusion model's denoising steps per segment: the ensemble does not denoise, so its rows
+that differ only in that are not timed)."""
 
 
 def agent(run: Path | None, env: str, world_model: str, device: str) -> AGDMBRL:
@@ -98,6 +104,8 @@ def main() -> None:
     for world_model, run in (("diffusion", args.diffusion_run), ("ensemble", args.ensemble_run)):
         model = agent(run, args.env, world_model, args.device)
         for name in args.cases:
+            if world_model == "ensemble" and CASES[name].denoising_steps:
+                continue
             rows.append(measure(model, name, CASES[name], args.repeats))
             print(json.dumps({k: rows[-1][k] for k in ("case", "world_model", "ms_per_decision",
                                                        "model_calls_per_decision")}), flush=True)

@@ -62,7 +62,8 @@ class Target:
     def __init__(self, target: torch.Tensor, agent):
         self.target, self.agent, self.given = target, agent, []
 
-    def rollout(self, starts, steps, generator, actions=None, guided=True) -> Segment:
+    def rollout(self, starts, steps, generator, actions=None, guided=True,
+                denoising_steps=0) -> Segment:
         n = starts.shape[0]
         states = starts[:, None].expand(-1, steps + 1, -1)
         acts = self.agent.agent.actor.sample(states, generator)
@@ -175,3 +176,21 @@ def test_a_world_model_that_predicts_nan_everywhere_is_named(agent):
     plan = planner(agent, Broken(torch.tensor([0.0]), agent), candidates=4, horizon=2, elites=2)
     with pytest.raises(ValueError, match="every planned candidate scored NaN"):
         plan(np.zeros(4, np.float32))
+
+
+@pytest.mark.parametrize("denoising_steps, calls", [(0, 2 * (2 + 4)), (1, 2 * (1 + 4))])
+def test_the_planner_denoises_each_segment_in_its_own_steps(agent, denoising_steps: int,
+                                                            calls: int):
+    """A 12-step plan over 9-step segments chains 2 of them; each costs the sampler's steps
+    (the run's 2 DDIM steps, or the planner's own) plus the imagination's 4 settle steps."""
+    net, counted = agent.world_model.network, []
+    handles = [m.register_forward_hook(lambda *_: counted.append(1))
+               for m in (net.ema.model, net.diffusion.denoiser)]
+    try:
+        plan = agent.planner(PlannerConfig(candidates=4, horizon=12, elites=2, warm_start=False,
+                                           denoising_steps=denoising_steps))
+        plan(np.zeros(4, np.float32))
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert len(counted) == calls and plan.plan.shape == (12, 1)
