@@ -230,8 +230,9 @@ class DiffusionWorldModel(nn.Module):
             self._require_student()
         teacher = self.ema.model if use_ema else self.diffusion.denoiser
         denoiser = self.student if student else teacher
-        denoiser.eval()
-        teacher.eval()
+        for network in (denoiser, teacher):
+            if network.training:  # eval() walks every submodule: not on every call
+                network.eval()
         if wrap_denoiser is not None:
             denoiser, teacher = wrap_denoiser(denoiser), wrap_denoiser(teacher)
         x, cond = sampler.sample(self.diffusion, (b, h, self.x_dim), cond=cond, inpainting=pin,
