@@ -446,9 +446,9 @@ class ImaginationExperiments:
     """'sample' policy guidance only: after the chain, draw the actions again at the final
     states with the chain's ε, so that they are exactly samples of π at the segment's own
     states. Without it they are drawn at the last call's predicted states, which the last
-    step's clip moves (docs/results.md). The states were
-    then generated under other actions, so it trades dynamics accuracy for on-policy actions;
-    policy_relaxation and settle_steps get both."""
+    step's clip moves (docs/results.md). The states were then generated under other actions,
+    so it trades dynamics accuracy for on-policy actions; policy_relaxation and settle_steps
+    get both."""
 
     def __post_init__(self):
         require_choice(self, "termination", ("model", "classifier"))
