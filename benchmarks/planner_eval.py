@@ -64,12 +64,15 @@ def main() -> None:
     parser.add_argument("--horizon", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=1)
     parser.add_argument("--select", default="best", choices=("best", "mean"))
+    parser.add_argument("--denoising-steps", type=int, default=0,
+                        help="diffusion candidates in this many DDIM steps (0: the run's sampler)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     planner = PlannerConfig(candidates=args.candidates, horizon=args.horizon,
-                            iterations=args.iterations, select=args.select)
+                            iterations=args.iterations, select=args.select,
+                            denoising_steps=args.denoising_steps)
     rows = []
     for run in args.runs:
         policy, policy_s = evaluate(run, args.episodes, None)
