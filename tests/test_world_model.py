@@ -337,7 +337,7 @@ def chain(wm: DiffusionWorldModel, sampler: Sampler) -> tuple[list[int], torch.T
     hook = Recorder()
     x, _ = sampler.sample(wm.diffusion, (4, wm.cfg.horizon, wm.x_dim),
                           cond=torch.zeros(4, wm.cfg.horizon, wm.cond_dim),
-                          inpainting=wm.pin_start(torch.ones(4, wm.obs_dim), 4), hook=hook,
+                          inpainting=wm.pin_start(torch.ones(4, wm.obs_dim)), hook=hook,
                           generator=torch.Generator().manual_seed(0))
     return [s.k for s in hook.states], torch.stack([*hook.x_k, x])
 

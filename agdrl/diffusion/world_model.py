@@ -101,9 +101,9 @@ class DiffusionWorldModel(nn.Module):
         terminals = ((x[..., -1] + 1) / 2).clamp(0, 1)
         return Segment(states, actions, rewards[..., 0], terminals)
 
-    def pin_start(self, s0_norm: torch.Tensor, batch: int) -> Inpainting:
+    def pin_start(self, s0_norm: torch.Tensor) -> Inpainting:
         """Inpainting that fixes s_0: (B, ds) in segments of shape (B, H, Dx)."""
-        h = self.cfg.horizon
+        batch, h = s0_norm.shape[0], self.cfg.horizon
         mask = torch.zeros(batch, h, self.x_dim, dtype=torch.bool, device=s0_norm.device)
         values = torch.zeros(batch, h, self.x_dim, device=s0_norm.device)
         mask[:, 0, : self.obs_dim] = True
@@ -158,7 +158,7 @@ class DiffusionWorldModel(nn.Module):
         # (without it the model never sees what a terminal transition leads to)
         mask = torch.as_tensor(batch.mask, device=self.device)[..., None].expand_as(x0).clone()
         mask[..., : self.obs_dim] = torch.as_tensor(batch.state_mask, device=self.device)[..., None]
-        pin = self.pin_start(x0[:, 0, : self.obs_dim], x0.shape[0])
+        pin = self.pin_start(x0[:, 0, : self.obs_dim])
         weight = mask * (~pin.mask)  # nothing to learn where pinned
         return x0, cond, weight, pin
 
@@ -225,7 +225,7 @@ class DiffusionWorldModel(nn.Module):
                              f"got {tuple(a_norm.shape)}")
         cond = a_norm if a_norm is not None else randn((b, h, self.action_dim), generator,
                                                        self.device)
-        pin = self.pin_start(s0_norm, b)
+        pin = self.pin_start(s0_norm)
         if student:
             self._require_student()
         teacher = self.ema.model if use_ema else self.diffusion.denoiser
