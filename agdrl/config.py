@@ -450,9 +450,19 @@ class ImaginationExperiments:
     so it trades dynamics accuracy for on-policy actions; policy_relaxation and settle_steps
     get both."""
 
+    guide_actions: bool = False
+    """Advantage guidance through the actions: the state guidance's gradient moves the
+    policy's noise ε ('sample' policy guidance), differentiated through the denoiser, instead
+    of the predicted states, so the actions drift toward the advantage-weighted policy and the
+    denoiser predicts the states that follow from them (``agdrl.guidance.ActionGuidance``;
+    one more denoiser call and its backward pass per guided step)."""
+
     def __post_init__(self):
         require_choice(self, "termination", ("model", "classifier"))
         require_choice(self, "reward", ("model", "regressor"))
+        require(not (self.guide_actions and self.guide_states_first),
+                "guide_actions moves the actions after policy guidance has drawn them; it "
+                "cannot also run before it (guide_states_first)")
         require(self.guidance_max_step >= -1, f"guidance_max_step must be ≥ -1, got "
                                               f"{self.guidance_max_step}")
 
@@ -573,6 +583,12 @@ class ImaginationConfig:
         require(self.guidance_mode != "resample" or self.guidance in ("sag", "eag", "reward"),
                 f"guidance_mode 'resample' weights segments by the objective of guidance sag, "
                 f"eag or reward, not {self.guidance!r}")
+        require(not self.experimental.guide_actions
+                or (self.guidance in ("sag", "eag", "reward") and self.guidance_mode != "resample"
+                    and self.policy_guidance == "sample"),
+                f"experimental.guide_actions moves the 'sample' policy guidance's actions up the "
+                f"gradient of guidance sag, eag or reward (not {self.guidance!r} with mode "
+                f"{self.guidance_mode!r} and policy guidance {self.policy_guidance!r})")
         require(self.sampler_steps >= 0, f"sampler_steps must be ≥ 0 (0: all), got "
                                          f"{self.sampler_steps}")
         require_non_negative(self, "guidance_scale", "cfg_weight")

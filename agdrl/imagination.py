@@ -16,6 +16,7 @@ from agdrl.diffusion.samplers import StepState
 from agdrl.diffusion.world_model import DiffusionWorldModel
 from agdrl.ensemble import ProbabilisticEnsemble
 from agdrl.guidance import (
+    ActionGuidance,
     AdvantageEstimator,
     ClassifierFreeGuidance,
     ExponentialAdvantage,
@@ -77,9 +78,16 @@ class Imagination:
         elif cfg.guidance in objectives:
             objective = objectives[cfg.guidance]()
             top = cfg.experimental.guidance_max_step
-            self.state = StateGuidance(  # it scores what the agent learns from: relabelled
-                model, lambda seg: objective(self.relabel(seg)), cfg.guidance_scale,
-                cfg.guidance_mode, None if top < 0 else top, cfg.guide_last_state)
+            args = (model, lambda seg: objective(self.relabel(seg)),  # what the agent learns from
+                    cfg.guidance_scale, cfg.guidance_mode, None if top < 0 else top,
+                    cfg.guide_last_state)
+            if not cfg.experimental.guide_actions:
+                self.state = StateGuidance(*args)
+            elif model.student is not None:
+                raise ValueError("guide_actions differentiates the EMA denoiser, not a "
+                                 "distilled student: use a model without one")
+            else:
+                self.state = ActionGuidance(*args, policy=self.policy, denoiser=model.ema.model)
         self.wrap = None
         if cfg.guidance == "cfg":
             if not model.cfg.advantage_conditioning:

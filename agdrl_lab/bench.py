@@ -79,6 +79,9 @@ METHODS: dict[str, tuple[str, ...]] = {
     "agd-eag-total-c1-last": ("train", "--guidance", "eag", "--imagination.guidance-mode",
                               "total", "--imagination.guidance-scale", "1",
                               "--imagination.guide-last-state"),
+    "agd-sag-actions-total-c1": ("train", "--guidance", "sag", "--imagination.guidance-mode",
+                                 "total", "--imagination.guidance-scale", "1",
+                                 "--imagination.experimental.guide-actions"),
 }
 """The rows of the comparison and the ``agdrl`` command line that makes each one:
 AGD-MBRL with sigmoid / exponential / classifier-free advantage guidance; unguided PolyGRAD
@@ -97,7 +100,8 @@ imagined rewards from a regression of real transitions (``agdrl.reward_model``).
 (``ImaginationExperiments.resample_actions``). ``agd-sag-total-c1-last`` and
 ``agd-eag-total-c1-last`` are the advantage guidance that raised the replayed return in the
 guidance search (docs/guidance.md): c = 1 in the grid-independent 'total' mode, the last state
-of every segment guided."""
+of every segment guided. ``agd-sag-actions-total-c1`` guides the actions instead of the
+states (``ImaginationExperiments.guide_actions``), SAG at c = 1 in the 'total' mode."""
 
 
 @functools.lru_cache(maxsize=256)

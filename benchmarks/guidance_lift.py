@@ -64,7 +64,8 @@ VARIANTS = ("none", "reward", "sag", "eag", "cfg", "reward:normalized:1", "sag:n
             "eag:normalized:1")
 """Guidance variants: NAME or NAME:MODE:SCALE for the state-guidance ones (default mode and
 scale from the command line, the paper's sigma4 and c = 4); NAME+last also guides the
-segment's last state, NAME+first guides the states before the policy draws the actions."""
+segment's last state, NAME+first guides the states before the policy draws the actions,
+NAME+actions guides the actions instead of the states (advantage-weighted policy)."""
 
 
 def discounted_return(rewards: np.ndarray, last_value: np.ndarray, alive: np.ndarray,
@@ -244,9 +245,10 @@ def reward_model_for(icfg: ImaginationConfig, src: Source) -> RewardModel | None
 
 def variant_config(base: ImaginationConfig, sampler: str, variant: str, batch: int,
                    args: argparse.Namespace) -> ImaginationConfig:
-    """NAME[@ADVANTAGE][+last][+first][:MODE:SCALE[:CANDIDATES]] on the source's imagination
-    settings (ADVANTAGE: td, gae or qv; +last: guide the last state too; +first: state
-    guidance before policy guidance)."""
+    """NAME[@ADVANTAGE][+last][+first][+actions][:MODE:SCALE[:CANDIDATES]] on the source's
+    imagination settings (ADVANTAGE: td, gae or qv; +last: guide the last state too; +first:
+    state guidance before policy guidance; +actions: the guidance moves the actions instead
+    of the states)."""
     name, _, rest = variant.partition(":")
     mode, _, rest = rest.partition(":")
     scale, _, candidates = rest.partition(":")
@@ -256,7 +258,8 @@ def variant_config(base: ImaginationConfig, sampler: str, variant: str, batch: i
                         advantage=advantage or base.advantage,
                         guide_last_state="last" in flags,
                         experimental=dataclasses.replace(
-                            base.experimental, guide_states_first="first" in flags),
+                            base.experimental, guide_states_first="first" in flags,
+                            guide_actions="actions" in flags),
                         guidance_scale=float(scale or args.guidance_scale),
                         guidance_mode=mode or args.guidance_mode,
                         resample_candidates=int(candidates or base.resample_candidates),
@@ -311,7 +314,8 @@ def main() -> None:
     parser.add_argument("--samplers", nargs="+", default=["ddim:8", "ddpm:128"],
                         help="KIND[:STEPS[:SPACING]]")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS),
-                        help="NAME[@ADVANTAGE][+last][+first][:MODE:SCALE[:CANDIDATES]], NAME in "
+                        help="NAME[@ADVANTAGE][+last][+first][+actions][:MODE:SCALE[:CANDIDATES]], "
+                        "NAME in "
                         "none reward sag eag cfg, ADVANTAGE in td gae qv, MODE in sigma4 "
                         "normalized total resample")
     parser.add_argument("--guidance-scale", type=float, default=4.0)

@@ -271,3 +271,59 @@ def test_guide_states_first_draws_the_actions_at_the_guided_states(
                     sampler="ddim", sampler_steps=2, settle_steps=0)
     imagine(torch.randn(32, 3), torch.Generator().manual_seed(0))
     assert calls == order * 2  # two denoising steps, each calling both hooks in that order
+
+
+def test_action_guidance_raises_the_objective_of_the_states_the_actions_lead_to(
+        world_model_factory: Factory):
+    """One guided step: J of the states the denoiser predicts from x_k under the steered
+    actions exceeds J under the policy's actions (a small step up ∇_ε J), the actions stay
+    π's samples for the moved ε, and s_0 stays pinned."""
+    from agdrl.diffusion.samplers import StepState
+    from agdrl.guidance import ActionGuidance
+
+    imagine = setup(world_model_factory, guidance="eag", guidance_mode="normalized",
+                    guidance_scale=0.05, policy_relaxation=1.0,
+                    experimental=ImaginationExperiments(guide_actions=True))
+    guide, policy, model = imagine.state, imagine.policy, imagine.model
+    assert isinstance(guide, ActionGuidance)
+    gen = torch.Generator().manual_seed(3)
+    s0 = model.state_norm.normalize(torch.randn(32, 3))
+    k = 8
+    x_k = torch.randn(32, 5, model.x_dim, generator=gen)
+    x_k[:, 0, :3] = s0
+    ks = torch.full((32,), k)
+
+    def objective_under(cond: torch.Tensor) -> torch.Tensor:
+        x0 = model.diffusion.predict_x0(x_k, cond, ks, model.ema.model)
+        x0[:, 0, :3] = s0
+        return guide.objective(model.decode(x0, cond))
+
+    cond = torch.randn(32, 5, model.action_dim, generator=gen)
+    x0 = model.diffusion.predict_x0(x_k, cond, ks, model.ema.model)
+    x0[:, 0, :3] = s0
+    state = StepState(x_k=x_k, x0=x0, cond=cond, k=k, k_prev=4, index=0, remaining=3,
+                      sigma=0.5, noise_std=0.0, alpha_bar=0.3, alpha_bar_prev=0.6,
+                      generator=gen)
+    policy(state)
+    with torch.no_grad():
+        before = objective_under(state.cond)
+    guide(state)
+    with torch.no_grad():
+        after = objective_under(state.cond)
+    assert (after - before).mean() > 0
+    with torch.no_grad():
+        mean, std = policy.actor(model.decode(x0, cond).states)
+    torch.testing.assert_close(policy._u, mean + std * policy._noise)
+    torch.testing.assert_close(state.cond, model.action_norm.normalize(
+        policy.actor.squash(policy._u)))
+
+
+def test_action_guidance_needs_a_gradient_guide_and_sampled_actions():
+    with pytest.raises(ConfigError, match="guide_actions"):
+        ImaginationConfig(guidance="none",
+                          experimental=ImaginationExperiments(guide_actions=True))
+    with pytest.raises(ConfigError, match="guide_actions"):
+        ImaginationConfig(guidance="eag", guidance_mode="resample",
+                          experimental=ImaginationExperiments(guide_actions=True))
+    with pytest.raises(ConfigError, match="guide_actions"):
+        ImaginationExperiments(guide_actions=True, guide_states_first=True)
