@@ -119,3 +119,31 @@ def test_q_critic_learns_that_the_first_action_pays():
                - ac.q_critic(states, torch.tensor([[-0.9, 0.0]]).expand(64, 2)))
     assert gap.mean() > 0.9  # the true Q gap is 1.8 (reward a_0 at t)
     assert ActorCriticAgent(3, np.zeros(2) - 1, np.ones(2), ActorCriticConfig()).q_critic is None
+
+
+def test_imitation_weight_pulls_the_actor_toward_steered_actions():
+    """Actions drawn one std above the policy's mean, rewards that do not depend on them: the
+    imitation term moves the mean toward the actions, well beyond where the advantages alone
+    (the random critic's noise) take it."""
+    def mean_after(weight: float) -> float:
+        ac = agent(actor_lr=1e-3, target_logp_change=0.0, grad_clip=0.0, imitation_weight=weight)
+        g = torch.Generator().manual_seed(0)
+        states = torch.randn(256, 6, 3, generator=g)
+        with torch.no_grad():
+            mean, std = ac.actor(states)
+            actions = ac.actor.squash(mean + std)
+        seg = Segment(states, actions, torch.ones(256, 6), torch.zeros(256, 6))
+        before = ac.actor(states)[0].mean().item()
+        for _ in range(20):
+            ac.update(seg)
+        return ac.actor(states)[0].mean().item() - before
+
+    assert mean_after(1.0) > mean_after(0.0) + 0.25
+
+
+def test_imitation_needs_steered_actions():
+    from agdrl.config import TrainConfig
+    with pytest.raises(ConfigError, match="imitation_weight"):
+        TrainConfig(agent=ActorCriticConfig(imitation_weight=1.0))
+    with pytest.raises(ConfigError, match="imitation_weight"):
+        ActorCriticConfig(imitation_weight=-1.0)
