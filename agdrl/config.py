@@ -405,11 +405,12 @@ class ActorCriticConfig:
     linesearch_tolerance: float = 0.25
     """Line search: accepted relative deviation from that target."""
     imitation_weight: float = 0.0
-    """Weight β of a term that raises log π of every imagined action: the actor's loss becomes
-    −(Â + β)·log π(a|s). When advantage guidance steers the imagined actions
-    (imagination.experimental.guide_actions) they are samples of the advantage-weighted
-    policy, and this distils it into the actor; on the policy's own samples the term's
-    expected gradient is 0. 0: the advantages alone."""
+    """Weight β of a term that pulls the policy's mean toward every imagined action: the
+    actor's loss adds −β·log N(u; μ(s), sg(σ(s))), u the action's pre-squash value, σ held.
+    When advantage guidance steers the imagined actions (imagination.experimental.guide_actions)
+    they are samples of the advantage-weighted policy, and this distils its shift into the
+    actor; on the policy's own samples the term's expected gradient is 0. 0: the advantages
+    alone."""
 
     def __post_init__(self):
         require_finite(self)
