@@ -1,13 +1,11 @@
 """The actor-critic update on imagined segments (DESIGN §2.4).
 
 A2C with GAE(λ) bootstrapped by a slow target critic, advantages standardized over the batch,
-an entropy bonus, an optional imitation term that pulls the policy's mean toward every
-imagined action (it distils advantage-steered actions into the actor), gradient clipping, and
-a line search on the actor's step: the Adam update direction Δθ is computed once, then scaled
-by η so that the mean change of log π(a|s) on the batch lands within ``tolerance`` of
-``target_logp_change`` (η ≤ 1, so the step never exceeds the configured learning rate).
-Scaling the parameter change, instead of re-running the optimizer, leaves Adam's moment
-estimates as one step left them.
+an entropy bonus, gradient clipping, and a line search on the actor's step: the Adam update
+direction Δθ is computed once, then scaled by η so that the mean change of log π(a|s) on the
+batch lands within ``tolerance`` of ``target_logp_change`` (η ≤ 1, so the step never exceeds
+the configured learning rate). Scaling the parameter change, instead of re-running the
+optimizer, leaves Adam's moment estimates as one step left them.
 
 Under torchrun (:mod:`agdrl.distributed`) each rank updates on its own segments; gradients,
 the advantage statistics and the line search's log-prob change are averaged over ranks. The
@@ -132,16 +130,12 @@ class ActorCriticAgent(nn.Module):
             self._gradient("the Q-critic", q_loss, self.q_critic, self.q_opt)
             metrics["q_loss"] = q_loss.item()
 
-        # actor: REINFORCE with the (standardized) advantages plus an entropy bonus, and the
-        # imitation term: log N(u; μ, sg(σ)) pulls the mean toward each imagined action's
-        # pre-squash u; σ is held, since guidance moves where the actions are, not their spread
+        # actor: REINFORCE with the (standardized) advantages plus an entropy bonus
         s, a = states[:, :-1], actions[:, :-1]
         logp = self.actor.log_prob(s, a)
         mean, std = self.actor(s)
         entropy = torch.distributions.Normal(mean, std).entropy().sum(-1)
-        imitation = -0.5 * (((self.actor.unsquash(a) - mean) / std.detach()) ** 2).sum(-1)
-        actor_loss = -(weights * (advantages * logp + cfg.imitation_weight * imitation
-                                  + cfg.entropy_weight * entropy)).sum()
+        actor_loss = -(weights * (advantages * logp + cfg.entropy_weight * entropy)).sum()
         actor_loss = actor_loss / weights.sum()
         actor_grad = self._gradient("the actor", actor_loss, self.actor, self.actor_opt)
 

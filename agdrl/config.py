@@ -404,13 +404,6 @@ class ActorCriticConfig:
     """Line search: wanted mean |Δ log π(a|s)| of one actor update on its batch (0: off)."""
     linesearch_tolerance: float = 0.25
     """Line search: accepted relative deviation from that target."""
-    imitation_weight: float = 0.0
-    """Weight β of a term that pulls the policy's mean toward every imagined action: the
-    actor's loss adds −β·log N(u; μ(s), sg(σ(s))), u the action's pre-squash value, σ held.
-    When advantage guidance steers the imagined actions (imagination.experimental.guide_actions)
-    they are samples of the advantage-weighted policy, and this distils its shift into the
-    actor; on the policy's own samples the term's expected gradient is 0. 0: the advantages
-    alone."""
 
     def __post_init__(self):
         require_finite(self)
@@ -422,8 +415,7 @@ class ActorCriticConfig:
         require(0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}")
         require_fraction(self, "lam")
         require_fraction(self, "target_ema", closed=False)
-        require_non_negative(self, "entropy_weight", "grad_clip", "target_logp_change",
-                             "imitation_weight")
+        require_non_negative(self, "entropy_weight", "grad_clip", "target_logp_change")
 
 
 @dataclass(frozen=True)
@@ -743,12 +735,6 @@ class TrainConfig:
                     self.imagination.experimental.reward) == ("model", "model"),
                 "the termination classifier and the reward regressor relabel diffusion "
                 "segments; the ensemble predicts termination and reward with its own heads")
-        require(self.agent.imitation_weight == 0
-                or self.imagination.experimental.guide_actions,
-                f"agent.imitation_weight ({self.agent.imitation_weight}) pulls the "
-                "actor toward the imagined actions, which are its own samples unless "
-                "imagination.experimental.guide_actions steers them: set that, or leave the "
-                "weight at 0")
         require(self.prefill_steps < self.total_steps,
                 f"prefill_steps ({self.prefill_steps}) ≥ total_steps ({self.total_steps}): "
                 "the agent would never train")
