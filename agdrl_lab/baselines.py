@@ -45,7 +45,8 @@ class BaselineConfig:
 
 
 def train_baseline(cfg: BaselineConfig, run_dir: str | Path) -> list[dict[str, float]]:
-    """Train and evaluate; writes ``config.json`` and ``evaluations.csv`` into ``run_dir``."""
+    """Train and evaluate; writes ``config.json`` and ``evaluations.csv`` (rewritten after each
+    evaluation) into ``run_dir``."""
     try:
         from stable_baselines3 import PPO, SAC
         from stable_baselines3.common.callbacks import BaseCallback
@@ -73,11 +74,17 @@ def train_baseline(cfg: BaselineConfig, run_dir: str | Path) -> list[dict[str, f
                              "std_return": float(np.std(returns)),
                              "episodes": len(returns),
                              "wall_s": round(time.perf_counter() - start, 2)})
+                # after every evaluation, so a long run shows its curve as it goes
+                write_rows(rows, run_dir / "evaluations.csv")
             return True
 
     model.learn(total_timesteps=cfg.total_steps, callback=Evaluate())
-    with open(run_dir / "evaluations.csv", "w", newline="") as f:
+    return rows
+
+
+def write_rows(rows: list[dict[str, float]], path: Path) -> None:
+    """Write the evaluations so far to ``path`` (a CSV with a header)."""
+    with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    return rows

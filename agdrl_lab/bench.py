@@ -357,7 +357,7 @@ def last_line(path: Path) -> str:
 
 def run_sweep(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[dict]:
     """Run every unfinished run of the sweep; returns the status of every run (the finished
-    ones included) and writes them to RUNS_DIR/bench.json. With ``cfg.dry_run``, only says
+    ones included) and adds them to RUNS_DIR/bench.json. With ``cfg.dry_run``, only says
     what each run would do (its 'state': done, to run, stale, running elsewhere)."""
     runs = plan(cfg)
     todo, stale, elsewhere = [], {}, []
@@ -400,15 +400,35 @@ def run_sweep(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[dict
     statuses = [{**s, "state": "stale", "error": stale[r]} if r in stale
                 else {**s, "state": "running elsewhere", "error": f"pid {s.get('pid')}"}
                 if r in elsewhere else s for r, s in zip(runs, statuses, strict=True)]
-    cfg.runs_dir.mkdir(parents=True, exist_ok=True)
-    (cfg.runs_dir / "bench.json").write_text(json.dumps(
-        {"config": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path)
-                        else v) for k, v in asdict(cfg).items()},
-         "runs": statuses}, indent=1))
+    _record_sweep(cfg, statuses)
     failed = [s for s in statuses if s.get("state") != "done"]
     log(f"{len(statuses) - len(failed)} of {len(statuses)} runs done"
         + "".join(f"\n  NOT DONE {_describe(s)}" for s in failed))
     return statuses
+
+
+def _record_sweep(cfg: BenchConfig, statuses: list[dict]) -> None:
+    """Add this sweep's config and its runs' statuses to RUNS_DIR/bench.json, which keeps
+    every sweep made there and the newest status of every run any of them made."""
+    path = cfg.runs_dir / "bench.json"
+    sweeps, runs = [], {}
+    if path.is_file():
+        try:
+            before = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path} is not valid JSON ({err}): move it away") from err
+        sweeps = before.get("sweeps", [before["config"]] if "config" in before else [])
+        runs = {_run_key(s): s for s in before.get("runs", [])}
+    sweeps.append({k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path)
+                       else v) for k, v in asdict(cfg).items()})
+    runs.update({_run_key(s): s for s in statuses})
+    cfg.runs_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"sweeps": sweeps,
+                                "runs": list(runs.values())}, indent=1))
+
+
+def _run_key(status: dict) -> tuple[str, str, int]:
+    return status["task"], status["method"], int(status["seed"])
 
 
 def _run_locally(runs: list[Run], cfg: BenchConfig, log: Callable[[str], None]) -> None:

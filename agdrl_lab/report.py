@@ -28,6 +28,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import quote
 
 import numpy as np
@@ -137,9 +138,17 @@ class RunCurve:
         return float("nan") if i is None else float(self.walls[i] / self.steps[i])
 
 
-def find_runs(runs_dir: Path) -> tuple[list[RunCurve], list[Path]]:
-    """Every finished run below ``runs_dir`` that has evaluations, and the folders of sweep
-    runs that have not finished."""
+class UnfinishedRun(NamedTuple):
+    """A sweep run whose ``bench_run.json`` does not say 'done'."""
+
+    folder: Path
+    task: str
+    method: str
+
+
+def find_runs(runs_dir: Path) -> tuple[list[RunCurve], list[UnfinishedRun]]:
+    """Every finished run below ``runs_dir`` that has evaluations, and the sweep runs that
+    have not finished."""
     runs, unfinished = [], []
     for config_path in sorted(Path(runs_dir).rglob("config.json")):
         folder = config_path.parent
@@ -157,7 +166,8 @@ def find_runs(runs_dir: Path) -> tuple[list[RunCurve], list[Path]]:
         except json.JSONDecodeError as err:
             raise ConfigError(f"{status_path} is not valid JSON ({err})") from err
         if status and status.get("state") != "done":
-            unfinished.append(folder)
+            unfinished.append(UnfinishedRun(folder, config["env"],
+                                            status.get("method", folder.parent.name)))
             continue
         method, renamed_from = method_label(folder, config, status)
         steps, returns, walls = evaluation_columns(folder / "evaluations.csv", rows)
@@ -272,8 +282,9 @@ def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
     for root in (cfg.runs_dir, *cfg.also):
         found, not_done = find_runs(root)
         runs, unfinished = runs + found, unfinished + not_done
-    runs = [r for r in runs if (not cfg.tasks or r.task in cfg.tasks)
-            and (not cfg.methods or r.method in cfg.methods)]
+    runs, unfinished = ([r for r in found if (not cfg.tasks or r.task in cfg.tasks)
+                         and (not cfg.methods or r.method in cfg.methods)]
+                        for found in (runs, unfinished))
     if not runs:
         raise ConfigError(f"no runs (config.json + evaluations.csv) below {cfg.runs_dir}"
                           + (" of the tasks and methods asked for"
@@ -369,7 +380,7 @@ def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
                 f"{', '.join(where(r.folder) for r in restarted)}.", ""]
                if restarted else []),
              *([f"Not finished, not scored: "
-                f"{', '.join(where(f) for f in unfinished)}.", ""]
+                f"{', '.join(where(r.folder) for r in unfinished)}.", ""]
                if unfinished else []),
              "## Summary", "",
              "Raw return, IQM [95% CI] (seeds) at each task's last budget in this report; the "

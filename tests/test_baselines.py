@@ -9,15 +9,21 @@ import pytest
 
 from agdrl.cli import main
 from agdrl.config import ConfigError
+from agdrl_lab import baselines
 from agdrl_lab.baselines import BaselineConfig, train_baseline
 
 pytest.importorskip("stable_baselines3")
 
 
-def test_sac_rows_match_the_agents_evaluation_protocol(tmp_path: Path):
+def test_sac_rows_match_the_agents_evaluation_protocol(tmp_path: Path, monkeypatch):
     cfg = BaselineConfig(algo="sac", total_steps=300, eval_every=100, eval_episodes=2)
+    written_at = []  # the curve is on disk after every evaluation, not only at the end
+    write = baselines.write_rows
+    monkeypatch.setattr(baselines, "write_rows",
+                        lambda rows, path: (written_at.append(len(rows)), write(rows, path)))
     rows = train_baseline(cfg, tmp_path)
     assert [r["env_step"] for r in rows] == [100, 200, 300]
+    assert written_at == [1, 2, 3]
     with open(tmp_path / "evaluations.csv") as f:
         written = list(csv.DictReader(f))
     assert list(written[0]) == ["env_step", "mean_return", "std_return", "episodes", "wall_s"]

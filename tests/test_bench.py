@@ -148,6 +148,9 @@ def test_local_sweep_isolates_failures_and_resumes(tmp_path: Path, capsys):
     assert (folder / "bench_run.json").stat().st_mtime_ns == mtime
     summary = json.loads((tmp_path / "bench.json").read_text())
     assert [r["state"] for r in summary["runs"]] == ["stale", "failed"]
+    # bench.json keeps every sweep made in the runs directory, not only the last
+    assert [s["methods"] for s in summary["sweeps"]] == [["polygrad"], ["agd-sag"], ["polygrad"],
+                                                         ["polygrad", "agd-sag"]]
 
 
 def test_an_interrupted_model_based_run_resumes_from_its_checkpoint(tmp_path: Path):

@@ -111,6 +111,9 @@ def test_unfinished_sweep_runs_are_listed_not_scored(tmp_path: Path):
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["raw"][f"{TASK}@1000"]["fast-learner"]["returns"] == [100.0, 200.0, 300.0]
     assert f"Not finished, not scored: {TASK}/fast-learner/seed3." in path.read_text()
+    # a report of other methods does not list it
+    path = write_report(ReportConfig(runs_dir=tmp_path, reps=200, methods=("slow-learner",)))
+    assert "Not finished" not in path.read_text()
 
 
 def test_source_versions_are_listed_per_row(tmp_path: Path):
