@@ -97,7 +97,8 @@ class ActorCriticAgent(nn.Module):
         return grad_norm
 
     def update(self, seg: Segment) -> dict[str, float]:
-        """One actor and one critic step on imagined segments (raw units, no graph). Non-finite
+        """One actor and one critic step on imagined segments (raw units, no graph); the critics
+        learn from every row, the actor from those ``seg.steered`` does not mark. Non-finite
         inputs, losses or gradients raise :class:`NonFiniteError` before any network steps, so
         a skipped batch leaves the critic, the Q-critic and the actor all unchanged."""
         cfg = self.cfg
@@ -108,12 +109,15 @@ class ActorCriticAgent(nn.Module):
         rewards = seg.rewards.detach().to(self.device)
         continues = (seg.terminals.detach().to(self.device) <= 0.5).float()
         weights = reality_weights(continues)  # (B, H-1)
+        # the actor learns only from rows whose actions are samples of π
+        actor_weights = (weights if seg.steered is None
+                         else weights * (~seg.steered.to(self.device))[:, None].float())
         with torch.no_grad():
             target_values = self.critic_target(states)
             advantages = gae(rewards, target_values, continues, cfg.gamma, cfg.lam)
             returns = advantages + target_values[:, :-1]
             if cfg.normalize_advantages:
-                valid = weights > 0
+                valid = actor_weights > 0
                 mean, std = mean_std_over_ranks(advantages[valid])
                 advantages = (advantages - mean) / (std + 1e-8)
 
@@ -135,8 +139,8 @@ class ActorCriticAgent(nn.Module):
         logp = self.actor.log_prob(s, a)
         mean, std = self.actor(s)
         entropy = torch.distributions.Normal(mean, std).entropy().sum(-1)
-        actor_loss = -(weights * (advantages * logp + cfg.entropy_weight * entropy)).sum()
-        actor_loss = actor_loss / weights.sum()
+        actor_loss = -(actor_weights * (advantages * logp + cfg.entropy_weight * entropy)).sum()
+        actor_loss = actor_loss / actor_weights.sum()
         actor_grad = self._gradient("the actor", actor_loss, self.actor, self.actor_opt)
 
         self.critic_opt.step()
@@ -144,7 +148,7 @@ class ActorCriticAgent(nn.Module):
             self.q_opt.step()
         before = [p.detach().clone() for p in self.actor.parameters()]
         self.actor_opt.step()
-        scale, change = self._line_search(before, s, a, logp.detach(), weights)
+        scale, change = self._line_search(before, s, a, logp.detach(), actor_weights)
 
         with torch.no_grad():
             for tp, p in zip(self.critic_target.parameters(), self.critic.parameters(),

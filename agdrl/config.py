@@ -456,9 +456,16 @@ class ImaginationExperiments:
     of the predicted states, so the actions drift toward the advantage-weighted policy and the
     denoiser predicts the states that follow from them (``agdrl.guidance.ActionGuidance``;
     one more denoiser call and its backward pass per guided step)."""
+    steered_fraction: float = 1.0
+    """Share of the imagined rows (the first ones) that advantage guidance steers; below 1 the
+    others are sampled unguided, the critic learns from every row and the actor only from the
+    unguided ones, whose actions are samples of π: steered actions then shape the value the
+    actor's advantages are measured against, not the policy directly."""
 
     def __post_init__(self):
         require_choice(self, "termination", ("model", "classifier"))
+        require(0.0 < self.steered_fraction <= 1.0,
+                f"steered_fraction must be in (0, 1], got {self.steered_fraction}")
         require_choice(self, "reward", ("model", "regressor"))
         require(not (self.guide_actions and self.guide_states_first),
                 "guide_actions moves the actions after policy guidance has drawn them; it "
@@ -589,6 +596,12 @@ class ImaginationConfig:
                 f"experimental.guide_actions moves the 'sample' policy guidance's actions up the "
                 f"gradient of guidance sag, eag or reward (not {self.guidance!r} with mode "
                 f"{self.guidance_mode!r} and policy guidance {self.policy_guidance!r})")
+        require(self.experimental.steered_fraction == 1.0
+                or (self.guidance in ("sag", "eag", "reward")
+                    and self.guidance_mode != "resample"),
+                f"experimental.steered_fraction splits the batch between the gradient guidance "
+                f"of sag, eag or reward and none (not {self.guidance!r} with mode "
+                f"{self.guidance_mode!r})")
         require(self.sampler_steps >= 0, f"sampler_steps must be ≥ 0 (0: all), got "
                                          f"{self.sampler_steps}")
         require_non_negative(self, "guidance_scale", "cfg_weight")

@@ -183,8 +183,10 @@ class StateGuidance:
 
     scale: c. mode: 'sigma4' (paper), 'normalized' or 'total'. max_step: guide only steps with
     k ≤ max_step (None: all but the last). guide_last: also move the segment's last state
-    (see :func:`state_gradient`). ``last_grad_rms`` and ``last_objective`` hold the batch
-    means of |∇J| (RMS over entries) and J at the last guided step.
+    (see :func:`state_gradient`). steered_fraction: the share of the batch, its first rows,
+    that the hook moves (:meth:`steered_rows`); the others are sampled unguided.
+    ``last_grad_rms`` and ``last_objective`` hold the batch means of |∇J| (RMS over entries)
+    and J at the last guided step.
 
     Nothing is read back from the device during the chain (each read would make the host wait
     for a GPU): a non-finite gradient is remembered and raised as :class:`NonFiniteError` at
@@ -199,6 +201,7 @@ class StateGuidance:
     mode: Literal["sigma4", "normalized", "total"] = "sigma4"
     max_step: int | None = None
     guide_last: bool = False
+    steered_fraction: float = 1.0
     _grad_rms: torch.Tensor | None = field(default=None, init=False, repr=False)
     _objective: torch.Tensor | None = field(default=None, init=False, repr=False)
     _nonfinite: torch.Tensor | None = field(default=None, init=False, repr=False)
@@ -210,6 +213,13 @@ class StateGuidance:
         if self.mode not in ("sigma4", "normalized", "total"):
             raise ValueError(f"unknown guidance scale mode {self.mode!r}; choose 'sigma4', "
                              "'normalized' or 'total'")
+        if not 0.0 < self.steered_fraction <= 1.0:
+            raise ValueError(f"steered_fraction must be in (0, 1], got {self.steered_fraction}")
+
+    def steered_rows(self, batch: int) -> torch.Tensor:
+        """(batch,) bool: the rows this hook moves, the first ⌊steered_fraction · batch⌋ (so
+        below 1 at least one row is unguided)."""
+        return torch.arange(batch) < math.floor(self.steered_fraction * batch)
 
     def raise_if_nonfinite(self) -> None:
         """Raise :class:`NonFiniteError` if a gradient of the last chain was not finite (a
@@ -250,14 +260,19 @@ class StateGuidance:
 
     def _step(self, state: StepState, grad: torch.Tensor) -> torch.Tensor:
         """The shift c · w_k · ∇J of the module docstring for a gradient (B, H, D), each
-        segment's normalized by its own RMS; records the batch's mean RMS."""
+        segment's normalized by its own RMS (zero on the rows outside :meth:`steered_rows`);
+        records the batch's mean RMS."""
         rms = grad.pow(2).mean(dim=(1, 2), keepdim=True).sqrt()
         self._grad_rms = rms.mean()
         if self.mode == "sigma4":
-            return self.scale * state.sigma**4 * grad
-        weight = (state.sigma if self.mode == "normalized"
-                  else state.alpha_bar_prev - state.alpha_bar)
-        return self.scale * weight * grad / rms.clamp(min=1e-12)
+            shift = self.scale * state.sigma**4 * grad
+        else:
+            weight = (state.sigma if self.mode == "normalized"
+                      else state.alpha_bar_prev - state.alpha_bar)
+            shift = self.scale * weight * grad / rms.clamp(min=1e-12)
+        if self.steered_fraction < 1.0:
+            shift = shift * self.steered_rows(len(grad)).to(grad.device)[:, None, None]
+        return shift
 
 
 @dataclass

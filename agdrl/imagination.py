@@ -80,7 +80,7 @@ class Imagination:
             top = cfg.experimental.guidance_max_step
             args = (model, lambda seg: objective(self.relabel(seg)),  # what the agent learns from
                     cfg.guidance_scale, cfg.guidance_mode, None if top < 0 else top,
-                    cfg.guide_last_state)
+                    cfg.guide_last_state, cfg.experimental.steered_fraction)
             if not cfg.experimental.guide_actions:
                 self.state = StateGuidance(*args)
             elif model.student is not None:
@@ -210,6 +210,9 @@ class Imagination:
                 seg = Segment(seg.states, self.policy.on_policy_actions(seg.states)
                               .to(seg.actions.dtype), seg.rewards, seg.terminals)
             seg = self.relabel(seg)
+            if self.state is not None and self.state.steered_fraction < 1.0:
+                seg = dataclasses.replace(
+                    seg, steered=self.state.steered_rows(len(seg.states)).to(seg.states.device))
             metrics = {"action_spread": self.policy.last_spread,
                        "policy_delta": math.exp(self.policy.log_delta),
                        **segment_metrics(seg, self.agent)}

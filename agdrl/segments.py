@@ -11,12 +11,15 @@ import torch
 @dataclass
 class Segment:
     """B segments of H steps: states (B, H, ds), actions (B, H, da), rewards (B, H),
-    terminals (B, H) in [0, 1] (a model's prediction; threshold at 0.5)."""
+    terminals (B, H) in [0, 1] (a model's prediction; threshold at 0.5); ``steered`` (B,) bool
+    marks imagined rows whose actions advantage guidance moved away from the policy's samples
+    (None: no row's were)."""
 
     states: torch.Tensor
     actions: torch.Tensor
     rewards: torch.Tensor
     terminals: torch.Tensor
+    steered: torch.Tensor | None = None
 
     @classmethod
     def from_numpy(cls, states: np.ndarray, actions: np.ndarray, rewards: np.ndarray,

@@ -99,6 +99,25 @@ def test_update_never_backpropagates_into_the_imagination():
     assert source.grad is None
 
 
+def test_the_actor_learns_only_from_rows_not_steered():
+    """Rows marked steered (their actions are not samples of π) change the critic's step but
+    not the actor's: the actor ends where the unsteered rows alone take it."""
+    alone, mixed = agent(), agent()
+    seg = imagined(alone, b=64)
+    odd = imagined(alone, b=64, seed=1)  # steered rows: far-off actions, large rewards
+    odd = Segment(odd.states, odd.actions.sign(), 10 + 5 * odd.rewards, odd.terminals)
+    both = Segment(*(torch.cat([x, y]) for x, y in zip(
+        (odd.states, odd.actions, odd.rewards, odd.terminals),
+        (seg.states, seg.actions, seg.rewards, seg.terminals), strict=True)),
+        steered=torch.arange(128) < 64)
+    alone.update(seg)
+    mixed.update(both)
+    for a, m in zip(alone.actor.parameters(), mixed.actor.parameters(), strict=True):
+        torch.testing.assert_close(a, m)
+    assert any(not torch.allclose(a, m) for a, m in
+               zip(alone.critic.parameters(), mixed.critic.parameters(), strict=True))
+
+
 def test_bad_config_is_refused():
     with pytest.raises(ConfigError, match="gamma"):
         agent(gamma=0.0)

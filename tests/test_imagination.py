@@ -327,3 +327,33 @@ def test_action_guidance_needs_a_gradient_guide_and_sampled_actions():
                           experimental=ImaginationExperiments(guide_actions=True))
     with pytest.raises(ConfigError, match="guide_actions"):
         ImaginationExperiments(guide_actions=True, guide_states_first=True)
+
+
+@pytest.mark.parametrize("actions", [False, True])
+def test_unsteered_rows_are_what_unguided_imagination_draws(world_model_factory: Factory,
+                                                            actions: bool):
+    """steered_fraction 0.5: the first half of the batch is guided (through the states or the
+    actions) and marked steered; the second half is exactly the unguided chain's rows."""
+    s0 = torch.randn(32, 3)
+    plain, _ = setup(world_model_factory, guidance="none")(s0, torch.Generator().manual_seed(1))
+    split = ImaginationExperiments(steered_fraction=0.5, guide_actions=actions)
+    seg, _ = setup(world_model_factory, guidance="sag", guidance_mode="total", guidance_scale=1.0,
+                   experimental=split)(s0, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(seg.steered, torch.arange(32) < 16)
+    torch.testing.assert_close(seg.states[16:], plain.states[16:])
+    torch.testing.assert_close(seg.actions[16:], plain.actions[16:])
+    assert not torch.allclose(seg.states[:16, 1:], plain.states[:16, 1:])
+    whole, _ = setup(world_model_factory, guidance="sag", guidance_mode="total",
+                     guidance_scale=1.0)(s0, torch.Generator().manual_seed(1))
+    assert whole.steered is None  # every row guided: the actor learns from all of them
+
+
+def test_a_steered_fraction_needs_a_gradient_guide():
+    with pytest.raises(ConfigError, match="steered_fraction splits the batch"):
+        ImaginationConfig(guidance="none",
+                          experimental=ImaginationExperiments(steered_fraction=0.5))
+    with pytest.raises(ConfigError, match="steered_fraction splits the batch"):
+        ImaginationConfig(guidance="sag", guidance_mode="resample",
+                          experimental=ImaginationExperiments(steered_fraction=0.5))
+    with pytest.raises(ConfigError, match=r"steered_fraction must be in \(0, 1\]"):
+        ImaginationExperiments(steered_fraction=0.0)
