@@ -216,10 +216,10 @@ class StateGuidance:
         if not 0.0 < self.steered_fraction <= 1.0:
             raise ValueError(f"steered_fraction must be in (0, 1], got {self.steered_fraction}")
 
-    def steered_rows(self, batch: int) -> torch.Tensor:
+    def steered_rows(self, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """(batch,) bool: the rows this hook moves, the first ⌊steered_fraction · batch⌋ (so
         below 1 at least one row is unguided)."""
-        return torch.arange(batch) < math.floor(self.steered_fraction * batch)
+        return torch.arange(batch, device=device) < math.floor(self.steered_fraction * batch)
 
     def raise_if_nonfinite(self) -> None:
         """Raise :class:`NonFiniteError` if a gradient of the last chain was not finite (a
@@ -271,7 +271,7 @@ class StateGuidance:
                       else state.alpha_bar_prev - state.alpha_bar)
             shift = self.scale * weight * grad / rms.clamp(min=1e-12)
         if self.steered_fraction < 1.0:
-            shift = shift * self.steered_rows(len(grad)).to(grad.device)[:, None, None]
+            shift = shift * self.steered_rows(len(grad), grad.device)[:, None, None]
         return shift
 
 

@@ -212,7 +212,7 @@ class Imagination:
             seg = self.relabel(seg)
             if self.state is not None and self.state.steered_fraction < 1.0:
                 seg = dataclasses.replace(
-                    seg, steered=self.state.steered_rows(len(seg.states)).to(seg.states.device))
+                    seg, steered=self.state.steered_rows(len(seg.states), seg.states.device))
             metrics = {"action_spread": self.policy.last_spread,
                        "policy_delta": math.exp(self.policy.log_delta),
                        **segment_metrics(seg, self.agent)}
