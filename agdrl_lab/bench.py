@@ -82,6 +82,10 @@ METHODS: dict[str, tuple[str, ...]] = {
     "agd-sag-actions-total-c1": ("train", "--guidance", "sag", "--imagination.guidance-mode",
                                  "total", "--imagination.guidance-scale", "1",
                                  "--imagination.experimental.guide-actions"),
+    "agd-sag-actions-half": ("train", "--guidance", "sag", "--imagination.guidance-mode",
+                             "total", "--imagination.guidance-scale", "1",
+                             "--imagination.experimental.guide-actions",
+                             "--imagination.experimental.steered-fraction", "0.5"),
 }
 """The rows of the comparison and the ``agdrl`` command line that makes each one:
 AGD-MBRL with sigmoid / exponential / classifier-free advantage guidance; unguided PolyGRAD
@@ -101,7 +105,9 @@ imagined rewards from a regression of real transitions (``agdrl.reward_model``).
 ``agd-eag-total-c1-last`` are the advantage guidance that raised the replayed return in the
 guidance search (docs/guidance.md): c = 1 in the grid-independent 'total' mode, the last state
 of every segment guided. ``agd-sag-actions-total-c1`` guides the actions instead of the
-states (``ImaginationExperiments.guide_actions``), SAG at c = 1 in the 'total' mode."""
+states (``ImaginationExperiments.guide_actions``), SAG at c = 1 in the 'total' mode;
+``agd-sag-actions-half`` steers half of the rows that way, and the actor learns only from the
+other half (``ImaginationExperiments.steered_fraction``)."""
 
 
 @functools.lru_cache(maxsize=256)
