@@ -240,15 +240,23 @@ def chain_segments(pieces: list[Segment]) -> Segment:
 def segment_metrics(seg: Segment, agent: ActorCriticAgent) -> dict[str, float]:
     """Mean one-step advantage, predicted reward and value of an imagined batch, and the RMS
     of its standardized actions z = (atanh(a_t) − μ(s_t)) / σ(s_t) at its own states
-    (t < H − 1): about 1 when the actions the agent learns from are samples of π there."""
+    (t < H − 1) over the rows the actor learns from (``action_z_rms``): about 1 when they are
+    samples of π there. A batch with steered rows also reports their RMS apart
+    (``steered_action_z_rms``), so the distance guidance moves the actions is not averaged
+    with the rows it leaves alone."""
     with torch.no_grad():
         mean, std = agent.actor(seg.states[:, :-1])
-        z = (agent.actor.unsquash(seg.actions[:, :-1]) - mean) / std
-        return {"mean_advantage": OneStepAdvantage(agent.critic, agent.cfg.gamma)(seg)
-                .mean().item(),
-                "mean_reward": seg.rewards.mean().item(),
-                "mean_value": agent.critic(seg.states).mean().item(),
-                "action_z_rms": z.pow(2).mean().sqrt().item()}
+        z_sq = ((agent.actor.unsquash(seg.actions[:, :-1]) - mean) / std).pow(2)
+        metrics = {"mean_advantage": OneStepAdvantage(agent.critic, agent.cfg.gamma)(seg)
+                   .mean().item(),
+                   "mean_reward": seg.rewards.mean().item(),
+                   "mean_value": agent.critic(seg.states).mean().item()}
+        if seg.steered is None:
+            metrics["action_z_rms"] = z_sq.mean().sqrt().item()
+        else:
+            metrics["action_z_rms"] = z_sq[~seg.steered].mean().sqrt().item()
+            metrics["steered_action_z_rms"] = z_sq[seg.steered].mean().sqrt().item()
+        return metrics
 
 
 class EnsembleImagination:

@@ -333,13 +333,20 @@ def test_action_guidance_needs_a_gradient_guide_and_sampled_actions():
 def test_unsteered_rows_are_what_unguided_imagination_draws(world_model_factory: Factory,
                                                             actions: bool):
     """steered_fraction 0.5: the first half of the batch is guided (through the states or the
-    actions) and marked steered; the second half is exactly the unguided chain's rows."""
+    actions) and marked steered; the second half is exactly the unguided chain's rows. The
+    actions' z RMS is reported over each half apart."""
     s0 = torch.randn(32, 3)
     plain, _ = setup(world_model_factory, guidance="none")(s0, torch.Generator().manual_seed(1))
     split = ImaginationExperiments(steered_fraction=0.5, guide_actions=actions)
-    seg, _ = setup(world_model_factory, guidance="sag", guidance_mode="total", guidance_scale=1.0,
-                   experimental=split)(s0, torch.Generator().manual_seed(1))
+    imagine = setup(world_model_factory, guidance="sag", guidance_mode="total",
+                    guidance_scale=1.0, experimental=split)
+    seg, metrics = imagine(s0, torch.Generator().manual_seed(1))
     torch.testing.assert_close(seg.steered, torch.arange(32) < 16)
+    with torch.no_grad():
+        z = z_at_own_states(seg, imagine)[:, :-1]
+    assert metrics["action_z_rms"] == pytest.approx(z[16:].pow(2).mean().sqrt().item(), rel=1e-4)
+    assert metrics["steered_action_z_rms"] == pytest.approx(z[:16].pow(2).mean().sqrt().item(),
+                                                            rel=1e-4)
     torch.testing.assert_close(seg.states[16:], plain.states[16:])
     torch.testing.assert_close(seg.actions[16:], plain.actions[16:])
     assert not torch.allclose(seg.states[:16, 1:], plain.states[:16, 1:])
