@@ -525,7 +525,7 @@ class ImaginationConfig:
     draw resample_candidates unguided segments per start and keep one with probability
     ∝ σ(c z) (sag) or exp(c z) (eag, reward), z the segment's advantage (reward: its reward
     sum) standardized among the start's candidates: the distribution the gradient forms aim
-    at (agdrl.resampling)."""
+    at (agdrl.guidance.resampling)."""
     resample_candidates: int = 4
     """'resample' guidance: candidate segments drawn per start state (the imagination's cost
     grows by this factor)."""

@@ -12,24 +12,24 @@ import torch
 from agdrl.a2c import ActorCriticAgent
 from agdrl.config import ImaginationConfig
 from agdrl.cuda_graph import CapturedChain
-from agdrl.diffusion.samplers import StepState
+from agdrl.diffusion.samplers import StepState, compose
 from agdrl.diffusion.world_model import DiffusionWorldModel
 from agdrl.ensemble import ProbabilisticEnsemble
 from agdrl.guidance import (
     ActionGuidance,
     AdvantageEstimator,
+    AdvantageResampling,
     ClassifierFreeGuidance,
     ExponentialAdvantage,
     OneStepAdvantage,
     PolicyGuidance,
     QMinusV,
     RewardSum,
+    SegmentAdvantage,
     SegmentGAE,
     SigmoidAdvantage,
     StateGuidance,
-    compose,
 )
-from agdrl.resampling import AdvantageResampling, SegmentAdvantage
 from agdrl.reward_model import RewardModel
 from agdrl.segments import Segment
 from agdrl.termination import TerminationModel

@@ -30,10 +30,11 @@ from torch import nn
 from agdrl.a2c import ActorCriticAgent
 from agdrl.buffer import ReplayBuffer
 from agdrl.checkpoint import load_weights, save_module
+from agdrl.diffusion.samplers import compose
 from agdrl.diffusion.world_model import DiffusionWorldModel
 from agdrl.ensemble import BootstrapSampler, ProbabilisticEnsemble
 from agdrl.envs import IncompatibleEnvError
-from agdrl.guidance import PinnedActions, advantage_labels, compose
+from agdrl.guidance import PinnedActions, advantage_labels
 from agdrl.imagination import EnsembleImagination, Imagination, chain_segments
 from agdrl.reward_model import RewardModel
 from agdrl.rng import randn

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from agdrl.actor_critic import Actor
-from agdrl.diffusion.samplers import Sampler, StepState
+from agdrl.diffusion.samplers import Sampler, StepState, compose
 from agdrl.diffusion.world_model import DiffusionWorldModel
 from agdrl.guidance import (
     ClassifierFreeGuidance,
@@ -23,7 +23,6 @@ from agdrl.guidance import (
     SigmoidAdvantage,
     StateGuidance,
     advantage_labels,
-    compose,
     state_gradient,
 )
 from agdrl.segments import Segment

@@ -13,9 +13,8 @@ import torch
 from agdrl.a2c import ActorCriticAgent
 from agdrl.config import ActorCriticConfig, ConfigError, ImaginationConfig
 from agdrl.diffusion.world_model import DiffusionWorldModel
-from agdrl.guidance import OneStepAdvantage
+from agdrl.guidance import AdvantageResampling, OneStepAdvantage, SegmentAdvantage
 from agdrl.imagination import Imagination
-from agdrl.resampling import AdvantageResampling, SegmentAdvantage
 from agdrl.segments import Segment
 
 

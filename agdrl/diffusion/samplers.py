@@ -73,6 +73,18 @@ class DenoisingHook(Protocol):
     def __call__(self, state: StepState) -> None: ...
 
 
+def compose(*hooks: DenoisingHook | None) -> DenoisingHook:
+    """One hook that calls ``hooks`` in order (by default policy guidance first, then state
+    guidance, so the states are guided given the updated actions)."""
+    active = [h for h in hooks if h is not None]
+
+    def run(state: StepState) -> None:
+        for hook in active:
+            hook(state)
+
+    return run
+
+
 @dataclass(frozen=True)
 class Sampler:
     """A reverse-process sampler.

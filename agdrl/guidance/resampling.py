@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from agdrl.guidance import AdvantageEstimator
+from agdrl.guidance.advantages import AdvantageEstimator
 from agdrl.returns import reality_weights
 from agdrl.segments import Segment
 
