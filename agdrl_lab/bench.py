@@ -19,6 +19,7 @@ reported and the sweep goes on. Runs execute as local processes (``parallel`` at
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import json
 import os
@@ -366,6 +367,7 @@ def run_sweep(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[dict
     ones included) and adds them to RUNS_DIR/bench.json. With ``cfg.dry_run``, only says
     what each run would do (its 'state': done, to run, stale, running elsewhere)."""
     runs = plan(cfg)
+    _read_sweeps(cfg.runs_dir / "bench.json")  # unreadable: fail before running
     todo, stale, elsewhere = [], {}, []
     for run in runs:
         status = run.status()
@@ -413,24 +415,35 @@ def run_sweep(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[dict
     return statuses
 
 
+def _read_sweeps(path: Path) -> tuple[list[dict], dict[tuple[str, str, int], dict]]:
+    """The sweeps and the runs' statuses recorded in a runs directory's bench.json (none if
+    absent); ConfigError if it cannot be read, so a sweep fails before it runs anything."""
+    if not path.is_file():
+        return [], {}
+    try:
+        before = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path} is not valid JSON ({err}): move it away") from err
+    sweeps = before.get("sweeps", [before["config"]] if "config" in before else [])
+    return sweeps, {_run_key(s): s for s in before.get("runs", [])}
+
+
 def _record_sweep(cfg: BenchConfig, statuses: list[dict]) -> None:
     """Add this sweep's config and its runs' statuses to RUNS_DIR/bench.json, which keeps
-    every sweep made there and the newest status of every run any of them made."""
+    every sweep made there and the newest status of every run any of them made. Sweeps that
+    share a runs directory take turns (a lock beside it) and the file is replaced whole, so
+    none loses another's record and a reader never sees half a file."""
     path = cfg.runs_dir / "bench.json"
-    sweeps, runs = [], {}
-    if path.is_file():
-        try:
-            before = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{path} is not valid JSON ({err}): move it away") from err
-        sweeps = before.get("sweeps", [before["config"]] if "config" in before else [])
-        runs = {_run_key(s): s for s in before.get("runs", [])}
-    sweeps.append({k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path)
-                       else v) for k, v in asdict(cfg).items()})
-    runs.update({_run_key(s): s for s in statuses})
     cfg.runs_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"sweeps": sweeps,
-                                "runs": list(runs.values())}, indent=1))
+    with open(path.with_name("bench.json.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        sweeps, runs = _read_sweeps(path)
+        sweeps.append({k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path)
+                           else v) for k, v in asdict(cfg).items()})
+        runs.update({_run_key(s): s for s in statuses})
+        tmp = path.with_name(f"bench.json.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"sweeps": sweeps, "runs": list(runs.values())}, indent=1))
+        os.replace(tmp, path)
 
 
 def _run_key(status: dict) -> tuple[str, str, int]:

@@ -153,6 +153,39 @@ def test_local_sweep_isolates_failures_and_resumes(tmp_path: Path, capsys):
                                                          ["polygrad", "agd-sag"]]
 
 
+def test_an_unreadable_bench_json_stops_a_sweep_before_it_runs_anything(tmp_path: Path,
+                                                                         monkeypatch):
+    (tmp_path / "bench.json").write_text('{"runs": [')
+    monkeypatch.setattr("agdrl_lab.bench.execute", lambda run, cfg: pytest.fail("a run executed"))
+    with pytest.raises(ConfigError, match=r"bench\.json is not valid JSON"):
+        run_sweep(BenchConfig(methods=("polygrad",), runs_dir=tmp_path, **TINY_SWEEP))
+
+
+def test_sweeps_recording_at_once_keep_each_others_records(tmp_path: Path):
+    """Sweeps sharing a runs directory may finish together: each adds its sweep and its
+    run to bench.json, and none is lost."""
+    import threading
+
+    from agdrl_lab.bench import _record_sweep
+
+    cfg = BenchConfig(methods=("polygrad",), runs_dir=tmp_path, **TINY_SWEEP)
+    start = threading.Barrier(8)
+
+    def record(seed: int) -> None:
+        start.wait()
+        _record_sweep(cfg, [{"task": "T", "method": "m", "seed": seed, "state": "done"}])
+
+    threads = [threading.Thread(target=record, args=(seed,)) for seed in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    summary = json.loads((tmp_path / "bench.json").read_text())
+    assert len(summary["sweeps"]) == 8
+    assert sorted(r["seed"] for r in summary["runs"]) == list(range(8))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json", "bench.json.lock"]
+
+
 def test_an_interrupted_model_based_run_resumes_from_its_checkpoint(tmp_path: Path):
     cfg = BenchConfig(methods=("polygrad",), runs_dir=tmp_path, **TINY_SWEEP)
     (run,) = plan(cfg)
