@@ -1,7 +1,8 @@
 """Single-seed screening of training variants: each line of a variants file is
 ``NAME  agdrl-train-options…``; every variant runs as its own ``agdrl train`` process into
-``OUT/TASK/NAME/seedS`` (one after another, skipping finished runs), and every evaluation is
-printed; ``--table`` prints a markdown table of all runs below ``OUT/TASK``.
+``OUT/TASK/NAME/seedS`` (one after another, skipping finished runs and resuming stopped ones
+from their newest checkpoint), and every evaluation is printed; ``--table`` prints a markdown
+table of all runs below ``OUT/TASK``.
 
     python benchmarks/screen.py benchmarks/screens/ip.txt --task InvertedPendulum-v5 \
         --total-steps 5000 --seed 0 --out results/screen
@@ -64,6 +65,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("results/screen"))
     p.add_argument("--only", nargs="*", help="run only these variant names")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--checkpoint-every", type=int, default=2500,
+                   help="env steps between a run's checkpoints (a stopped run resumes there)")
     p.add_argument("--table", action="store_true",
                    help="print a markdown table of every run under OUT/TASK and run nothing")
     args = p.parse_args()
@@ -78,15 +81,20 @@ def main() -> None:
             run = (args.out / args.task / name / f"seed{seed}").resolve()
             cmd = [sys.executable, "-m", "agdrl", "train", "fast", "--env",
                    args.task, "--seed", str(seed), "--total-steps", str(args.total_steps),
-                   "--eval-every", "1000", "--eval-episodes", "10", "--run-dir", ".",
-                   *opts]
+                   "--eval-every", "1000", "--eval-episodes", "10", "--checkpoint-every",
+                   str(args.checkpoint_every), "--run-dir", ".", *opts]
             done = evaluations(run)
             if not done or done[-1][0] < args.total_steps:
-                run.mkdir(parents=True, exist_ok=True)
-                (run / "command.txt").write_text(shlex.join(cmd[1:]) + "\n")
-                (run / "source.json").write_text(json.dumps(source_version()))
+                resume = any((run / "checkpoints").glob("step_*"))
+                if resume:
+                    cmd = [sys.executable, "-m", "agdrl", "resume", ".", "--total-steps",
+                           str(args.total_steps)]
+                else:
+                    run.mkdir(parents=True, exist_ok=True)
+                    (run / "command.txt").write_text(shlex.join(cmd[1:]) + "\n")
+                    (run / "source.json").write_text(json.dumps(source_version()))
                 t0 = time.perf_counter()
-                with open(run / "log.txt", "w") as log:
+                with open(run / "log.txt", "a" if resume else "w") as log:
                     # run in the run directory: python -m puts the working directory first
                     # on sys.path, which would shadow an agdrl given by PYTHONPATH
                     rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
