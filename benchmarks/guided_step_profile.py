@@ -2,11 +2,15 @@
 
 One guided imagination of ``--batch`` segments of H = ``--horizon`` with the fast preset's
 sampler (DDIM, ``--steps`` steps), SAG state guidance and policy guidance ('sample'), split
-three ways by timing the same call with parts switched off (medians of ``--repeats`` calls):
+by timing the same call with parts switched off or swapped (medians of ``--repeats`` calls):
 
   denoiser   model.sample with no hook (the network calls and the sampler's arithmetic);
   policy     + policy guidance (the actor at every step's predicted states);
+  unguided   the imagination call with policy guidance only (PolyGRAD's: settle step and
+             relabelling included);
   full       + SAG state guidance (a critic backward pass per step);
+  actions    SAG through the actions instead (total mode, c = 1: a denoiser and critic
+             backward pass per step);
   full_cuda_graph  (CUDA only) the full chain captured in a CUDA graph and replayed
              (``imagination.cuda_graph``; the untimed warm-up call captures it).
 
@@ -37,7 +41,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from agdrl import PRESETS
 from agdrl.a2c import ActorCriticAgent
-from agdrl.config import ActorCriticConfig
+from agdrl.config import ActorCriticConfig, ImaginationExperiments
 from agdrl.diffusion.world_model import DiffusionWorldModel
 from agdrl.imagination import Imagination
 from agdrl.provenance import machine_info, source_version
@@ -67,16 +71,23 @@ def main() -> None:
                                 dataclasses.replace(fast.diffusion, horizon=args.horizon), device)
     agent = ActorCriticAgent(args.obs_dim, -np.ones(args.action_dim), np.ones(args.action_dim),
                              ActorCriticConfig(), device)
-    icfg = dataclasses.replace(fast.imagination, batch_size=args.batch,
+    # one trajectory of H states: no chaining
+    icfg = dataclasses.replace(fast.imagination, batch_size=args.batch, segments=1,
                                sampler_steps=args.steps, guidance="sag",
                                policy_guidance="sample")
     full = Imagination(model, agent, icfg)
+    unguided = Imagination(model, agent, dataclasses.replace(icfg, guidance="none"))
+    actions = Imagination(model, agent, dataclasses.replace(
+        icfg, guidance_mode="total", guidance_scale=1.0,
+        experimental=ImaginationExperiments(guide_actions=True)))
     sampler = full.sampler
     starts = torch.randn(args.batch, args.obs_dim, device=device)
     gen = torch.Generator().manual_seed(0)
     variants = {"denoiser": lambda: model.sample(starts, sampler, generator=gen),
                 "policy": lambda: model.sample(starts, sampler, hook=full.policy, generator=gen),
-                "full": lambda: full(starts, gen)}
+                "unguided": lambda: unguided(starts, gen),
+                "full": lambda: full(starts, gen),
+                "actions": lambda: actions(starts, gen)}
     if device.type == "cuda":  # the full chain captured once and replayed (agdrl.cuda_graph)
         graphed = Imagination(model, agent, dataclasses.replace(icfg, cuda_graph=True))
         variants["full_cuda_graph"] = lambda: graphed(starts)
