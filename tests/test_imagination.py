@@ -351,8 +351,12 @@ def test_unsteered_rows_are_what_unguided_imagination_draws(world_model_factory:
     torch.testing.assert_close(seg.actions[16:], plain.actions[16:])
     assert not torch.allclose(seg.states[:16, 1:], plain.states[:16, 1:])
     whole, _ = setup(world_model_factory, guidance="sag", guidance_mode="total",
-                     guidance_scale=1.0)(s0, torch.Generator().manual_seed(1))
+                     guidance_scale=1.0, experimental=ImaginationExperiments(
+                         guide_actions=actions))(s0, torch.Generator().manual_seed(1))
     assert whole.steered is None  # every row guided: the actor learns from all of them
+    # the steered rows are what guiding the whole batch makes of them
+    torch.testing.assert_close(seg.states[:16], whole.states[:16])
+    torch.testing.assert_close(seg.actions[:16], whole.actions[:16])
 
 
 def test_a_steered_fraction_needs_a_gradient_guide():

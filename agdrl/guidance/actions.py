@@ -39,23 +39,24 @@ class ActionGuidance(StateGuidance):
             raise ValueError("action guidance moves the noise of 'sample' policy guidance: "
                              "it needs that hook and the sampling denoiser")
 
-    def _guide(self, state: StepState) -> tuple[torch.Tensor, torch.Tensor]:
-        """Move the policy's noise and the step's actions; returns (∇_u J, J (B,))."""
+    def _guide(self, state: StepState, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Move the policy's noise and the actions of the batch's first ``rows`` rows; returns
+        their (∇_u J (rows, H, da), J (rows,))."""
         policy, model = self.policy, self.model
+        x_k, x0_pinned = state.x_k[:rows], state.x0[:rows]
         with torch.no_grad():
-            std = policy.actor(model.decode(state.x0, state.cond).states)[1]
-        pinned = torch.zeros_like(state.x0, dtype=torch.bool)
+            std = policy.actor(model.decode(x0_pinned, state.cond[:rows]).states)[1]
+        pinned = torch.zeros_like(x0_pinned, dtype=torch.bool)
         pinned[:, 0, : model.obs_dim] = True  # s_0 stays the start state
-        k = torch.full((state.x_k.shape[0],), state.k, device=state.x_k.device,
-                       dtype=torch.long)
+        k = torch.full((rows,), state.k, device=x_k.device, dtype=torch.long)
         with torch.enable_grad():
-            u = policy._u.detach().requires_grad_(True)
+            u = policy._u[:rows].detach().requires_grad_(True)
             cond = model.action_norm.normalize(policy.actor.squash(u))
-            x0 = model.diffusion.predict_x0(state.x_k, cond, k, self.denoiser)
-            value = self.objective(model.decode(torch.where(pinned, state.x0, x0), cond))
+            x0 = model.diffusion.predict_x0(x_k, cond, k, self.denoiser)
+            value = self.objective(model.decode(torch.where(pinned, x0_pinned, x0), cond))
             (grad,) = torch.autograd.grad(value.sum(), u)
         shift = self._step(state, grad * std)  # ∇_ε J = σ ∇_u J
-        policy._noise = policy._noise + shift
-        policy._u = u.detach() + std * shift
+        policy._noise = torch.cat([policy._noise[:rows] + shift, policy._noise[rows:]])
+        policy._u = torch.cat([u.detach() + std * shift, policy._u[rows:]])
         state.cond = model.action_norm.normalize(policy.actor.squash(policy._u))
         return grad, value

@@ -73,7 +73,8 @@ class StateGuidance:
     scale: c. mode: 'sigma4' (paper), 'normalized' or 'total'. max_step: guide only steps with
     k ≤ max_step (None: all but the last). guide_last: also move the segment's last state
     (see :func:`state_gradient`). steered_fraction: the share of the batch, its first rows,
-    that the hook moves (:meth:`steered_rows`); the others are sampled unguided.
+    that the hook moves (:meth:`steered_rows`); the others are sampled unguided, and the
+    gradient is computed on the steered rows alone (every row's J depends on that row only).
     ``last_grad_rms`` and ``last_objective`` hold the batch means of |∇J| (RMS over entries)
     and J at the last guided step.
 
@@ -105,10 +106,14 @@ class StateGuidance:
         if not 0.0 < self.steered_fraction <= 1.0:
             raise ValueError(f"steered_fraction must be in (0, 1], got {self.steered_fraction}")
 
+    def steered_count(self, batch: int) -> int:
+        """How many rows of a batch this hook moves: ⌊steered_fraction · batch⌋ (so below 1 at
+        least one row is unguided)."""
+        return math.floor(self.steered_fraction * batch)
+
     def steered_rows(self, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
-        """(batch,) bool: the rows this hook moves, the first ⌊steered_fraction · batch⌋ (so
-        below 1 at least one row is unguided)."""
-        return torch.arange(batch, device=device) < math.floor(self.steered_fraction * batch)
+        """(batch,) bool: the rows this hook moves, the first :meth:`steered_count`."""
+        return torch.arange(batch, device=device) < self.steered_count(batch)
 
     def raise_if_nonfinite(self) -> None:
         """Raise :class:`NonFiniteError` if a gradient of the last chain was not finite (a
@@ -131,26 +136,28 @@ class StateGuidance:
             if not capturing(state.x0):
                 self.raise_if_nonfinite()
             return
-        if self.max_step is not None and state.k > self.max_step:
+        rows = self.steered_count(state.x0.shape[0])
+        if rows == 0 or (self.max_step is not None and state.k > self.max_step):
             return
-        grad, value = self._guide(state)
+        grad, value = self._guide(state, rows)
         bad = ~torch.isfinite(grad).all()
         self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
         self._objective = value.detach().mean()
 
-    def _guide(self, state: StepState) -> tuple[torch.Tensor, torch.Tensor]:
-        """Move the step's predicted states; returns (∇J, J (B,))."""
-        grad, value = state_gradient(self.objective, self.model, state.x0, state.cond,
+    def _guide(self, state: StepState, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Move the predicted states of the batch's first ``rows`` rows; returns their
+        (∇J (rows, H, ds), J (rows,))."""
+        cond = None if state.cond is None else state.cond[:rows]
+        grad, value = state_gradient(self.objective, self.model, state.x0[:rows], cond,
                                      self.guide_last)
         x0 = state.x0.clone()
-        x0[..., : self.model.obs_dim] += self._step(state, grad)
+        x0[:rows, :, : self.model.obs_dim] += self._step(state, grad)
         state.x0 = x0
         return grad, value
 
     def _step(self, state: StepState, grad: torch.Tensor) -> torch.Tensor:
         """The shift c · w_k · ∇J of the module docstring for a gradient (B, H, D), each
-        segment's normalized by its own RMS (zero on the rows outside :meth:`steered_rows`);
-        records the batch's mean RMS."""
+        segment's normalized by its own RMS; records the mean RMS over the segments."""
         rms = grad.pow(2).mean(dim=(1, 2), keepdim=True).sqrt()
         self._grad_rms = rms.mean()
         if self.mode == "sigma4":
@@ -159,6 +166,4 @@ class StateGuidance:
             weight = (state.sigma if self.mode == "normalized"
                       else state.alpha_bar_prev - state.alpha_bar)
             shift = self.scale * weight * grad / rms.clamp(min=1e-12)
-        if self.steered_fraction < 1.0:
-            shift = shift * self.steered_rows(len(grad), grad.device)[:, None, None]
         return shift
