@@ -44,8 +44,7 @@ class ActionGuidance(StateGuidance):
         their (∇_u J (rows, H, da), J (rows,))."""
         policy, model = self.policy, self.model
         x_k, x0_pinned = state.x_k[:rows], state.x0[:rows]
-        with torch.no_grad():
-            std = policy.actor(model.decode(x0_pinned, state.cond[:rows]).states)[1]
+        std = policy._std[:rows]  # σ(ŝ) at this step's predicted states, which ε scales
         pinned = torch.zeros_like(x0_pinned, dtype=torch.bool)
         pinned[:, 0, : model.obs_dim] = True  # s_0 stays the start state
         k = torch.full((rows,), state.k, device=x_k.device, dtype=torch.long)

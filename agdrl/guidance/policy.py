@@ -65,7 +65,8 @@ class PolicyGuidance:
     _spread: torch.Tensor | None = field(default=None, init=False, repr=False)
     _noise: torch.Tensor | None = field(default=None, init=False, repr=False)
     _u: torch.Tensor | None = field(default=None, init=False, repr=False)
-    chain_tensors: ClassVar[tuple[str, ...]] = ("_noise", "_u", "_spread")
+    _std: torch.Tensor | None = field(default=None, init=False, repr=False)
+    chain_tensors: ClassVar[tuple[str, ...]] = ("_noise", "_u", "_std", "_spread")
     """As :attr:`StateGuidance.chain_tensors`."""
 
     def __post_init__(self):
@@ -90,6 +91,7 @@ class PolicyGuidance:
         states = self.model.decode(state.x0, state.cond).states
         mean, std = self.actor(states)
         if self.mode == "sample":
+            self._std = std  # σ at this step's predicted states, for action guidance
             if state.index == 0:
                 self._noise = randn(mean.shape, state.generator, mean.device)
                 self._u = mean + std * self._noise
