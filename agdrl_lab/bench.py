@@ -338,18 +338,45 @@ def execute(run: Run, cfg: BenchConfig) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads),
            "MKL_NUM_THREADS": str(cfg.threads)}
     start = time.perf_counter()
+    loads: list[float] = []
     with open(run.folder / "log.txt", "a") as log:
         try:
-            code = subprocess.run([sys.executable, "-m", "agdrl", *argv], stdout=log,
-                                  stderr=subprocess.STDOUT, env=env, check=False).returncode
+            process = subprocess.Popen([sys.executable, "-m", "agdrl", *argv], stdout=log,
+                                       stderr=subprocess.STDOUT, env=env)
+            code = _wait_sampling_load(process, loads)
         except OSError as err:
             code, status["error"] = -1, str(err)
     status.update(seconds=round(time.perf_counter() - start, 1), returncode=code,
                   state="done" if code == 0 else "failed")
+    if loads:
+        status["load_average"] = {"mean": round(sum(loads) / len(loads), 2),
+                                  "max": round(max(loads), 2), "samples": len(loads)}
     if code != 0 and "error" not in status:
         status["error"] = last_line(run.folder / "log.txt")
     run.status_path.write_text(json.dumps(status, indent=1))
     return status
+
+
+LOAD_SECONDS = 15.0
+"""How often a sweep samples the machine's 1-minute load average while a run of it runs."""
+
+
+def _wait_sampling_load(process: subprocess.Popen, loads: list[float]) -> int:
+    """Wait for ``process``, appending the machine's 1-minute load average to ``loads`` at its
+    start and every :data:`LOAD_SECONDS`; returns its exit code. The load counts every job on
+    the machine, the run's own threads included, so a run's wall-clock is comparable with
+    another's only at about the same load."""
+    try:
+        while True:
+            loads.append(os.getloadavg()[0])
+            try:
+                return process.wait(timeout=LOAD_SECONDS)
+            except subprocess.TimeoutExpired:
+                continue
+    except BaseException:  # an interrupted sweep takes its run down with it
+        process.kill()
+        process.wait()
+        raise
 
 
 def last_line(path: Path) -> str:

@@ -112,6 +112,9 @@ class RunCurve:
     its ``bench_run.json`` recorded it."""
     parallel: int | None = None
     """How many runs its sweep ran at a time (None: not recorded)."""
+    load: float | None = None
+    """The machine's mean 1-minute load average while it ran, every job and its own threads
+    counted (None: not recorded)."""
     renamed_from: str | None = None
     """The sweep row that made the run, where its config says it is another method."""
 
@@ -177,6 +180,7 @@ def find_runs(runs_dir: Path) -> tuple[list[RunCurve], list[UnfinishedRun]]:
             clock_restarted=bool(np.any(np.diff(walls) < 0)),
             source=_source_label((status or {}).get("source")),
             parallel=((status or {}).get("machine") or {}).get("parallel"),
+            load=((status or {}).get("load_average") or {}).get("mean"),
             renamed_from=renamed_from))
     return runs, unfinished
 
@@ -372,8 +376,10 @@ def write_report(cfg: ReportConfig, log: Callable[[str], None] = print) -> Path:
              "fewer the interval is the range of the seeds, and one seed has none (—): DESIGN "
              "§4 asks for at least 5. Wall-clock per env step (median over seeds, up to the "
              "budget's evaluation, evaluation included) is only comparable between runs made "
-             "the same way: same machine, same number of runs at a time (in brackets: the "
-             "runs its sweep ran at a time; other jobs on the machine are not recorded).", "",
+             "the same way: same machine, same load (in brackets: the runs its sweep ran at "
+             "a time, and the median over seeds of the machine's mean 1-minute load average "
+             "while a run ran, where recorded: every job on the machine counts, the run's own "
+             "threads included).", "",
              *[line for note in notes for line in (note, "")],
              *([f"Clock restarted at a resume (an agdrl before 5d2a373), so left out of the "
                 f"wall-clock column: "
@@ -442,9 +448,12 @@ def _raw_table(task: str, budget: int, scores: dict[str, np.ndarray],
         per_step = (f"{1000 * np.median([r.seconds_per_step(budget) for r in timed]):.1f}"
                     if timed else "n/a")
         at_a_time = sorted({r.parallel for r in timed if r.parallel is not None})
-        if at_a_time:
-            per_step += (f" [{at_a_time[0]} at a time]" if len(at_a_time) == 1 else
-                         f" [{at_a_time[0]}–{at_a_time[-1]} at a time]")
+        loads = [r.load for r in timed if r.load is not None]
+        sharing = ([f"{at_a_time[0]} at a time" if len(at_a_time) == 1 else
+                    f"{at_a_time[0]}–{at_a_time[-1]} at a time"] if at_a_time else [])
+        sharing += [f"load {np.median(loads):.1f}"] if loads else []
+        if sharing:
+            per_step += f" [{', '.join(sharing)}]"
         if len(timed) < len(scored):
             per_step += f" ({len(timed)} of {len(scored)} runs)"
         interval = f"[{lo:.1f}, {hi:.1f}]" if len(scores[m]) > 1 else "—"

@@ -7,6 +7,8 @@ import dataclasses
 import json
 import os
 import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ import agdrl
 from agdrl import AGDMBRL, PRESETS, TrainConfig
 from agdrl.cli import main, parse
 from agdrl.config import ConfigError
+from agdrl_lab import bench
 from agdrl_lab.baselines import BaselineConfig
 from agdrl_lab.bench import (
     METHODS,
@@ -122,6 +125,8 @@ def test_local_sweep_isolates_failures_and_resumes(tmp_path: Path, capsys):
     statuses = run_sweep(good)
     assert [s["state"] for s in statuses] == ["done"]
     assert statuses[0]["machine"]["threads"] == 1 and statuses[0]["machine"]["parallel"] == 2
+    load = statuses[0]["load_average"]  # sampled at the start, then every LOAD_SECONDS
+    assert load["samples"] >= 1 and 0 <= load["mean"] <= load["max"]
     assert statuses[0]["source"]["agdrl"] == agdrl.__version__
     statuses = run_sweep(bad)
     assert statuses[0]["state"] == "failed" and statuses[0]["returncode"] == 1
@@ -365,3 +370,24 @@ def test_the_sweep_progress_counts_the_env_steps_runs_have_evaluated(tmp_path: P
     with open(evaluations, "a") as f:  # a longer run counts up to the budget only
         f.write("1500,1.0,0.0,10,1.0\n")
     assert _reached(run, cfg) == 1000
+
+
+def test_a_run_samples_the_load_while_it_runs_and_dies_with_an_interrupted_sweep(monkeypatch):
+    monkeypatch.setattr(bench, "LOAD_SECONDS", 0.05)
+    loads: list[float] = []
+    quick = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    assert bench._wait_sampling_load(quick, loads) == 0
+    assert len(loads) >= 3  # at the start, then every 0.05 s for 0.5 s
+
+    calls = iter(range(100))
+
+    def interrupted() -> tuple[float, float, float]:
+        if next(calls) == 2:
+            raise KeyboardInterrupt
+        return (1.0, 1.0, 1.0)
+
+    monkeypatch.setattr(bench.os, "getloadavg", interrupted)
+    slow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    with pytest.raises(KeyboardInterrupt):
+        bench._wait_sampling_load(slow, [])
+    assert slow.poll() is not None  # killed, not left running

@@ -201,10 +201,12 @@ def test_one_seed_has_no_interval_and_the_wall_clock_says_how_runs_shared_the_ma
     for seed in range(4):
         status = tmp_path / TASK / "fast-learner" / f"seed{seed}" / "bench_run.json"
         status.write_text(json.dumps({"method": "fast-learner", "state": "done",
-                                      "machine": {"parallel": 1 + seed % 2}}))
+                                      "machine": {"parallel": 1 + seed % 2},
+                                      "load_average": {"mean": 1.0 + seed}}))
     text = write_report(ReportConfig(runs_dir=tmp_path, reps=200)).read_text()
     assert "| slow-learner | 1 | 10.0 | — | 10.0 | 2.0 |" in text
-    assert "| fast-learner | 4 | 250.0 |" in text and "| 2.0 [1–2 at a time] |" in text
+    assert "| fast-learner | 4 | 250.0 |" in text
+    assert "| 2.0 [1–2 at a time, load 2.5] |" in text  # the median of 1, 2, 3, 4
     normalized = text[text.index("## Normalized scores"):]  # the same holds across tasks
     assert re.search(r"\| slow-learner \| 1 \| -?[0-9.]+ \| — \|", normalized)
     assert re.search(r"\| fast-learner \| 4 \| [0-9.]+ \| \[[0-9.]+, [0-9.]+\] \|", normalized)
