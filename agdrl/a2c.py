@@ -1,11 +1,12 @@
 """The actor-critic update on imagined segments (DESIGN §2.4).
 
-A2C with GAE(λ) bootstrapped by a slow target critic, advantages standardized over the batch,
-an entropy bonus, gradient clipping, and a line search on the actor's step: the Adam update
-direction Δθ is computed once, then scaled by η so that the mean change of log π(a|s) on the
-batch lands within ``tolerance`` of ``target_logp_change`` (η ≤ 1, so the step never exceeds
-the configured learning rate). Scaling the parameter change, instead of re-running the
-optimizer, leaves Adam's moment estimates as one step left them.
+A2C with GAE(λ) bootstrapped by a slow target critic, advantages standardized over the batch
+(or, with ``actor_gradient='q'``, the reparameterized slope of a learned Q(s, a) instead of
+REINFORCE), an entropy bonus, gradient clipping, and a line search on the actor's step: the
+Adam update direction Δθ is computed once, then scaled by η so that the mean change of
+log π(a|s) on the batch lands within ``tolerance`` of ``target_logp_change`` (η ≤ 1, so the
+step never exceeds the configured learning rate). Scaling the parameter change, instead of
+re-running the optimizer, leaves Adam's moment estimates as one step left them.
 
 Under torchrun (:mod:`agdrl.distributed`) each rank updates on its own segments; gradients,
 the advantage statistics and the line search's log-prob change are averaged over ranks. The
@@ -27,18 +28,22 @@ from agdrl.config import ActorCriticConfig
 from agdrl.distributed import average_gradients, mean_over_ranks, mean_std_over_ranks
 from agdrl.faults import check_finite
 from agdrl.returns import gae, reality_weights
+from agdrl.rng import randn
 from agdrl.segments import Segment
 
 
 class ActorCriticAgent(nn.Module):
-    """Actor, critic and slow target critic with their optimizers; with ``learn_q`` also an
-    action-value critic Q(s, a), regressed on the same λ-returns, for Q − V advantages."""
+    """Actor, critic and slow target critic with their optimizers; with ``learn_q`` (Q − V
+    advantages) or the actor's 'q' gradient also an action-value critic Q(s, a), regressed on
+    the same λ-returns."""
 
     @staticmethod
     def parameter_count(obs_dim: int, action_dim: int, cfg: ActorCriticConfig,
                         learn_q: bool = False) -> int:
-        """Trained parameters of the actor, the critic and (``learn_q``) the action-value
-        critic, counted on the meta device, where nothing is allocated."""
+        """Trained parameters of the actor, the critic and (``learn_q``, or the actor's 'q'
+        gradient) the action-value critic, counted on the meta device, where nothing is
+        allocated."""
+        learn_q = learn_q or cfg.actor_gradient == "q"
         with torch.device("meta"):
             nets = [mlp(obs_dim, 2 * action_dim, cfg.hidden, cfg.layers),
                     mlp(obs_dim, 1, cfg.hidden, cfg.layers)]
@@ -51,6 +56,7 @@ class ActorCriticAgent(nn.Module):
                  learn_q: bool = False):
         super().__init__()
         self.cfg = cfg
+        learn_q = learn_q or cfg.actor_gradient == "q"
         self.actor = Actor(obs_dim, action_low, action_high, cfg.hidden, cfg.layers,
                            cfg.min_std, cfg.init_std)
         self.critic = Critic(obs_dim, cfg.hidden, cfg.layers)
@@ -96,9 +102,11 @@ class ActorCriticAgent(nn.Module):
         check_finite(f"{what} gradient", grad_norm)
         return grad_norm
 
-    def update(self, seg: Segment) -> dict[str, float]:
+    def update(self, seg: Segment, generator: torch.Generator | None = None
+               ) -> dict[str, float]:
         """One actor and one critic step on imagined segments (raw units, no graph); the critics
-        learn from every row, the actor from those ``seg.steered`` does not mark. Non-finite
+        learn from every row, the actor from those ``seg.steered`` does not mark. ``generator``
+        draws the fresh actions of the 'q' actor gradient. Non-finite
         inputs, losses or gradients raise :class:`NonFiniteError` before any network steps, so
         a skipped batch leaves the critic, the Q-critic and the actor all unchanged."""
         cfg = self.cfg
@@ -134,14 +142,24 @@ class ActorCriticAgent(nn.Module):
             self._gradient("the Q-critic", q_loss, self.q_critic, self.q_opt)
             metrics["q_loss"] = q_loss.item()
 
-        # actor: REINFORCE with the (standardized) advantages plus an entropy bonus
+        # actor: the (standardized) advantages' REINFORCE or Q's slope, plus an entropy bonus
         s, a = states[:, :-1], actions[:, :-1]
         logp = self.actor.log_prob(s, a)
         mean, std = self.actor(s)
         entropy = torch.distributions.Normal(mean, std).entropy().sum(-1)
-        actor_loss = -(actor_weights * (advantages * logp + cfg.entropy_weight * entropy)).sum()
+        if cfg.actor_gradient == "q":
+            objective = self._q_objective(s, mean, std, actor_weights, generator)
+        else:
+            objective = advantages * logp
+        actor_loss = -(actor_weights * (objective + cfg.entropy_weight * entropy)).sum()
         actor_loss = actor_loss / actor_weights.sum()
-        actor_grad = self._gradient("the actor", actor_loss, self.actor, self.actor_opt)
+        if self.q_critic is not None:  # the actor's loss must not reach Q's gradient
+            self.q_critic.requires_grad_(False)
+        try:
+            actor_grad = self._gradient("the actor", actor_loss, self.actor, self.actor_opt)
+        finally:
+            if self.q_critic is not None:
+                self.q_critic.requires_grad_(True)
 
         self.critic_opt.step()
         if self.q_critic is not None:
@@ -160,6 +178,16 @@ class ActorCriticAgent(nn.Module):
                 "logp_change": change, "actor_step_scale": scale,
                 "entropy": entropy.mean().item(), "value": values.mean().item(),
                 "return": float(returns.mean())}
+
+    def _q_objective(self, states: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                     weights: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Q(s, squash(μ(s) + σ(s) ε)) / mean |Q| at fresh ε (B, H-1, da): differentiable in the
+        actor through μ and σ; the divisor, a constant, makes the entropy weight scale-free."""
+        noise = randn(mean.shape, generator, mean.device)
+        q = self.q_critic(states, self.actor.squash(mean + std * noise))
+        with torch.no_grad():
+            scale = mean_over_ranks((weights * q.abs()).sum() / weights.sum())
+        return q / (scale + 1e-8)
 
     @torch.no_grad()
     def _line_search(self, before: list[torch.Tensor], states: torch.Tensor,

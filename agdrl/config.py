@@ -404,6 +404,12 @@ class ActorCriticConfig:
     """Line search: wanted mean |Δ log π(a|s)| of one actor update on its batch (0: off)."""
     linesearch_tolerance: float = 0.25
     """Line search: accepted relative deviation from that target."""
+    actor_gradient: Literal["reinforce", "q"] = "reinforce"
+    """The actor's gradient: REINFORCE on the standardized GAE advantages of the imagined
+    actions (PolyGRAD's), or 'q', the reparameterized gradient of a learned Q(s, a) at fresh
+    actions of π at the imagined states (the policy step of SAC and TD-MPC2; Q is regressed
+    on the same λ-returns as V, and divided by its batch mean |Q| so that the entropy weight
+    keeps its scale)."""
 
     def __post_init__(self):
         require_finite(self)

@@ -126,7 +126,7 @@ def agent_step(model: AGDMBRL) -> dict[str, float]:
         seg, metrics = model.world_model.imagine(torch.as_tensor(model.buffer.obs[idx]),
                                                  model.streams.generator)
     with model.clock.timed("agent"):
-        metrics.update(model.agent.update(seg))
+        metrics.update(model.agent.update(seg, model.streams.generator))
     return metrics
 
 

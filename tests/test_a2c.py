@@ -138,3 +138,57 @@ def test_q_critic_learns_that_the_first_action_pays():
                - ac.q_critic(states, torch.tensor([[-0.9, 0.0]]).expand(64, 2)))
     assert gap.mean() > 0.9  # the true Q gap is 1.8 (reward a_0 at t)
     assert ActorCriticAgent(3, np.zeros(2) - 1, np.ones(2), ActorCriticConfig()).q_critic is None
+
+
+class FixedQ(torch.nn.Module):
+    """Q(s, a) = −|a − (0.5, −0.5)|², whatever s: its slope points every action at one place."""
+
+    def __init__(self):
+        super().__init__()
+        self.offset = torch.nn.Parameter(torch.zeros(()))  # so the Q-critic's step has a leaf
+
+    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return -(actions - torch.tensor([0.5, -0.5])).pow(2).sum(-1) + self.offset
+
+
+def test_the_q_actor_gradient_climbs_the_action_value():
+    """actor_gradient 'q': the actor follows ∂Q/∂a at its own fresh actions; with rewards that
+    carry no signal (zeros), REINFORCE leaves the mean action where it was and the Q slope
+    moves it to Q's maximum."""
+    probe = torch.randn(512, 3)
+    ends = {}
+    for kind in ("reinforce", "q"):
+        ac = agent(actor_lr=3e-3, target_logp_change=0.0, grad_clip=0.0, actor_gradient=kind)
+        if kind == "q":
+            ac.q_critic = FixedQ()
+        else:
+            assert ac.q_critic is None  # built only for the 'q' gradient or Q − V advantages
+        g = torch.Generator().manual_seed(0)
+        for i in range(60):
+            seg = imagined(ac, seed=i)
+            ac.update(Segment(seg.states, seg.actions, torch.zeros_like(seg.rewards),
+                              seg.terminals), g)
+        ends[kind] = ac.actor.mode(probe).mean(0)
+    target = torch.tensor([0.5, -0.5])
+    assert (ends["q"] - target).norm() < 0.15
+    assert (ends["reinforce"] - target).norm() > 0.5
+
+
+def test_the_q_actor_gradient_leaves_the_q_critics_step_alone_and_repeats_with_its_seed():
+    """The actor's loss runs through Q, but Q's own step is its regression alone: the same as
+    under REINFORCE. The fresh actions come from the generator, so a seed repeats the update."""
+    steps = {}
+    for kind in ("reinforce", "q", "q again"):
+        torch.manual_seed(0)
+        ac = ActorCriticAgent(3, np.array([-1.0, -1.0]), np.array([1.0, 1.0]),
+                              ActorCriticConfig(hidden=32, actor_gradient=kind.split()[0]),
+                              learn_q=True)
+        ac.update(imagined(ac), torch.Generator().manual_seed(1))
+        steps[kind] = ([p.detach().clone() for p in ac.q_critic.parameters()],
+                       [p.detach().clone() for p in ac.actor.parameters()])
+    for r, q in zip(steps["reinforce"][0], steps["q"][0], strict=True):
+        torch.testing.assert_close(r, q)
+    for a, b in zip(steps["q"][1], steps["q again"][1], strict=True):
+        torch.testing.assert_close(a, b)
+    assert any(not torch.allclose(a, b) for a, b in
+               zip(steps["reinforce"][1], steps["q"][1], strict=True))
