@@ -335,8 +335,10 @@ def execute(run: Run, cfg: BenchConfig) -> dict:
               "machine": {**machine_info(), "threads": cfg.threads, "parallel": cfg.parallel},
               "source": source_version()}
     run.status_path.write_text(json.dumps(status, indent=1))
+    # PYTHONSAFEPATH: python -m would put the working directory first on sys.path, and an
+    # agdrl/ there would shadow the one installed or given by PYTHONPATH (a snapshot)
     env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads),
-           "MKL_NUM_THREADS": str(cfg.threads)}
+           "MKL_NUM_THREADS": str(cfg.threads), "PYTHONSAFEPATH": "1"}
     start = time.perf_counter()
     loads: list[float] = []
     with open(run.folder / "log.txt", "a") as log:

@@ -391,3 +391,20 @@ def test_a_run_samples_the_load_while_it_runs_and_dies_with_an_interrupted_sweep
     with pytest.raises(KeyboardInterrupt):
         bench._wait_sampling_load(slow, [])
     assert slow.poll() is not None  # killed, not left running
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="PYTHONSAFEPATH arrived in Python 3.11")
+def test_a_sweep_runs_the_agdrl_it_was_given_not_one_in_the_working_directory(
+        tmp_path: Path, monkeypatch):
+    """python -m puts the working directory first on sys.path; a sweep started beside an
+    agdrl/ folder (an old checkout, say) must still run the installed one (or PYTHONPATH's)."""
+    shadow = tmp_path / "elsewhere" / "agdrl"
+    shadow.mkdir(parents=True)
+    for name in ("__init__.py", "__main__.py"):
+        (shadow / name).write_text("raise SystemExit('the shadowing agdrl ran')\n")
+    monkeypatch.chdir(shadow.parent)
+    bad = BenchConfig(methods=("agd-sag",), runs_dir=tmp_path / "runs",
+                      agd_args=("--agent.gamma", "2"), **TINY_SWEEP)
+    status = execute(plan(bad)[0], bad)
+    assert status["state"] == "failed"
+    assert "gamma must be in (0, 1]" in status["error"]  # the real agdrl refused the option
