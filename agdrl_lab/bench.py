@@ -19,6 +19,7 @@ reported and the sweep goes on. Runs execute as local processes (``parallel`` at
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import json
@@ -370,7 +371,9 @@ def _wait_sampling_load(process: subprocess.Popen, loads: list[float]) -> int:
     another's only at about the same load."""
     try:
         while True:
-            loads.append(os.getloadavg()[0])
+            # a platform without a load average: the run is waited for all the same
+            with contextlib.suppress(OSError, AttributeError):
+                loads.append(os.getloadavg()[0])
             try:
                 return process.wait(timeout=LOAD_SECONDS)
             except subprocess.TimeoutExpired:

@@ -386,6 +386,13 @@ def test_a_run_samples_the_load_while_it_runs_and_dies_with_an_interrupted_sweep
             raise KeyboardInterrupt
         return (1.0, 1.0, 1.0)
 
+    def unobtainable() -> tuple[float, float, float]:
+        raise OSError("Load averages are unobtainable")
+
+    monkeypatch.setattr(bench.os, "getloadavg", unobtainable)  # the run is waited for anyway
+    plain = subprocess.Popen([sys.executable, "-c", "pass"])
+    assert bench._wait_sampling_load(plain, loads := []) == 0 and loads == []
+
     monkeypatch.setattr(bench.os, "getloadavg", interrupted)
     slow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     with pytest.raises(KeyboardInterrupt):
