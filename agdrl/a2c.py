@@ -153,13 +153,7 @@ class ActorCriticAgent(nn.Module):
             objective = advantages * logp
         actor_loss = -(actor_weights * (objective + cfg.entropy_weight * entropy)).sum()
         actor_loss = actor_loss / actor_weights.sum()
-        if self.q_critic is not None:  # the actor's loss must not reach Q's gradient
-            self.q_critic.requires_grad_(False)
-        try:
-            actor_grad = self._gradient("the actor", actor_loss, self.actor, self.actor_opt)
-        finally:
-            if self.q_critic is not None:
-                self.q_critic.requires_grad_(True)
+        actor_grad = self._gradient("the actor", actor_loss, self.actor, self.actor_opt)
 
         self.critic_opt.step()
         if self.q_critic is not None:
@@ -182,9 +176,12 @@ class ActorCriticAgent(nn.Module):
     def _q_objective(self, states: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
                      weights: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Q(s, squash(μ(s) + σ(s) ε)) / mean |Q| at fresh ε (B, H-1, da): differentiable in the
-        actor through μ and σ; the divisor, a constant, makes the entropy weight scale-free."""
+        actor through μ and σ, with Q's weights held (its own step is its regression alone);
+        the divisor, a constant, makes the entropy weight scale-free."""
         noise = randn(mean.shape, generator, mean.device)
-        q = self.q_critic(states, self.actor.squash(mean + std * noise))
+        held = {name: p.detach() for name, p in self.q_critic.named_parameters()}
+        q = torch.func.functional_call(self.q_critic, held,
+                                       (states, self.actor.squash(mean + std * noise)))
         with torch.no_grad():
             scale = mean_over_ranks((weights * q.abs()).sum() / weights.sum())
         return q / (scale + 1e-8)
